@@ -1,0 +1,169 @@
+//! Applying a primary's delta to a follower's engine.
+//!
+//! A delta names blocks by id; the follower maps them to its own slots
+//! through its own location table. Apply runs in three phases so that a bad
+//! delta leaves no trace and readers never see half of one:
+//!
+//! 1. **Check**, against the current state and without changing it: the LSN
+//!    follows the applied one, every block written or freed exists (or is
+//!    allocated earlier in the delta), every write lies inside its block,
+//!    and the arena has room for the new blocks (reserved here).
+//! 2. **Unindex**: records that the writes will overwrite or the frees will
+//!    drop leave the indexes while their old bytes are still readable.
+//! 3. **Write** the bytes, then **index** the records the writes produced.
+//!
+//! Phases 2 and 3 rely on how a primary writes: every write range starts at
+//! a record boundary (or at the block header, offset 0) and slot boundaries
+//! never move. So the records a write affects are exactly those whose start
+//! lies in its range, before and after.
+
+use std::collections::HashSet;
+
+use crate::block::BlockHeader;
+use crate::constants::{BLOCKS_PER_DB_MAX, BLOCK_HEADER_SIZE};
+use crate::database::DbState;
+use crate::delta::{Delta, DeltaOp};
+use crate::error::{ApplyError, Error};
+use crate::ids::BlockId;
+
+/// Checks `delta` against `state` and reserves its new blocks. Changes
+/// nothing the database's readers can see.
+pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError> {
+    let db = state.db;
+    let block_size = state.arena.block_size();
+    let mut allocated: HashSet<BlockId> = HashSet::new();
+    let mut freed: HashSet<BlockId> = HashSet::new();
+    let exists = |b: BlockId, allocated: &HashSet<BlockId>, freed: &HashSet<BlockId>| {
+        (state.table.contains(b) || allocated.contains(&b)) && !freed.contains(&b)
+    };
+    for op in &delta.ops()[1..delta.ops().len() - 1] {
+        match op {
+            DeltaOp::BlockAlloc { block, .. } => {
+                if block.0 as usize >= BLOCKS_PER_DB_MAX {
+                    return Err(ApplyError::Engine(Error::DatabaseFull { db, max: BLOCKS_PER_DB_MAX }));
+                }
+                if state.table.contains(*block) || allocated.contains(block) {
+                    return Err(ApplyError::BlockExists { db, block: *block });
+                }
+                allocated.insert(*block);
+            }
+            DeltaOp::BlockWrite { block, offset, bytes, .. } => {
+                if !exists(*block, &allocated, &freed) {
+                    return Err(ApplyError::UnknownBlock { db, block: *block });
+                }
+                let end = (*offset as usize).checked_add(bytes.len());
+                if end.is_none_or(|end| end > block_size) {
+                    return Err(ApplyError::OutOfBlock {
+                        offset: *offset,
+                        len: bytes.len() as u32,
+                        block_size,
+                    });
+                }
+            }
+            DeltaOp::BlockFree { block, .. } => {
+                if !exists(*block, &allocated, &freed) {
+                    return Err(ApplyError::UnknownBlock { db, block: *block });
+                }
+                freed.insert(*block);
+            }
+            DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } | DeltaOp::DbCreate { .. } => {
+                unreachable!("Delta guarantees the op sequence")
+            }
+        }
+    }
+    state.arena.reserve(allocated.len()).map_err(ApplyError::Engine)?;
+    Ok(())
+}
+
+/// Applies a checked delta. An error here means the delta's bytes left the
+/// blocks unparseable; the caller poisons the database.
+pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
+    let ops = &delta.ops()[1..delta.ops().len() - 1];
+    let preexisting: HashSet<BlockId> = ops
+        .iter()
+        .filter_map(|op| match op {
+            DeltaOp::BlockWrite { block, .. } | DeltaOp::BlockFree { block, .. } => Some(*block),
+            _ => None,
+        })
+        .filter(|b| state.table.contains(*b))
+        .collect();
+
+    // Phase 2: unindex, and take the touched blocks out of the counts.
+    for &block in &preexisting {
+        let header = state.header(block).expect("checked");
+        state.add_header_counts(&header, -1);
+    }
+    for op in ops {
+        match op {
+            DeltaOp::BlockWrite { block, offset, bytes, .. } if preexisting.contains(block) => {
+                let start = *offset as usize;
+                for rid in state.live_records_in(*block, start, start + bytes.len())? {
+                    state.index_remove(rid)?;
+                }
+            }
+            DeltaOp::BlockFree { block, .. } if preexisting.contains(block) => {
+                for rid in state.live_records_in(*block, 0, usize::MAX)? {
+                    state.index_remove(rid)?;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Phase 3: write, then index what was written.
+    for op in ops {
+        match op {
+            DeltaOp::BlockAlloc { block, .. } => {
+                let slot = state.arena.alloc()?;
+                state.table.insert(*block, slot);
+                state.tail = Some(*block);
+            }
+            DeltaOp::BlockWrite { block, offset, bytes, .. } => {
+                let slot = state.table.get(*block).expect("checked");
+                let at = *offset as usize;
+                state.slot_bytes_mut(slot)[at..at + bytes.len()].copy_from_slice(bytes);
+            }
+            DeltaOp::BlockFree { block, .. } => {
+                let slot = state.table.remove(*block).expect("checked");
+                state.arena.free(slot);
+                if state.tail == Some(*block) {
+                    state.tail = None;
+                }
+            }
+            _ => {}
+        }
+    }
+    // Every block the delta wrote or allocated, still present, must end up
+    // with a valid header of its own.
+    let mut touched: Vec<BlockId> = Vec::new();
+    for op in ops {
+        if let DeltaOp::BlockAlloc { block, .. } | DeltaOp::BlockWrite { block, .. } = op {
+            if state.table.contains(*block) && !touched.contains(block) {
+                touched.push(*block);
+            }
+        }
+    }
+    for op in ops {
+        if let DeltaOp::BlockWrite { block, offset, bytes, .. } = op {
+            if !state.table.contains(*block) {
+                continue;
+            }
+            let start = *offset as usize;
+            for rid in state.live_records_in(*block, start, start + bytes.len())? {
+                state.index_insert(rid)?;
+            }
+        }
+    }
+    for block in touched {
+        let bytes = state.block(block).expect("exists");
+        let header = BlockHeader::read_checked(bytes).map_err(|why| state.corrupt(block, why))?;
+        if header.block != block || header.db != state.db {
+            return Err(state.corrupt(block, "header names another block"));
+        }
+        state.add_header_counts(&header, 1);
+    }
+    debug_assert!(state.table.iter().all(|(b, _)| state
+        .header(b)
+        .is_some_and(|h| h.free_offset as usize >= BLOCK_HEADER_SIZE)));
+    Ok(())
+}

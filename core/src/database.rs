@@ -1,0 +1,339 @@
+//! One named database: its blocks, location table and indexes, and the
+//! queries over them.
+//!
+//! A `Database` is shared (`Arc`) between the engine, transactions and
+//! readers. Its state sits behind a read-write lock: queries take it shared,
+//! and a commit or an apply takes it exclusively for the short time it
+//! changes blocks and indexes, so a reader sees a transaction whole or not
+//! at all. A second, separate mutex (`writer`) admits one transaction at a
+//! time per database for its whole life, from `begin` to commit or abort.
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::arena::{Arena, SlotId};
+use crate::block::BlockHeader;
+use crate::constants::BLOCK_HEADER_SIZE;
+use crate::error::Error;
+use crate::ids::{BlockId, DbId, RecordId};
+use crate::index::{hash_bytes, Indexes};
+use crate::location::LocationTable;
+use crate::record::{Record, RecordRef, RecordWalk};
+
+/// What a database is declared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schema {
+    pub id: DbId,
+    pub name: String,
+    pub block_size: usize,
+    /// Names of the non-unique keys, in the order records carry their values.
+    pub indexes: Vec<String>,
+}
+
+impl Schema {
+    /// Bytes of one block available to records.
+    pub fn capacity(&self) -> usize {
+        self.block_size - BLOCK_HEADER_SIZE
+    }
+
+    /// Position of the non-unique key `name`.
+    pub fn index_position(&self, name: &str) -> Result<usize, Error> {
+        self.indexes.iter().position(|i| i == name).ok_or_else(|| Error::UnknownIndex {
+            db: self.name.clone(),
+            index: name.to_string(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Database {
+    pub(crate) schema: Schema,
+    pub(crate) writer: Arc<Mutex<()>>,
+    pub(crate) state: RwLock<DbState>,
+}
+
+/// Counts that describe a database's size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbStats {
+    pub records: u64,
+    pub blocks: u64,
+    /// Bytes of record slots, live and tombstoned.
+    pub used_bytes: u64,
+    /// Bytes of tombstoned slots, which compaction reclaims.
+    pub dead_bytes: u64,
+    /// Bytes of memory mapped for blocks (used, free and partly filled).
+    pub mapped_bytes: u64,
+    /// Bytes of heap held by the indexes.
+    pub index_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct DbState {
+    pub(crate) db: DbId,
+    pub(crate) arena: Arena,
+    pub(crate) table: LocationTable,
+    /// `None` on a passive engine, which keeps blocks only.
+    pub(crate) indexes: Option<Indexes>,
+    /// The block new records are appended to.
+    pub(crate) tail: Option<BlockId>,
+    pub(crate) records: u64,
+    pub(crate) used_bytes: u64,
+    pub(crate) dead_bytes: u64,
+    /// Set when a change failed half-way; the database then refuses writes.
+    pub(crate) poisoned: bool,
+}
+
+impl Database {
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn id(&self) -> DbId {
+        self.schema.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// A consistent read view: every query through it sees the same
+    /// committed state. Commits to this database wait while it is held, so
+    /// hold it briefly.
+    pub fn read(&self) -> ReadView<'_> {
+        ReadView { schema: &self.schema, state: self.state.read() }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        self.read().get(key)
+    }
+
+    /// Calls `f` with the record borrowed from its block, without copying it.
+    pub fn with_record<R>(&self, key: &[u8], f: impl FnOnce(RecordRef<'_>) -> R) -> Result<Option<R>, Error> {
+        let view = self.read();
+        Ok(view.state.lookup(key)?.map(|(_, rec)| f(rec)))
+    }
+
+    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+        self.read().find(index, value, limit)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.state.read().records
+    }
+
+    pub fn stats(&self) -> DbStats {
+        self.state.read().stats()
+    }
+}
+
+/// A shared lock on one database's committed state.
+#[derive(Debug)]
+pub struct ReadView<'a> {
+    schema: &'a Schema,
+    state: RwLockReadGuard<'a, DbState>,
+}
+
+impl ReadView<'_> {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        Ok(self.state.lookup(key)?.map(|(_, rec)| rec.to_record()))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.state.lookup(key)?.is_some())
+    }
+
+    /// Unique keys of the records whose non-unique key `index` equals
+    /// `value`, in record id order, at most `limit` of them.
+    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+        let i = self.schema.index_position(index)?;
+        let mut keys = Vec::new();
+        self.state.for_each_match(i, value, |_, rec| {
+            keys.push(rec.key().to_vec());
+            limit.is_none_or(|l| keys.len() < l)
+        })?;
+        Ok(keys)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.state.records
+    }
+}
+
+impl DbState {
+    pub(crate) fn block(&self, block: BlockId) -> Option<&[u8]> {
+        self.table.get(block).map(|slot| self.arena.block(slot))
+    }
+
+    pub(crate) fn slot_bytes_mut(&mut self, slot: SlotId) -> &mut [u8] {
+        self.arena.block_mut(slot)
+    }
+
+    pub(crate) fn header(&self, block: BlockId) -> Option<BlockHeader> {
+        self.block(block).map(BlockHeader::read)
+    }
+
+    /// The record at `rid`. Parses against the block's end rather than its
+    /// free offset: a lookup then touches the record's cache lines only.
+    pub(crate) fn record(&self, rid: RecordId) -> Result<RecordRef<'_>, Error> {
+        let block = self.block(rid.block).ok_or_else(|| Error::Corrupt {
+            db: self.db,
+            block: rid.block,
+            why: "an index points at a block that does not exist".into(),
+        })?;
+        let at = rid.offset as usize;
+        if !(BLOCK_HEADER_SIZE..block.len()).contains(&at) {
+            return Err(self.corrupt(rid.block, "an index points outside the block"));
+        }
+        RecordRef::parse(&block[at..]).map_err(|e| self.corrupt(rid.block, &e.to_string()))
+    }
+
+    pub(crate) fn corrupt(&self, block: BlockId, why: &str) -> Error {
+        Error::Corrupt { db: self.db, block, why: why.to_string() }
+    }
+
+    fn indexes(&self) -> Result<&Indexes, Error> {
+        self.indexes.as_ref().ok_or(Error::IndexesNotBuilt)
+    }
+
+    /// The live record with unique key `key`.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<(RecordId, RecordRef<'_>)>, Error> {
+        let hash = hash_bytes(key);
+        let rid = self
+            .indexes()?
+            .unique
+            .find(hash, |rid| self.record(rid).is_ok_and(|r| r.key() == key));
+        match rid {
+            Some(rid) => Ok(Some((rid, self.record(rid)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` on each live record whose value `index` equals `value`, in
+    /// record id order, until it returns false.
+    pub(crate) fn for_each_match(
+        &self,
+        index: usize,
+        value: &[u8],
+        mut f: impl FnMut(RecordId, RecordRef<'_>) -> bool,
+    ) -> Result<(), Error> {
+        let hash = hash_bytes(value);
+        let rids = self.indexes()?.values[index]
+            .find(hash, |rid| self.record(rid).is_ok_and(|r| r.value(index) == Some(value)));
+        for &rid in rids {
+            if !f(rid, self.record(rid)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a live record to every index.
+    pub(crate) fn index_insert(&mut self, rid: RecordId) -> Result<(), Error> {
+        let Some(mut indexes) = self.indexes.take() else { return Ok(()) };
+        let result = (|| {
+            let rec = self.record(rid)?;
+            indexes.unique.insert(hash_bytes(rec.key()), rid);
+            for (i, index) in indexes.values.iter_mut().enumerate() {
+                if let Some(value) = rec.value(i) {
+                    index.insert(hash_bytes(value), rid, |other| {
+                        self.record(other).is_ok_and(|r| r.value(i) == Some(value))
+                    });
+                }
+            }
+            Ok(())
+        })();
+        self.indexes = Some(indexes);
+        result
+    }
+
+    /// Removes a record (still readable in its block) from every index.
+    pub(crate) fn index_remove(&mut self, rid: RecordId) -> Result<(), Error> {
+        let Some(mut indexes) = self.indexes.take() else { return Ok(()) };
+        let result = (|| {
+            let rec = self.record(rid)?;
+            indexes.unique.remove(hash_bytes(rec.key()), rid);
+            for (i, index) in indexes.values.iter_mut().enumerate() {
+                if let Some(value) = rec.value(i) {
+                    index.remove(hash_bytes(value), rid);
+                }
+            }
+            Ok(())
+        })();
+        self.indexes = Some(indexes);
+        result
+    }
+
+    /// Live records of `block` starting in `[start, stop)`, walked up to the
+    /// block's free offset.
+    pub(crate) fn live_records_in(
+        &self,
+        block: BlockId,
+        start: usize,
+        stop: usize,
+    ) -> Result<Vec<RecordId>, Error> {
+        let Some(bytes) = self.block(block) else { return Ok(Vec::new()) };
+        let free = BlockHeader::read(bytes).free_offset as usize;
+        let mut out = Vec::new();
+        for item in RecordWalk::new(bytes, start, stop, free) {
+            let (offset, rec) = item.map_err(|e| self.corrupt(block, &e.to_string()))?;
+            if rec.is_live() {
+                out.push(RecordId { block, offset });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds every index and count from the blocks alone.
+    pub(crate) fn rebuild(&mut self, value_indexes: usize) -> Result<(), Error> {
+        self.indexes = Some(Indexes::new(value_indexes));
+        self.recount()?;
+        let blocks: Vec<BlockId> = self.table.iter().map(|(b, _)| b).collect();
+        for block in blocks {
+            let end = self.block(block).map_or(0, |b| b.len());
+            for rid in self.live_records_in(block, 0, end)? {
+                let key = self.record(rid)?.key();
+                if self.lookup(key)?.is_some() {
+                    return Err(self.corrupt(block, "unique key held by two live records"));
+                }
+                self.index_insert(rid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the counts from the block headers.
+    pub(crate) fn recount(&mut self) -> Result<(), Error> {
+        let (mut records, mut used, mut dead) = (0, 0, 0);
+        for (block, slot) in self.table.iter() {
+            let header = BlockHeader::read_checked(self.arena.block(slot))
+                .map_err(|why| self.corrupt(block, why))?;
+            records += header.record_count as u64;
+            used += (header.free_offset as usize - BLOCK_HEADER_SIZE) as u64;
+            dead += header.dead_bytes as u64;
+        }
+        (self.records, self.used_bytes, self.dead_bytes) = (records, used, dead);
+        Ok(())
+    }
+
+    pub(crate) fn add_header_counts(&mut self, h: &BlockHeader, sign: i64) {
+        let used = (h.free_offset as u64).saturating_sub(BLOCK_HEADER_SIZE as u64);
+        let apply = |x: &mut u64, d: u64| {
+            *x = if sign > 0 { *x + d } else { x.saturating_sub(d) };
+        };
+        apply(&mut self.records, h.record_count as u64);
+        apply(&mut self.used_bytes, used);
+        apply(&mut self.dead_bytes, h.dead_bytes as u64);
+    }
+
+    pub(crate) fn stats(&self) -> DbStats {
+        DbStats {
+            records: self.records,
+            blocks: self.table.len() as u64,
+            used_bytes: self.used_bytes,
+            dead_bytes: self.dead_bytes,
+            mapped_bytes: self.arena.mapped_bytes() as u64,
+            index_bytes: self.indexes.as_ref().map_or(0, |i| i.heap_bytes() as u64),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The engine: a set of named databases, the node's LSN, and the two ways
+//! blocks change — local transactions (a primary) or applied deltas (a
+//! follower).
+//!
+//! Commits and applies are serialised by one commit lock, which assigns LSNs
+//! in the order deltas are produced, so a node's deltas form one sequence
+//! across all its databases. Building a transaction's write set happens
+//! outside that lock; only the short apply to blocks runs under it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::apply;
+use crate::arena::{Arena, ArenaBacking, MemoryAdvice, MemoryBudget};
+use crate::constants::{
+    BLOCK_SIZE_DEFAULT, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, DATABASES_MAX, INDEXES_PER_DB_MAX,
+    NAME_LEN_MAX,
+};
+use crate::database::{Database, DbState, DbStats, Schema};
+use crate::delta::{Delta, DeltaOp};
+use crate::error::{ApplyError, Error};
+use crate::ids::{DbId, Lsn};
+use crate::index::Indexes;
+use crate::txn::{Committed, Txn};
+
+/// Whether an engine runs its own transactions or follows a primary's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Runs transactions; emits deltas.
+    #[default]
+    Primary,
+    /// Applies a primary's deltas; refuses local transactions.
+    Follower(IndexMode),
+}
+
+/// What a follower keeps besides blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexMode {
+    /// Indexes kept current on every apply: a hot secondary serving reads.
+    Maintained,
+    /// Blocks only: a passive secondary. Indexes are built on promotion.
+    Deferred,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct EngineConfig {
+    /// Most bytes all arenas together may map. `None`: no limit.
+    pub memory_limit_bytes: Option<u64>,
+    pub backing: ArenaBacking,
+    pub advice: MemoryAdvice,
+    pub role: Role,
+}
+
+/// How a database is declared.
+#[derive(Clone, Debug)]
+pub struct DatabaseOptions {
+    pub block_size: usize,
+    /// Names of the non-unique keys.
+    pub indexes: Vec<String>,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> Self {
+        DatabaseOptions { block_size: BLOCK_SIZE_DEFAULT, indexes: Vec::new() }
+    }
+}
+
+impl DatabaseOptions {
+    pub fn with_indexes<S: Into<String>>(indexes: impl IntoIterator<Item = S>) -> Self {
+        DatabaseOptions { indexes: indexes.into_iter().map(Into::into).collect(), ..Self::default() }
+    }
+
+    pub fn block_size(mut self, bytes: usize) -> Self {
+        self.block_size = bytes;
+        self
+    }
+}
+
+/// A handle to an engine; clones share it.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: EngineConfig,
+    budget: Arc<MemoryBudget>,
+    catalog: RwLock<Catalog>,
+    /// Held while a commit or apply changes blocks; holds the last LSN.
+    commit: Mutex<Lsn>,
+    /// The last committed LSN, readable without the commit lock.
+    lsn: AtomicU64,
+    role: RwLock<Role>,
+}
+
+#[derive(Debug, Default)]
+struct Catalog {
+    by_name: HashMap<String, Arc<Database>>,
+    by_id: Vec<Arc<Database>>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        let budget = MemoryBudget::new(config.memory_limit_bytes);
+        let role = config.role;
+        Engine {
+            shared: Arc::new(Shared {
+                config,
+                budget,
+                catalog: RwLock::default(),
+                commit: Mutex::new(Lsn::ZERO),
+                lsn: AtomicU64::new(0),
+                role: RwLock::new(role),
+            }),
+        }
+    }
+
+    /// The LSN of the last committed (or applied) transaction.
+    pub fn lsn(&self) -> Lsn {
+        Lsn(self.shared.lsn.load(Ordering::Acquire))
+    }
+
+    pub fn role(&self) -> Role {
+        *self.shared.role.read()
+    }
+
+    /// Bytes of block memory mapped by all databases.
+    pub fn memory_used_bytes(&self) -> u64 {
+        self.shared.budget.used_bytes()
+    }
+
+    pub fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
+        self.shared
+            .catalog
+            .read()
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownDatabase(name.to_string()))
+    }
+
+    pub fn database_by_id(&self, id: DbId) -> Option<Arc<Database>> {
+        self.shared.catalog.read().by_id.get(id.0 as usize).cloned()
+    }
+
+    /// Every database, in id order.
+    pub fn databases(&self) -> Vec<Arc<Database>> {
+        self.shared.catalog.read().by_id.clone()
+    }
+
+    /// Creates a database. Its creation is a transaction of its own, with an
+    /// LSN and a delta, so followers create it too.
+    pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Committed, Error> {
+        self.require_primary()?;
+        validate_name(name)?;
+        if !options.block_size.is_power_of_two()
+            || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&options.block_size)
+        {
+            return Err(Error::InvalidBlockSize(options.block_size));
+        }
+        if options.indexes.len() > INDEXES_PER_DB_MAX {
+            return Err(Error::TooMany { what: "non-unique keys per database", max: INDEXES_PER_DB_MAX });
+        }
+        for (i, index) in options.indexes.iter().enumerate() {
+            validate_name(index)?;
+            if options.indexes[..i].contains(index) {
+                return Err(Error::InvalidName { name: index.clone(), why: "index named twice" });
+            }
+        }
+        let mut last = self.shared.commit.lock();
+        let mut catalog = self.shared.catalog.write();
+        if catalog.by_name.contains_key(name) {
+            return Err(Error::DatabaseExists(name.to_string()));
+        }
+        if catalog.by_id.len() >= DATABASES_MAX {
+            return Err(Error::TooMany { what: "databases", max: DATABASES_MAX });
+        }
+        let schema = Schema {
+            id: DbId(catalog.by_id.len() as u32),
+            name: name.to_string(),
+            block_size: options.block_size,
+            indexes: options.indexes,
+        };
+        let db = self.open_database(schema.clone())?;
+        let lsn = last.next();
+        catalog.by_name.insert(schema.name.clone(), db.clone());
+        catalog.by_id.push(db);
+        self.publish(&mut last, lsn);
+        let delta = Delta::from_ops(vec![
+            DeltaOp::TxnBegin { db: schema.id },
+            DeltaOp::DbCreate {
+                db: schema.id,
+                name: schema.name,
+                block_size: schema.block_size as u32,
+                indexes: schema.indexes,
+            },
+            DeltaOp::TxnCommit { lsn },
+        ]);
+        Ok(Committed { lsn, delta })
+    }
+
+    fn open_database(&self, schema: Schema) -> Result<Arc<Database>, Error> {
+        let arena = Arena::new(
+            schema.block_size,
+            &self.shared.config.backing,
+            &format!("db-{}.blocks", schema.id.0),
+            self.shared.budget.clone(),
+            self.shared.config.advice,
+        )?;
+        let indexes = match self.role() {
+            Role::Follower(IndexMode::Deferred) => None,
+            _ => Some(Indexes::new(schema.indexes.len())),
+        };
+        let state = DbState {
+            db: schema.id,
+            arena,
+            table: Default::default(),
+            indexes,
+            tail: None,
+            records: 0,
+            used_bytes: 0,
+            dead_bytes: 0,
+            poisoned: false,
+        };
+        Ok(Arc::new(Database {
+            schema,
+            writer: Arc::new(Mutex::new(())),
+            state: RwLock::new(state),
+        }))
+    }
+
+    fn require_primary(&self) -> Result<(), Error> {
+        match self.role() {
+            Role::Primary => Ok(()),
+            Role::Follower(_) => Err(Error::ReadOnly),
+        }
+    }
+
+    /// Begins a write transaction on `db`, waiting while another is open on it.
+    pub fn begin(&self, db: &str) -> Result<Txn, Error> {
+        self.require_primary()?;
+        Ok(Txn::new(self.clone(), self.database(db)?))
+    }
+
+    /// Runs `change` on the database's state under the commit lock and the
+    /// state's write lock, with the LSN it will commit as. The LSN is used
+    /// only if `change` succeeds.
+    pub(crate) fn commit_with(
+        &self,
+        db: &Database,
+        change: impl FnOnce(&mut DbState, Lsn) -> Result<Delta, Error>,
+    ) -> Result<Committed, Error> {
+        self.require_primary()?;
+        let mut last = self.shared.commit.lock();
+        let mut state = db.state.write();
+        if state.poisoned {
+            return Err(Error::Poisoned(db.id()));
+        }
+        let lsn = last.next();
+        let delta = change(&mut state, lsn)?;
+        drop(state);
+        self.publish(&mut last, lsn);
+        Ok(Committed { lsn, delta })
+    }
+
+    fn publish(&self, last: &mut Lsn, lsn: Lsn) {
+        debug_assert_eq!(lsn, last.next());
+        *last = lsn;
+        self.shared.lsn.store(lsn.0, Ordering::Release);
+    }
+
+    /// Applies a primary's delta. It must carry the LSN after this engine's.
+    /// A delta that fails its checks changes nothing.
+    pub fn apply(&self, delta: &Delta) -> Result<Lsn, ApplyError> {
+        if self.role() == Role::Primary {
+            return Err(ApplyError::Engine(Error::ReadOnly));
+        }
+        let mut last = self.shared.commit.lock();
+        let lsn = delta.lsn();
+        if lsn != last.next() {
+            return Err(ApplyError::LsnGap { applied: *last, got: lsn });
+        }
+        if let [_, DeltaOp::DbCreate { db, name, block_size, indexes }, _] = delta.ops() {
+            let mut catalog = self.shared.catalog.write();
+            if *db != DbId(catalog.by_id.len() as u32) || catalog.by_name.contains_key(name) {
+                return Err(ApplyError::DatabaseExists(*db));
+            }
+            let block_size = *block_size as usize;
+            if !block_size.is_power_of_two() || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&block_size) {
+                return Err(ApplyError::Engine(Error::InvalidBlockSize(block_size)));
+            }
+            let schema =
+                Schema { id: *db, name: name.clone(), block_size, indexes: indexes.clone() };
+            let database = self.open_database(schema)?;
+            catalog.by_name.insert(name.clone(), database.clone());
+            catalog.by_id.push(database);
+        } else {
+            let database =
+                self.database_by_id(delta.db()).ok_or(ApplyError::UnknownDatabase(delta.db()))?;
+            let mut state = database.state.write();
+            if state.poisoned {
+                return Err(ApplyError::Engine(Error::Poisoned(database.id())));
+            }
+            apply::check(&mut state, delta)?;
+            if let Err(e) = apply::apply(&mut state, delta) {
+                state.poisoned = true;
+                return Err(e.into());
+            }
+        }
+        self.publish(&mut last, lsn);
+        Ok(lsn)
+    }
+
+    /// Turns a follower into a primary: builds any indexes it did not keep,
+    /// then accepts transactions, continuing from its applied LSN.
+    pub fn promote(&self) -> Result<Lsn, Error> {
+        let last = self.shared.commit.lock();
+        if let Role::Follower(IndexMode::Deferred) = self.role() {
+            self.rebuild_indexes()?;
+        }
+        *self.shared.role.write() = Role::Primary;
+        Ok(*last)
+    }
+
+    /// Rebuilds every database's indexes and counts from its blocks alone.
+    pub fn rebuild_indexes(&self) -> Result<(), Error> {
+        for db in self.databases() {
+            let mut state = db.state.write();
+            state.rebuild(db.schema.indexes.len())?;
+            if state.tail.is_none() {
+                state.tail = state.table.iter().last().map(|(b, _)| b);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self, db: &str) -> Result<DbStats, Error> {
+        Ok(self.database(db)?.stats())
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), Error> {
+    let why = if name.is_empty() || name.len() > NAME_LEN_MAX {
+        "1 to 64 bytes"
+    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+        "letters, digits and _ . : - only"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName { name: name.to_string(), why })
+}

@@ -1,0 +1,412 @@
+//! Transactions: a write set built privately, applied to the blocks at commit.
+//!
+//! A transaction holds its database's writer lock from `begin` until it
+//! commits or aborts, so its reads of committed state plus its own writes
+//! cannot be invalidated by another writer: transactions on one database are
+//! serializable. Its writes wait in a write set (key → new record or
+//! delete) and touch no block until `commit`, which is why readers see only
+//! committed states and an abort leaves no trace.
+//!
+//! `commit` plans first (which records update in place, which append, how
+//! many new blocks that takes), reserves the memory, and only then changes
+//! blocks and indexes, so the one fallible resource — memory — is checked
+//! before anything changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::lock_api::ArcMutexGuard;
+use parking_lot::RawMutex;
+
+use crate::block::BlockHeader;
+use crate::constants::{BLOCKS_PER_DB_MAX, BLOCK_HEADER_SIZE};
+use crate::database::{Database, DbState};
+use crate::delta::{Delta, DeltaOp};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::ids::{BlockId, Lsn, RecordId};
+use crate::record::{EncodedRecord, Record, STATE_TOMBSTONE};
+
+/// A committed transaction: its LSN and the delta that replays it.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub lsn: Lsn,
+    pub delta: Delta,
+}
+
+/// A write transaction on one database. Dropping it aborts it.
+pub struct Txn {
+    engine: Engine,
+    db: Arc<Database>,
+    _writer: ArcMutexGuard<RawMutex, ()>,
+    /// Key → the record it will hold, or `None` for a delete.
+    writes: BTreeMap<Vec<u8>, Option<EncodedRecord>>,
+}
+
+impl std::fmt::Debug for Txn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn").field("db", &self.db.name()).field("writes", &self.writes.len()).finish()
+    }
+}
+
+impl Txn {
+    pub(crate) fn new(engine: Engine, db: Arc<Database>) -> Self {
+        let writer = db.writer.lock_arc();
+        Txn { engine, db, _writer: writer, writes: BTreeMap::new() }
+    }
+
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    fn encode(&self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<EncodedRecord, Error> {
+        let schema = &self.db.schema;
+        if values.len() != schema.indexes.len() {
+            return Err(Error::ValueCount {
+                db: schema.name.clone(),
+                expected: schema.indexes.len(),
+                got: values.len(),
+            });
+        }
+        EncodedRecord::encode(key, values, payload, schema.capacity())
+    }
+
+    /// Inserts or replaces the record with unique key `key`. `values` holds
+    /// one entry per declared non-unique key, in declaration order.
+    pub fn put(&mut self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<(), Error> {
+        let record = self.encode(key, values, payload)?;
+        self.writes.insert(key.to_vec(), Some(record));
+        Ok(())
+    }
+
+    /// Inserts a record; `Error::DuplicateKey` if the key exists.
+    pub fn insert(&mut self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<(), Error> {
+        let record = self.encode(key, values, payload)?;
+        if self.contains(key)? {
+            return Err(Error::DuplicateKey);
+        }
+        self.writes.insert(key.to_vec(), Some(record));
+        Ok(())
+    }
+
+    /// Deletes the record with key `key`. Returns whether there was one.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
+        let existed = self.contains(key)?;
+        if existed {
+            self.writes.insert(key.to_vec(), None);
+        }
+        Ok(existed)
+    }
+
+    /// Whether `key` exists, as this transaction sees it.
+    pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.is_some()),
+            None => self.db.read().contains(key),
+        }
+    }
+
+    /// The record with key `key`, as this transaction sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        match self.writes.get(key) {
+            Some(pending) => Ok(pending.as_ref().map(|r| r.as_ref().to_record())),
+            None => self.db.get(key),
+        }
+    }
+
+    /// Keys of the records whose non-unique key `index` equals `value`, as
+    /// this transaction sees them: committed matches first (record id
+    /// order), then this transaction's own (key order).
+    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+        let i = self.db.schema.index_position(index)?;
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut keys: Vec<Vec<u8>> = self
+            .db
+            .find(index, value, None)?
+            .into_iter()
+            .filter(|k| !self.writes.contains_key(k))
+            .collect();
+        for (key, pending) in &self.writes {
+            if pending.as_ref().is_some_and(|r| r.as_ref().value(i) == Some(value)) {
+                keys.push(key.clone());
+            }
+        }
+        keys.truncate(limit);
+        Ok(keys)
+    }
+
+    /// Number of records, as this transaction sees it.
+    pub fn count(&self) -> Result<u64, Error> {
+        let view = self.db.read();
+        let mut count = view.count() as i64;
+        for (key, pending) in &self.writes {
+            count += pending.is_some() as i64 - view.contains(key)? as i64;
+        }
+        Ok(count as u64)
+    }
+
+    /// Number of keys this transaction changes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Makes the writes visible and durable in memory, as one transaction
+    /// with the next LSN. Returns its delta, or `None` if it wrote nothing.
+    pub fn commit(self) -> Result<Option<Committed>, Error> {
+        if self.writes.is_empty() {
+            return Ok(None);
+        }
+        let Txn { engine, db, writes, _writer } = self;
+        engine.commit_with(&db, |state, lsn| apply_write_set(state, &writes, lsn)).map(Some)
+    }
+
+    /// Drops the writes. Equivalent to dropping the transaction.
+    pub fn abort(self) {}
+}
+
+/// Block changes of one commit on the primary, collected to emit its delta.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty {
+    pub(crate) allocs: Vec<BlockId>,
+    /// Touched blocks and the byte ranges written in each, in first-touch order.
+    blocks: Vec<(BlockId, Vec<(u32, u32)>)>,
+}
+
+impl Dirty {
+    pub(crate) fn touch(&mut self, block: BlockId, start: usize, end: usize) {
+        let range = (start as u32, end as u32);
+        match self.blocks.iter_mut().find(|(b, _)| *b == block) {
+            Some((_, ranges)) => ranges.push(range),
+            None => self.blocks.push((block, vec![range])),
+        }
+    }
+
+    /// Writes the LSN into every touched header, frees blocks left empty
+    /// (other than the tail), and builds the delta.
+    pub(crate) fn finish(mut self, state: &mut DbState, lsn: Lsn) -> Delta {
+        let db = state.db;
+        let mut frees = Vec::new();
+        for (block, ranges) in &mut self.blocks {
+            let slot = state.table.get(*block).expect("a touched block exists");
+            let bytes = state.slot_bytes_mut(slot);
+            let mut header = BlockHeader::read(bytes);
+            header.lsn = lsn;
+            header.write(bytes);
+            if header.record_count == 0 && state.tail != Some(*block) {
+                frees.push(*block);
+            }
+            ranges.push((0, BLOCK_HEADER_SIZE as u32));
+            ranges.sort_unstable();
+        }
+        // One buffer for all write bytes; ops slice it.
+        let mut data = Vec::new();
+        let mut writes = Vec::new();
+        for (block, ranges) in &self.blocks {
+            if frees.contains(block) {
+                continue;
+            }
+            let bytes = state.block(*block).expect("a touched block exists");
+            for (start, end) in merge(ranges) {
+                let at = data.len();
+                data.extend_from_slice(&bytes[start as usize..end as usize]);
+                writes.push((*block, start, at..data.len()));
+            }
+        }
+        let data = Bytes::from(data);
+        let mut ops = Vec::with_capacity(2 + self.allocs.len() + writes.len() + frees.len());
+        ops.push(DeltaOp::TxnBegin { db });
+        ops.extend(self.allocs.iter().map(|&block| DeltaOp::BlockAlloc { db, block }));
+        ops.extend(writes.into_iter().map(|(block, offset, r)| DeltaOp::BlockWrite {
+            db,
+            block,
+            offset,
+            bytes: data.slice(r),
+        }));
+        for &block in &frees {
+            state.add_header_counts(&state.header(block).expect("exists"), -1);
+            let slot = state.table.remove(block).expect("exists");
+            state.arena.free(slot);
+            ops.push(DeltaOp::BlockFree { db, block });
+        }
+        ops.push(DeltaOp::TxnCommit { lsn });
+        Delta::from_ops(ops)
+    }
+}
+
+/// Sorted ranges merged where they touch or overlap. Each merged range
+/// starts where one of its ranges starts: at a record boundary or at 0.
+fn merge(sorted: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
+    for &(s, e) in sorted {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+/// How one write of the write set lands.
+enum Step<'a> {
+    InPlace(RecordId, &'a EncodedRecord),
+    Replace(RecordId, &'a EncodedRecord),
+    Append(&'a EncodedRecord),
+    Delete(RecordId),
+}
+
+fn apply_write_set(
+    state: &mut DbState,
+    writes: &BTreeMap<Vec<u8>, Option<EncodedRecord>>,
+    lsn: Lsn,
+) -> Result<Delta, Error> {
+    // Plan: nothing changes until the memory for new blocks is reserved.
+    let mut steps = Vec::with_capacity(writes.len());
+    let mut appends = Vec::new();
+    for (key, pending) in writes {
+        let existing = state.lookup(key)?.map(|(rid, rec)| (rid, rec.slot_len()));
+        let step = match (existing, pending) {
+            (Some((rid, slot_len)), Some(rec)) if rec.len() <= slot_len => Step::InPlace(rid, rec),
+            (Some((rid, _)), Some(rec)) => Step::Replace(rid, rec),
+            (None, Some(rec)) => Step::Append(rec),
+            (Some((rid, _)), None) => Step::Delete(rid),
+            (None, None) => continue,
+        };
+        if let Step::Append(rec) | Step::Replace(_, rec) = step {
+            appends.push(rec.len());
+        }
+        steps.push(step);
+    }
+    let new_blocks = blocks_needed(state, &appends);
+    if state.table.len() + new_blocks > BLOCKS_PER_DB_MAX {
+        return Err(Error::DatabaseFull { db: state.db, max: BLOCKS_PER_DB_MAX });
+    }
+    state.arena.reserve(new_blocks)?;
+
+    // Apply. From here on a failure means corrupt blocks: poison.
+    let mut dirty = Dirty::default();
+    let result = (|| {
+        for step in steps {
+            match step {
+                Step::InPlace(rid, rec) => update_in_place(state, rid, rec, &mut dirty)?,
+                Step::Replace(rid, rec) => {
+                    tombstone(state, rid, &mut dirty)?;
+                    append(state, rec, &mut dirty)?;
+                }
+                Step::Append(rec) => {
+                    append(state, rec, &mut dirty)?;
+                }
+                Step::Delete(rid) => tombstone(state, rid, &mut dirty)?,
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        state.poisoned = true;
+        return Err(e);
+    }
+    Ok(dirty.finish(state, lsn))
+}
+
+/// New blocks that appending records of these lengths, in order, takes.
+fn blocks_needed(state: &DbState, lens: &[usize]) -> usize {
+    let block_size = state.arena.block_size();
+    let mut free = state
+        .tail
+        .and_then(|t| state.header(t))
+        .map_or(0, |h| block_size - h.free_offset as usize);
+    let mut blocks = 0;
+    for &len in lens {
+        if len > free {
+            blocks += 1;
+            free = block_size - BLOCK_HEADER_SIZE;
+        }
+        free -= len;
+    }
+    blocks
+}
+
+pub(crate) fn tombstone(state: &mut DbState, rid: RecordId, dirty: &mut Dirty) -> Result<(), Error> {
+    state.index_remove(rid)?;
+    let slot_len = state.record(rid)?.slot_len();
+    let slot = state.table.get(rid.block).expect("record's block exists");
+    let bytes = state.slot_bytes_mut(slot);
+    bytes[rid.offset as usize] = STATE_TOMBSTONE;
+    let mut header = BlockHeader::read(bytes);
+    header.record_count -= 1;
+    header.dead_bytes += slot_len as u32;
+    header.write(bytes);
+    state.records -= 1;
+    state.dead_bytes += slot_len as u64;
+    dirty.touch(rid.block, rid.offset as usize, rid.offset as usize + 1);
+    Ok(())
+}
+
+fn update_in_place(
+    state: &mut DbState,
+    rid: RecordId,
+    rec: &EncodedRecord,
+    dirty: &mut Dirty,
+) -> Result<(), Error> {
+    state.index_remove(rid)?;
+    let slot_len = state.record(rid)?.slot_len();
+    let slot = state.table.get(rid.block).expect("record's block exists");
+    let start = rid.offset as usize;
+    rec.write_into(&mut state.slot_bytes_mut(slot)[start..start + slot_len]);
+    state.index_insert(rid)?;
+    dirty.touch(rid.block, start, start + slot_len);
+    Ok(())
+}
+
+/// Appends a record to the tail block, opening a new block when it does not
+/// fit. The caller reserved the arena slots.
+pub(crate) fn append(state: &mut DbState, rec: &EncodedRecord, dirty: &mut Dirty) -> Result<RecordId, Error> {
+    let block_size = state.arena.block_size();
+    let fits = |state: &DbState, t: BlockId| {
+        state.header(t).is_some_and(|h| h.free_offset as usize + rec.len() <= block_size)
+    };
+    let tail = match state.tail {
+        Some(t) if fits(state, t) => t,
+        _ => open_block(state, dirty)?,
+    };
+    let slot = state.table.get(tail).expect("tail exists");
+    let bytes = state.slot_bytes_mut(slot);
+    let mut header = BlockHeader::read(bytes);
+    let at = header.free_offset as usize;
+    rec.write_into(&mut bytes[at..at + rec.len()]);
+    header.free_offset += rec.len() as u32;
+    header.record_count += 1;
+    header.write(bytes);
+    state.records += 1;
+    state.used_bytes += rec.len() as u64;
+    let rid = RecordId { block: tail, offset: at as u32 };
+    state.index_insert(rid)?;
+    dirty.touch(tail, at, at + rec.len());
+    Ok(rid)
+}
+
+fn open_block(state: &mut DbState, dirty: &mut Dirty) -> Result<BlockId, Error> {
+    let block = state.table.next_id();
+    let slot = state.arena.alloc()?;
+    state.table.insert(block, slot);
+    // The LSN is set when the commit finishes.
+    BlockHeader::empty(state.db, block, Lsn::ZERO).write(state.slot_bytes_mut(slot));
+    dirty.allocs.push(block);
+    dirty.touch(block, 0, BLOCK_HEADER_SIZE);
+    state.tail = Some(block);
+    Ok(block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+
+    #[test]
+    fn merge_joins_touching_ranges() {
+        assert_eq!(merge(&[(0, 48), (48, 100), (120, 121), (120, 200)]), vec![(0, 100), (120, 200)]);
+    }
+}

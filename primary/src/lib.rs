@@ -1,0 +1,163 @@
+//! hotblock-primary: hotblock embedded in your process.
+//!
+//! [`Db`] is the entry point for an application that keeps its records in
+//! its own memory: named databases of records with one unique key and
+//! several non-unique keys, transactions, and queries by either kind of key.
+//! Every commit returns the transaction's LSN and its delta (the block
+//! changes), which is what the primary controller will stream to
+//! secondaries once replication lands in this crate; until then `Db` is the
+//! engine plus its housekeeping (compaction after deletes).
+//!
+//! ```
+//! use hotblock_primary::{DatabaseOptions, Db};
+//!
+//! let db = Db::in_memory();
+//! db.create_database("users", DatabaseOptions::with_indexes(["city", "team"])).unwrap();
+//! db.put("users", b"ada", &[Some(b"london"), Some(b"engines")], b"{}").unwrap();
+//! assert_eq!(db.find("users", "city", b"london", None).unwrap(), vec![b"ada".to_vec()]);
+//! ```
+//!
+//! Limits, guarantees and the isolation level are those of
+//! [`hotblock_core`]; see its crate documentation.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+pub use hotblock_core::{
+    ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Error,
+    Lsn, MemoryAdvice, Record,
+};
+use hotblock_core::Txn;
+
+/// How to open a [`Db`].
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    pub engine: EngineConfig,
+    /// Compact a database after a commit leaves it with many tombstoned bytes.
+    pub auto_compact: bool,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig { engine: EngineConfig::default(), auto_compact: true }
+    }
+}
+
+/// Blocks evacuated by one automatic compaction step, bounding the pause a
+/// commit that triggers it adds.
+const AUTO_COMPACT_BLOCKS_MAX: usize = 4;
+
+/// An embedded hotblock database engine.
+#[derive(Clone, Debug)]
+pub struct Db {
+    engine: Engine,
+    config: Arc<DbConfig>,
+}
+
+impl Db {
+    pub fn open(config: DbConfig) -> Db {
+        Db { engine: Engine::new(config.engine.clone()), config: Arc::new(config) }
+    }
+
+    /// A Db in anonymous memory with no memory limit.
+    pub fn in_memory() -> Db {
+        Db::open(DbConfig::default())
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn lsn(&self) -> Lsn {
+        self.engine.lsn()
+    }
+
+    pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, Error> {
+        Ok(self.engine.create_database(name, options)?.lsn)
+    }
+
+    /// A handle to one database, for repeated queries without a name lookup.
+    pub fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
+        self.engine.database(name)
+    }
+
+    /// Begins a write transaction on `db`. Waits while another transaction
+    /// on the same database is open.
+    pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
+        Ok(Transaction { owner: self, txn: self.engine.begin(db)? })
+    }
+
+    /// Inserts or replaces one record in a transaction of its own.
+    pub fn put(&self, db: &str, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<Lsn, Error> {
+        let mut txn = self.begin(db)?;
+        txn.put(key, values, payload)?;
+        Ok(txn.commit()?.expect("a put writes").lsn)
+    }
+
+    /// Deletes one record in a transaction of its own. Returns whether it existed.
+    pub fn delete(&self, db: &str, key: &[u8]) -> Result<bool, Error> {
+        let mut txn = self.begin(db)?;
+        let existed = txn.delete(key)?;
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    pub fn get(&self, db: &str, key: &[u8]) -> Result<Option<Record>, Error> {
+        self.engine.database(db)?.get(key)
+    }
+
+    /// Unique keys of the records whose non-unique key `index` is `value`.
+    pub fn find(&self, db: &str, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+        self.engine.database(db)?.find(index, value, limit)
+    }
+
+    pub fn count(&self, db: &str) -> Result<u64, Error> {
+        Ok(self.engine.database(db)?.count())
+    }
+
+    pub fn stats(&self, db: &str) -> Result<DbStats, Error> {
+        self.engine.stats(db)
+    }
+
+    fn after_commit(&self, db: &str) -> Result<(), Error> {
+        if self.config.auto_compact && self.engine.needs_compaction(db)? {
+            self.engine.compact(db, AUTO_COMPACT_BLOCKS_MAX)?;
+        }
+        Ok(())
+    }
+}
+
+/// A write transaction of a [`Db`]. Derefs to [`hotblock_core::Txn`] for
+/// `put`, `insert`, `delete`, `get`, `find` and `count`. Dropping it aborts.
+#[derive(Debug)]
+pub struct Transaction<'a> {
+    owner: &'a Db,
+    txn: Txn,
+}
+
+impl Transaction<'_> {
+    /// Commits; returns the LSN and delta, or `None` if nothing was written.
+    pub fn commit(self) -> Result<Option<Committed>, Error> {
+        let db = self.txn.database().name().to_string();
+        let committed = self.txn.commit()?;
+        if committed.is_some() {
+            self.owner.after_commit(&db)?;
+        }
+        Ok(committed)
+    }
+
+    pub fn abort(self) {}
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Txn;
+    fn deref(&self) -> &Txn {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for Transaction<'_> {
+    fn deref_mut(&mut self) -> &mut Txn {
+        &mut self.txn
+    }
+}
