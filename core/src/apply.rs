@@ -40,14 +40,22 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
         match op {
             DeltaOp::BlockAlloc { block, .. } => {
                 if block.0 as usize >= BLOCKS_PER_DB_MAX {
-                    return Err(ApplyError::Engine(Error::DatabaseFull { db, max: BLOCKS_PER_DB_MAX }));
+                    return Err(ApplyError::Engine(Error::DatabaseFull {
+                        db,
+                        max: BLOCKS_PER_DB_MAX,
+                    }));
                 }
                 if state.table.contains(*block) || allocated.contains(block) {
                     return Err(ApplyError::BlockExists { db, block: *block });
                 }
                 allocated.insert(*block);
             }
-            DeltaOp::BlockWrite { block, offset, bytes, .. } => {
+            DeltaOp::BlockWrite {
+                block,
+                offset,
+                bytes,
+                ..
+            } => {
                 if !exists(*block, &allocated, &freed) {
                     return Err(ApplyError::UnknownBlock { db, block: *block });
                 }
@@ -71,7 +79,10 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
             }
         }
     }
-    state.arena.reserve(allocated.len()).map_err(ApplyError::Engine)?;
+    state
+        .arena
+        .reserve(allocated.len())
+        .map_err(ApplyError::Engine)?;
     Ok(())
 }
 
@@ -95,7 +106,12 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
     }
     for op in ops {
         match op {
-            DeltaOp::BlockWrite { block, offset, bytes, .. } if preexisting.contains(block) => {
+            DeltaOp::BlockWrite {
+                block,
+                offset,
+                bytes,
+                ..
+            } if preexisting.contains(block) => {
                 let start = *offset as usize;
                 for rid in state.live_records_in(*block, start, start + bytes.len())? {
                     state.index_remove(rid)?;
@@ -118,7 +134,12 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
                 state.table.insert(*block, slot);
                 state.tail = Some(*block);
             }
-            DeltaOp::BlockWrite { block, offset, bytes, .. } => {
+            DeltaOp::BlockWrite {
+                block,
+                offset,
+                bytes,
+                ..
+            } => {
                 let slot = state.table.get(*block).expect("checked");
                 let at = *offset as usize;
                 state.slot_bytes_mut(slot)[at..at + bytes.len()].copy_from_slice(bytes);
@@ -144,7 +165,13 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
         }
     }
     for op in ops {
-        if let DeltaOp::BlockWrite { block, offset, bytes, .. } = op {
+        if let DeltaOp::BlockWrite {
+            block,
+            offset,
+            bytes,
+            ..
+        } = op
+        {
             if !state.table.contains(*block) {
                 continue;
             }

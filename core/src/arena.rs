@@ -53,7 +53,10 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     pub fn new(limit_bytes: Option<u64>) -> Arc<Self> {
-        Arc::new(MemoryBudget { limit_bytes, used_bytes: AtomicU64::new(0) })
+        Arc::new(MemoryBudget {
+            limit_bytes,
+            used_bytes: AtomicU64::new(0),
+        })
     }
 
     pub fn used_bytes(&self) -> u64 {
@@ -152,7 +155,10 @@ impl Arena {
             budget,
             advice,
         };
-        let len = arena.file.as_ref().map_or(Ok(0), |f| f.metadata().map(|m| m.len()))?;
+        let len = arena
+            .file
+            .as_ref()
+            .map_or(Ok(0), |f| f.metadata().map(|m| m.len()))?;
         let chunk_bytes = arena.chunk_bytes() as u64;
         for _ in 0..len / chunk_bytes {
             arena.map_chunk(false)?;
@@ -290,7 +296,10 @@ impl Arena {
 
     fn locate(&self, slot: SlotId) -> (usize, usize) {
         let slot = slot.0 as usize;
-        (slot / self.slots_per_chunk, (slot % self.slots_per_chunk) * self.block_size)
+        (
+            slot / self.slots_per_chunk,
+            (slot % self.slots_per_chunk) * self.block_size,
+        )
     }
 
     fn map_chunk(&mut self, grow_file: bool) -> Result<(), Error> {
@@ -301,7 +310,9 @@ impl Arena {
                 let first = self.slot_count() as u32;
                 self.chunks.push(map);
                 // Keep `free` sorted descending: the new slots are the highest.
-                let new = (first..first + self.slots_per_chunk as u32).rev().map(SlotId);
+                let new = (first..first + self.slots_per_chunk as u32)
+                    .rev()
+                    .map(SlotId);
                 self.free.splice(0..0, new);
                 Ok(())
             }
@@ -362,9 +373,14 @@ mod tests {
 
     #[test]
     fn slots_are_zeroed_and_lowest_first() {
-        let mut arena =
-            Arena::new(4096, &ArenaBacking::Anonymous, "", MemoryBudget::new(None), MemoryAdvice::default())
-                .unwrap();
+        let mut arena = Arena::new(
+            4096,
+            &ArenaBacking::Anonymous,
+            "",
+            MemoryBudget::new(None),
+            MemoryAdvice::default(),
+        )
+        .unwrap();
         let a = arena.alloc().unwrap();
         let b = arena.alloc().unwrap();
         assert_eq!((a, b), (SlotId(0), SlotId(1)));
@@ -378,9 +394,14 @@ mod tests {
     #[test]
     fn memory_limit_is_an_error_and_releases_nothing_twice() {
         let budget = MemoryBudget::new(Some(ARENA_CHUNK_SIZE as u64));
-        let mut arena =
-            Arena::new(65536, &ArenaBacking::Anonymous, "", budget.clone(), MemoryAdvice::default())
-                .unwrap();
+        let mut arena = Arena::new(
+            65536,
+            &ArenaBacking::Anonymous,
+            "",
+            budget.clone(),
+            MemoryAdvice::default(),
+        )
+        .unwrap();
         let per_chunk = ARENA_CHUNK_SIZE / 65536;
         for _ in 0..per_chunk {
             arena.alloc().unwrap();
@@ -392,9 +413,14 @@ mod tests {
     #[test]
     fn trim_returns_trailing_chunks() {
         let budget = MemoryBudget::new(None);
-        let mut arena =
-            Arena::new(1 << 20, &ArenaBacking::Anonymous, "", budget.clone(), MemoryAdvice::default())
-                .unwrap();
+        let mut arena = Arena::new(
+            1 << 20,
+            &ArenaBacking::Anonymous,
+            "",
+            budget.clone(),
+            MemoryAdvice::default(),
+        )
+        .unwrap();
         let slots: Vec<_> = (0..8).map(|_| arena.alloc().unwrap()).collect();
         for s in &slots[2..] {
             arena.free(*s);
@@ -409,15 +435,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let backing = ArenaBacking::Dir(dir.path().to_path_buf());
         let budget = MemoryBudget::new(None);
-        let mut arena =
-            Arena::new(4096, &backing, "t.blocks", budget.clone(), MemoryAdvice::default()).unwrap();
+        let mut arena = Arena::new(
+            4096,
+            &backing,
+            "t.blocks",
+            budget.clone(),
+            MemoryAdvice::default(),
+        )
+        .unwrap();
         let s = arena.alloc().unwrap();
         arena.block_mut(s)[..5].copy_from_slice(b"hello");
         arena.flush().unwrap();
         drop(arena);
-        let mut again =
-            Arena::reattach(4096, dir.path(), "t.blocks", MemoryBudget::new(None), MemoryAdvice::default())
-                .unwrap();
+        let mut again = Arena::reattach(
+            4096,
+            dir.path(),
+            "t.blocks",
+            MemoryBudget::new(None),
+            MemoryAdvice::default(),
+        )
+        .unwrap();
         assert!(again.claim(s));
         assert_eq!(&again.block(s)[..5], b"hello");
     }

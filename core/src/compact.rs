@@ -60,7 +60,9 @@ impl Engine {
         let mut blocks: Vec<_> = state.table.iter().collect();
         blocks.sort_by_key(|&(_, slot)| std::cmp::Reverse(slot));
         for (block, slot) in blocks {
-            let Some(lower) = state.arena.lowest_free_below(slot) else { break };
+            let Some(lower) = state.arena.lowest_free_below(slot) else {
+                break;
+            };
             state.arena.claim(lower);
             state.arena.copy_slot(slot, lower);
             state.table.relocate(block, lower);
@@ -83,7 +85,11 @@ fn sparse_blocks(state: &DbState, max_blocks: usize) -> Vec<BlockId> {
         })
         .collect();
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    candidates.into_iter().take(max_blocks).map(|(_, b)| b).collect()
+    candidates
+        .into_iter()
+        .take(max_blocks)
+        .map(|(_, b)| b)
+        .collect()
 }
 
 /// Appends the live records of `victim` to the tail and empties it; `Dirty`

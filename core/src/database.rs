@@ -39,10 +39,13 @@ impl Schema {
 
     /// Position of the non-unique key `name`.
     pub fn index_position(&self, name: &str) -> Result<usize, Error> {
-        self.indexes.iter().position(|i| i == name).ok_or_else(|| Error::UnknownIndex {
-            db: self.name.clone(),
-            index: name.to_string(),
-        })
+        self.indexes
+            .iter()
+            .position(|i| i == name)
+            .ok_or_else(|| Error::UnknownIndex {
+                db: self.name.clone(),
+                index: name.to_string(),
+            })
     }
 }
 
@@ -101,7 +104,10 @@ impl Database {
     /// committed state. Commits to this database wait while it is held, so
     /// hold it briefly.
     pub fn read(&self) -> ReadView<'_> {
-        ReadView { schema: &self.schema, state: self.state.read() }
+        ReadView {
+            schema: &self.schema,
+            state: self.state.read(),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
@@ -109,12 +115,21 @@ impl Database {
     }
 
     /// Calls `f` with the record borrowed from its block, without copying it.
-    pub fn with_record<R>(&self, key: &[u8], f: impl FnOnce(RecordRef<'_>) -> R) -> Result<Option<R>, Error> {
+    pub fn with_record<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(RecordRef<'_>) -> R,
+    ) -> Result<Option<R>, Error> {
         let view = self.read();
         Ok(view.state.lookup(key)?.map(|(_, rec)| f(rec)))
     }
 
-    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn find(
+        &self,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
         self.read().find(index, value, limit)
     }
 
@@ -145,7 +160,12 @@ impl ReadView<'_> {
 
     /// Unique keys of the records whose non-unique key `index` equals
     /// `value`, in record id order, at most `limit` of them.
-    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn find(
+        &self,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let i = self.schema.index_position(index)?;
         let mut keys = Vec::new();
         self.state.for_each_match(i, value, |_, rec| {
@@ -189,7 +209,11 @@ impl DbState {
     }
 
     pub(crate) fn corrupt(&self, block: BlockId, why: &str) -> Error {
-        Error::Corrupt { db: self.db, block, why: why.to_string() }
+        Error::Corrupt {
+            db: self.db,
+            block,
+            why: why.to_string(),
+        }
     }
 
     fn indexes(&self) -> Result<&Indexes, Error> {
@@ -218,8 +242,10 @@ impl DbState {
         mut f: impl FnMut(RecordId, RecordRef<'_>) -> bool,
     ) -> Result<(), Error> {
         let hash = hash_bytes(value);
-        let rids = self.indexes()?.values[index]
-            .find(hash, |rid| self.record(rid).is_ok_and(|r| r.value(index) == Some(value)));
+        let rids = self.indexes()?.values[index].find(hash, |rid| {
+            self.record(rid)
+                .is_ok_and(|r| r.value(index) == Some(value))
+        });
         for &rid in rids {
             if !f(rid, self.record(rid)?) {
                 break;
@@ -230,7 +256,9 @@ impl DbState {
 
     /// Adds a live record to every index.
     pub(crate) fn index_insert(&mut self, rid: RecordId) -> Result<(), Error> {
-        let Some(mut indexes) = self.indexes.take() else { return Ok(()) };
+        let Some(mut indexes) = self.indexes.take() else {
+            return Ok(());
+        };
         let result = (|| {
             let rec = self.record(rid)?;
             indexes.unique.insert(hash_bytes(rec.key()), rid);
@@ -249,7 +277,9 @@ impl DbState {
 
     /// Removes a record (still readable in its block) from every index.
     pub(crate) fn index_remove(&mut self, rid: RecordId) -> Result<(), Error> {
-        let Some(mut indexes) = self.indexes.take() else { return Ok(()) };
+        let Some(mut indexes) = self.indexes.take() else {
+            return Ok(());
+        };
         let result = (|| {
             let rec = self.record(rid)?;
             indexes.unique.remove(hash_bytes(rec.key()), rid);
@@ -272,7 +302,9 @@ impl DbState {
         start: usize,
         stop: usize,
     ) -> Result<Vec<RecordId>, Error> {
-        let Some(bytes) = self.block(block) else { return Ok(Vec::new()) };
+        let Some(bytes) = self.block(block) else {
+            return Ok(Vec::new());
+        };
         let free = BlockHeader::read(bytes).free_offset as usize;
         let mut out = Vec::new();
         for item in RecordWalk::new(bytes, start, stop, free) {
@@ -319,7 +351,11 @@ impl DbState {
     pub(crate) fn add_header_counts(&mut self, h: &BlockHeader, sign: i64) {
         let used = (h.free_offset as u64).saturating_sub(BLOCK_HEADER_SIZE as u64);
         let apply = |x: &mut u64, d: u64| {
-            *x = if sign > 0 { *x + d } else { x.saturating_sub(d) };
+            *x = if sign > 0 {
+                *x + d
+            } else {
+                x.saturating_sub(d)
+            };
         };
         apply(&mut self.records, h.record_count as u64);
         apply(&mut self.used_bytes, used);

@@ -57,11 +57,21 @@ pub enum DeltaOp {
     /// Opens the transaction; names the database it changes.
     TxnBegin { db: DbId },
     /// Creates a database (a schema transaction of its own).
-    DbCreate { db: DbId, name: String, block_size: u32, indexes: Vec<String> },
+    DbCreate {
+        db: DbId,
+        name: String,
+        block_size: u32,
+        indexes: Vec<String>,
+    },
     /// A new, zeroed block.
     BlockAlloc { db: DbId, block: BlockId },
     /// Bytes at an offset of a block.
-    BlockWrite { db: DbId, block: BlockId, offset: u32, bytes: Bytes },
+    BlockWrite {
+        db: DbId,
+        block: BlockId,
+        offset: u32,
+        bytes: Bytes,
+    },
     /// The block is gone; its id may be reused by a later transaction.
     BlockFree { db: DbId, block: BlockId },
     /// Closes the transaction, which got this LSN.
@@ -136,7 +146,12 @@ impl Delta {
                     out.put_u8(TAG_BEGIN);
                     out.put_u32_le(db.0);
                 }
-                DeltaOp::DbCreate { db, name, block_size, indexes } => {
+                DeltaOp::DbCreate {
+                    db,
+                    name,
+                    block_size,
+                    indexes,
+                } => {
                     out.put_u8(TAG_DB_CREATE);
                     out.put_u32_le(db.0);
                     out.put_u32_le(*block_size);
@@ -151,7 +166,12 @@ impl Delta {
                     out.put_u32_le(db.0);
                     out.put_u32_le(block.0);
                 }
-                DeltaOp::BlockWrite { db, block, offset, bytes } => {
+                DeltaOp::BlockWrite {
+                    db,
+                    block,
+                    offset,
+                    bytes,
+                } => {
                     out.put_u8(TAG_WRITE);
                     out.put_u32_le(db.0);
                     out.put_u32_le(block.0);
@@ -183,7 +203,10 @@ impl Delta {
             return Err(DeltaDecodeError::TooLarge(have));
         }
         if have < PREFIX_SIZE + CHECKSUM_SIZE {
-            return Err(DeltaDecodeError::Truncated { need: PREFIX_SIZE + CHECKSUM_SIZE, have });
+            return Err(DeltaDecodeError::Truncated {
+                need: PREFIX_SIZE + CHECKSUM_SIZE,
+                have,
+            });
         }
         if input[0..2] != DELTA_MAGIC {
             return Err(DeltaDecodeError::BadMagic);
@@ -208,7 +231,11 @@ impl Delta {
         if xxh3_64(&input[..body_end]) != sum {
             return Err(DeltaDecodeError::Checksum);
         }
-        let mut reader = Reader { input, at: PREFIX_SIZE, end: body_end };
+        let mut reader = Reader {
+            input,
+            at: PREFIX_SIZE,
+            end: body_end,
+        };
         let mut ops = Vec::new();
         while reader.at < reader.end {
             if ops.len() == DELTA_OPS_MAX {
@@ -222,21 +249,30 @@ impl Delta {
 }
 
 fn check_sequence(ops: &[DeltaOp]) -> Result<(), DeltaDecodeError> {
-    let (Some(DeltaOp::TxnBegin { db }), Some(DeltaOp::TxnCommit { .. })) = (ops.first(), ops.last())
+    let (Some(DeltaOp::TxnBegin { db }), Some(DeltaOp::TxnCommit { .. })) =
+        (ops.first(), ops.last())
     else {
-        return Err(DeltaDecodeError::Malformed("a delta runs from TxnBegin to TxnCommit"));
+        return Err(DeltaDecodeError::Malformed(
+            "a delta runs from TxnBegin to TxnCommit",
+        ));
     };
     if ops.len() < 2 {
-        return Err(DeltaDecodeError::Malformed("a delta runs from TxnBegin to TxnCommit"));
+        return Err(DeltaDecodeError::Malformed(
+            "a delta runs from TxnBegin to TxnCommit",
+        ));
     }
     for op in &ops[1..ops.len() - 1] {
         let op_db = match op {
             DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => {
-                return Err(DeltaDecodeError::Malformed("nested TxnBegin or early TxnCommit"))
+                return Err(DeltaDecodeError::Malformed(
+                    "nested TxnBegin or early TxnCommit",
+                ))
             }
             DeltaOp::DbCreate { db, .. } => {
                 if ops.len() != 3 {
-                    return Err(DeltaDecodeError::Malformed("DbCreate is a transaction alone"));
+                    return Err(DeltaDecodeError::Malformed(
+                        "DbCreate is a transaction alone",
+                    ));
                 }
                 db
             }
@@ -245,7 +281,9 @@ fn check_sequence(ops: &[DeltaOp]) -> Result<(), DeltaDecodeError> {
             | DeltaOp::BlockFree { db, .. } => db,
         };
         if op_db != db {
-            return Err(DeltaDecodeError::Malformed("op names another database than TxnBegin"));
+            return Err(DeltaDecodeError::Malformed(
+                "op names another database than TxnBegin",
+            ));
         }
     }
     Ok(())
@@ -313,8 +351,13 @@ impl Reader<'_> {
     fn op(&mut self) -> Result<DeltaOp, DeltaDecodeError> {
         let tag = self.u8()?;
         Ok(match tag {
-            TAG_BEGIN => DeltaOp::TxnBegin { db: DbId(self.u32()?) },
-            TAG_ALLOC => DeltaOp::BlockAlloc { db: DbId(self.u32()?), block: BlockId(self.u32()?) },
+            TAG_BEGIN => DeltaOp::TxnBegin {
+                db: DbId(self.u32()?),
+            },
+            TAG_ALLOC => DeltaOp::BlockAlloc {
+                db: DbId(self.u32()?),
+                block: BlockId(self.u32()?),
+            },
             TAG_WRITE => {
                 let db = DbId(self.u32()?);
                 let block = BlockId(self.u32()?);
@@ -324,10 +367,20 @@ impl Reader<'_> {
                     return Err(DeltaDecodeError::Malformed("write outside any block"));
                 }
                 let r = self.take(len)?;
-                DeltaOp::BlockWrite { db, block, offset, bytes: self.input.slice(r) }
+                DeltaOp::BlockWrite {
+                    db,
+                    block,
+                    offset,
+                    bytes: self.input.slice(r),
+                }
             }
-            TAG_FREE => DeltaOp::BlockFree { db: DbId(self.u32()?), block: BlockId(self.u32()?) },
-            TAG_COMMIT => DeltaOp::TxnCommit { lsn: Lsn(self.u64()?) },
+            TAG_FREE => DeltaOp::BlockFree {
+                db: DbId(self.u32()?),
+                block: BlockId(self.u32()?),
+            },
+            TAG_COMMIT => DeltaOp::TxnCommit {
+                lsn: Lsn(self.u64()?),
+            },
             TAG_DB_CREATE => {
                 let db = DbId(self.u32()?);
                 let block_size = self.u32()?;
@@ -340,7 +393,12 @@ impl Reader<'_> {
                 for _ in 0..count {
                     indexes.push(self.name()?);
                 }
-                DeltaOp::DbCreate { db, name, block_size, indexes }
+                DeltaOp::DbCreate {
+                    db,
+                    name,
+                    block_size,
+                    indexes,
+                }
             }
             other => return Err(DeltaDecodeError::UnknownOp(other)),
         })
@@ -354,14 +412,20 @@ mod tests {
     fn sample() -> Delta {
         Delta::from_ops(vec![
             DeltaOp::TxnBegin { db: DbId(1) },
-            DeltaOp::BlockAlloc { db: DbId(1), block: BlockId(4) },
+            DeltaOp::BlockAlloc {
+                db: DbId(1),
+                block: BlockId(4),
+            },
             DeltaOp::BlockWrite {
                 db: DbId(1),
                 block: BlockId(4),
                 offset: 48,
                 bytes: Bytes::from_static(b"record bytes"),
             },
-            DeltaOp::BlockFree { db: DbId(1), block: BlockId(2) },
+            DeltaOp::BlockFree {
+                db: DbId(1),
+                block: BlockId(2),
+            },
             DeltaOp::TxnCommit { lsn: Lsn(9) },
         ])
     }
@@ -382,7 +446,10 @@ mod tests {
             },
             DeltaOp::TxnCommit { lsn: Lsn(1) },
         ]);
-        assert_eq!(Delta::decode(&Bytes::from(create.encode())).unwrap(), create);
+        assert_eq!(
+            Delta::decode(&Bytes::from(create.encode())).unwrap(),
+            create
+        );
     }
 
     #[test]

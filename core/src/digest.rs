@@ -25,7 +25,10 @@ pub struct DbDigest {
 impl DbDigest {
     /// Blocks whose digests differ from `other`'s, or that only one side has.
     pub fn differing_blocks(&self, other: &DbDigest) -> Vec<BlockId> {
-        let (mut a, mut b) = (self.blocks.iter().peekable(), other.blocks.iter().peekable());
+        let (mut a, mut b) = (
+            self.blocks.iter().peekable(),
+            other.blocks.iter().peekable(),
+        );
         let mut out = Vec::new();
         loop {
             match (a.peek(), b.peek()) {
@@ -58,14 +61,22 @@ impl Database {
     /// Digests of every block and of the whole database.
     pub fn digest(&self, lsn_now: impl FnOnce() -> Lsn) -> DbDigest {
         let state = self.state.read();
-        let blocks: Vec<(BlockId, u64)> =
-            state.table.iter().map(|(b, slot)| (b, xxh3_64(state.arena.block(slot)))).collect();
+        let blocks: Vec<(BlockId, u64)> = state
+            .table
+            .iter()
+            .map(|(b, slot)| (b, xxh3_64(state.arena.block(slot))))
+            .collect();
         let mut hasher = Xxh3::new();
         for (block, digest) in &blocks {
             hasher.update(&block.0.to_le_bytes());
             hasher.update(&digest.to_le_bytes());
         }
-        DbDigest { db: self.id(), lsn: lsn_now(), digest: hasher.digest(), blocks }
+        DbDigest {
+            db: self.id(),
+            lsn: lsn_now(),
+            digest: hasher.digest(),
+            blocks,
+        }
     }
 }
 
@@ -76,7 +87,10 @@ impl Engine {
 
     /// Digests of every database, in id order.
     pub fn digests(&self) -> Vec<DbDigest> {
-        self.databases().iter().map(|db| db.digest(|| self.lsn())).collect()
+        self.databases()
+            .iter()
+            .map(|db| db.digest(|| self.lsn()))
+            .collect()
     }
 
     /// The bytes of one block, as this node holds them (for verification and
@@ -102,7 +116,10 @@ mod tests {
         };
         let a = d(&[(0, 1), (1, 2), (3, 4)]);
         let b = d(&[(0, 1), (1, 9), (2, 5)]);
-        assert_eq!(a.differing_blocks(&b), vec![BlockId(1), BlockId(2), BlockId(3)]);
+        assert_eq!(
+            a.differing_blocks(&b),
+            vec![BlockId(1), BlockId(2), BlockId(3)]
+        );
         assert!(a.differing_blocks(&a).is_empty());
     }
 }

@@ -64,13 +64,19 @@ pub struct DatabaseOptions {
 
 impl Default for DatabaseOptions {
     fn default() -> Self {
-        DatabaseOptions { block_size: BLOCK_SIZE_DEFAULT, indexes: Vec::new() }
+        DatabaseOptions {
+            block_size: BLOCK_SIZE_DEFAULT,
+            indexes: Vec::new(),
+        }
     }
 }
 
 impl DatabaseOptions {
     pub fn with_indexes<S: Into<String>>(indexes: impl IntoIterator<Item = S>) -> Self {
-        DatabaseOptions { indexes: indexes.into_iter().map(Into::into).collect(), ..Self::default() }
+        DatabaseOptions {
+            indexes: indexes.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
     }
 
     pub fn block_size(mut self, bytes: usize) -> Self {
@@ -154,7 +160,11 @@ impl Engine {
 
     /// Creates a database. Its creation is a transaction of its own, with an
     /// LSN and a delta, so followers create it too.
-    pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Committed, Error> {
+    pub fn create_database(
+        &self,
+        name: &str,
+        options: DatabaseOptions,
+    ) -> Result<Committed, Error> {
         self.require_primary()?;
         validate_name(name)?;
         if !options.block_size.is_power_of_two()
@@ -163,12 +173,18 @@ impl Engine {
             return Err(Error::InvalidBlockSize(options.block_size));
         }
         if options.indexes.len() > INDEXES_PER_DB_MAX {
-            return Err(Error::TooMany { what: "non-unique keys per database", max: INDEXES_PER_DB_MAX });
+            return Err(Error::TooMany {
+                what: "non-unique keys per database",
+                max: INDEXES_PER_DB_MAX,
+            });
         }
         for (i, index) in options.indexes.iter().enumerate() {
             validate_name(index)?;
             if options.indexes[..i].contains(index) {
-                return Err(Error::InvalidName { name: index.clone(), why: "index named twice" });
+                return Err(Error::InvalidName {
+                    name: index.clone(),
+                    why: "index named twice",
+                });
             }
         }
         let mut last = self.shared.commit.lock();
@@ -177,7 +193,10 @@ impl Engine {
             return Err(Error::DatabaseExists(name.to_string()));
         }
         if catalog.by_id.len() >= DATABASES_MAX {
-            return Err(Error::TooMany { what: "databases", max: DATABASES_MAX });
+            return Err(Error::TooMany {
+                what: "databases",
+                max: DATABASES_MAX,
+            });
         }
         let schema = Schema {
             id: DbId(catalog.by_id.len() as u32),
@@ -282,25 +301,41 @@ impl Engine {
         let mut last = self.shared.commit.lock();
         let lsn = delta.lsn();
         if lsn != last.next() {
-            return Err(ApplyError::LsnGap { applied: *last, got: lsn });
+            return Err(ApplyError::LsnGap {
+                applied: *last,
+                got: lsn,
+            });
         }
-        if let [_, DeltaOp::DbCreate { db, name, block_size, indexes }, _] = delta.ops() {
+        if let [_, DeltaOp::DbCreate {
+            db,
+            name,
+            block_size,
+            indexes,
+        }, _] = delta.ops()
+        {
             let mut catalog = self.shared.catalog.write();
             if *db != DbId(catalog.by_id.len() as u32) || catalog.by_name.contains_key(name) {
                 return Err(ApplyError::DatabaseExists(*db));
             }
             let block_size = *block_size as usize;
-            if !block_size.is_power_of_two() || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&block_size) {
+            if !block_size.is_power_of_two()
+                || !(BLOCK_SIZE_MIN..=BLOCK_SIZE_MAX).contains(&block_size)
+            {
                 return Err(ApplyError::Engine(Error::InvalidBlockSize(block_size)));
             }
-            let schema =
-                Schema { id: *db, name: name.clone(), block_size, indexes: indexes.clone() };
+            let schema = Schema {
+                id: *db,
+                name: name.clone(),
+                block_size,
+                indexes: indexes.clone(),
+            };
             let database = self.open_database(schema)?;
             catalog.by_name.insert(name.clone(), database.clone());
             catalog.by_id.push(database);
         } else {
-            let database =
-                self.database_by_id(delta.db()).ok_or(ApplyError::UnknownDatabase(delta.db()))?;
+            let database = self
+                .database_by_id(delta.db())
+                .ok_or(ApplyError::UnknownDatabase(delta.db()))?;
             let mut state = database.state.write();
             if state.poisoned {
                 return Err(ApplyError::Engine(Error::Poisoned(database.id())));
@@ -346,10 +381,16 @@ impl Engine {
 fn validate_name(name: &str) -> Result<(), Error> {
     let why = if name.is_empty() || name.len() > NAME_LEN_MAX {
         "1 to 64 bytes"
-    } else if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)) {
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+    {
         "letters, digits and _ . : - only"
     } else {
         return Ok(());
     };
-    Err(Error::InvalidName { name: name.to_string(), why })
+    Err(Error::InvalidName {
+        name: name.to_string(),
+        why,
+    })
 }

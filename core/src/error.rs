@@ -19,7 +19,11 @@ pub enum Error {
     /// A record must carry one value slot (present or absent) per declared
     /// non-unique key.
     #[error("database '{db}' declares {expected} non-unique keys, the record gives {got}")]
-    ValueCount { db: String, expected: usize, got: usize },
+    ValueCount {
+        db: String,
+        expected: usize,
+        got: usize,
+    },
     /// Database or index names are 1..=64 bytes of `[A-Za-z0-9_.:-]`, and
     /// index names are distinct.
     #[error("invalid name '{name}': {why}")]
@@ -42,15 +46,25 @@ pub enum Error {
         "record of {record_bytes} bytes does not fit in a block of {block_size} bytes \
          ({block_capacity} bytes for records)"
     )]
-    RecordTooLarge { record_bytes: usize, block_capacity: usize, block_size: usize },
+    RecordTooLarge {
+        record_bytes: usize,
+        block_capacity: usize,
+        block_size: usize,
+    },
     /// `insert` found the unique key present (committed, or put earlier in
     /// this transaction). Use `put` to replace.
     #[error("duplicate unique key")]
     DuplicateKey,
     /// The configured memory limit would be exceeded. Nothing was changed:
     /// delete records, compact, or raise the limit.
-    #[error("memory limit of {limit_bytes} bytes reached (in use {used_bytes}, asked {asked_bytes})")]
-    MemoryLimit { limit_bytes: u64, used_bytes: u64, asked_bytes: u64 },
+    #[error(
+        "memory limit of {limit_bytes} bytes reached (in use {used_bytes}, asked {asked_bytes})"
+    )]
+    MemoryLimit {
+        limit_bytes: u64,
+        used_bytes: u64,
+        asked_bytes: u64,
+    },
     /// A database reached `BLOCKS_PER_DB_MAX` blocks.
     #[error("database {db} is full: {max} blocks")]
     DatabaseFull { db: DbId, max: usize },
@@ -65,7 +79,11 @@ pub enum Error {
     /// A block's bytes do not parse. The engine stops writing to the database
     /// rather than build on bytes it cannot vouch for; resync it from a peer.
     #[error("corrupt block {block} in {db}: {why}")]
-    Corrupt { db: DbId, block: BlockId, why: String },
+    Corrupt {
+        db: DbId,
+        block: BlockId,
+        why: String,
+    },
     /// An earlier failure left the database in a state it cannot vouch for;
     /// it refuses writes. Reopen or resync.
     #[error("database {0} refuses writes after an earlier failure")]
@@ -127,7 +145,11 @@ pub enum ApplyError {
     #[error("delta allocates block {block} of {db}, which exists")]
     BlockExists { db: DbId, block: BlockId },
     #[error("delta writes {len} bytes at {offset} of a {block_size}-byte block")]
-    OutOfBlock { offset: u32, len: u32, block_size: usize },
+    OutOfBlock {
+        offset: u32,
+        len: u32,
+        block_size: usize,
+    },
     #[error("delta touches {0}, not the database of its transaction")]
     WrongDatabase(DbId),
     /// The delta was applied but left the database's bytes unparseable.

@@ -36,7 +36,9 @@ impl UniqueIndex {
 
     /// The record whose key hashes to `hash` and for which `is_key` holds.
     pub fn find(&self, hash: u64, mut is_key: impl FnMut(RecordId) -> bool) -> Option<RecordId> {
-        self.table.find(hash, |&(h, rid)| h == hash && is_key(rid)).map(|e| e.1)
+        self.table
+            .find(hash, |&(h, rid)| h == hash && is_key(rid))
+            .map(|e| e.1)
     }
 
     /// Adds an entry; the caller has checked that the key is absent.
@@ -86,7 +88,10 @@ impl ValueIndex {
 
     pub fn insert(&mut self, hash: u64, rid: RecordId, mut is_value: impl FnMut(RecordId) -> bool) {
         self.rid_count += 1;
-        match self.table.find_mut(hash, |p| p.hash == hash && is_value(p.rids[0])) {
+        match self
+            .table
+            .find_mut(hash, |p| p.hash == hash && is_value(p.rids[0]))
+        {
             Some(p) => {
                 let before = p.rids.capacity();
                 let at = p.rids.partition_point(|r| *r < rid);
@@ -100,7 +105,8 @@ impl ValueIndex {
             None => {
                 let rids = vec![rid];
                 self.rid_capacity += rids.capacity();
-                self.table.insert_unique(hash, Posting { hash, rids }, |p| p.hash);
+                self.table
+                    .insert_unique(hash, Posting { hash, rids }, |p| p.hash);
             }
         }
     }
@@ -109,9 +115,9 @@ impl ValueIndex {
     /// the posting by the record id itself, so it works even if the record's
     /// bytes are no longer readable.
     pub fn remove(&mut self, hash: u64, rid: RecordId) -> bool {
-        let Ok(entry) =
-            self.table.find_entry(hash, |p| p.hash == hash && p.rids.binary_search(&rid).is_ok())
-        else {
+        let Ok(entry) = self.table.find_entry(hash, |p| {
+            p.hash == hash && p.rids.binary_search(&rid).is_ok()
+        }) else {
             return false;
         };
         self.rid_count -= 1;
@@ -120,7 +126,10 @@ impl ValueIndex {
         posting.rids.remove(at);
         if posting.rids.is_empty() {
             self.rid_capacity -= posting.rids.capacity();
-            self.table.find_entry(hash, |p| p.rids.is_empty()).expect("just emptied").remove();
+            self.table
+                .find_entry(hash, |p| p.rids.is_empty())
+                .expect("just emptied")
+                .remove();
         }
         true
     }
@@ -160,7 +169,12 @@ impl Indexes {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.unique.heap_bytes() + self.values.iter().map(ValueIndex::heap_bytes).sum::<usize>()
+        self.unique.heap_bytes()
+            + self
+                .values
+                .iter()
+                .map(ValueIndex::heap_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -170,7 +184,10 @@ mod tests {
     use crate::ids::BlockId;
 
     fn rid(b: u32, o: u32) -> RecordId {
-        RecordId { block: BlockId(b), offset: o }
+        RecordId {
+            block: BlockId(b),
+            offset: o,
+        }
     }
 
     #[test]

@@ -38,7 +38,12 @@ impl LocationTable {
 
     /// The id the next allocation gets: the lowest unused.
     pub fn next_id(&self) -> BlockId {
-        BlockId(self.free_ids.first().copied().unwrap_or(self.slots.len() as u32))
+        BlockId(
+            self.free_ids
+                .first()
+                .copied()
+                .unwrap_or(self.slots.len() as u32),
+        )
     }
 
     /// Records that `block` lives in `slot`. The id must be unused.
@@ -99,7 +104,10 @@ mod tests {
         assert_eq!(t.next_id(), BlockId(1));
         t.insert(BlockId(1), SlotId(2));
         assert_eq!(t.next_id(), BlockId(3));
-        assert_eq!(t.iter().map(|(b, _)| b.0).collect::<Vec<_>>(), vec![0, 1, 2, 6]);
+        assert_eq!(
+            t.iter().map(|(b, _)| b.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 6]
+        );
         t.relocate(BlockId(6), SlotId(99));
         assert_eq!(t.get(BlockId(6)), Some(SlotId(99)));
     }

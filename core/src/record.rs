@@ -76,12 +76,18 @@ impl<'a> RecordRef<'a> {
         let slot_len = read_u32(bytes, 4) as usize;
         let payload_len = read_u32(bytes, 8) as usize;
         if slot_len > bytes.len() {
-            return Err(RecordDecodeError::SlotPastEnd { slot_len, available: bytes.len() });
+            return Err(RecordDecodeError::SlotPastEnd {
+                slot_len,
+                available: bytes.len(),
+            });
         }
         let lens_end = RECORD_HEADER_SIZE + 2 * value_count;
         let mut need = lens_end + key_len + payload_len;
         if lens_end > slot_len {
-            return Err(RecordDecodeError::FieldsPastSlot { need: lens_end, slot_len });
+            return Err(RecordDecodeError::FieldsPastSlot {
+                need: lens_end,
+                slot_len,
+            });
         }
         for i in 0..value_count {
             let len = u16::from_le_bytes([
@@ -95,7 +101,14 @@ impl<'a> RecordRef<'a> {
         if need > slot_len {
             return Err(RecordDecodeError::FieldsPastSlot { need, slot_len });
         }
-        Ok(RecordRef { bytes: &bytes[..slot_len], live, value_count, key_len, slot_len, payload_len })
+        Ok(RecordRef {
+            bytes: &bytes[..slot_len],
+            live,
+            value_count,
+            key_len,
+            slot_len,
+            payload_len,
+        })
     }
 
     pub fn is_live(&self) -> bool {
@@ -149,7 +162,9 @@ impl<'a> RecordRef<'a> {
     pub fn to_record(&self) -> Record {
         Record {
             key: self.key().to_vec(),
-            values: (0..self.value_count).map(|i| self.value(i).map(<[u8]>::to_vec)).collect(),
+            values: (0..self.value_count)
+                .map(|i| self.value(i).map(<[u8]>::to_vec))
+                .collect(),
             payload: self.payload().to_vec(),
         }
     }
@@ -175,13 +190,19 @@ impl EncodedRecord {
             return Err(Error::EmptyKey);
         }
         if key.len() > KEY_LEN_MAX {
-            return Err(Error::KeyTooLong { len: key.len(), max: KEY_LEN_MAX });
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: KEY_LEN_MAX,
+            });
         }
         debug_assert!(values.len() <= INDEXES_PER_DB_MAX);
         let mut len = RECORD_HEADER_SIZE + 2 * values.len() + key.len() + payload.len();
         for value in values.iter().flatten() {
             if value.len() > VALUE_LEN_MAX {
-                return Err(Error::ValueTooLong { len: value.len(), max: VALUE_LEN_MAX });
+                return Err(Error::ValueTooLong {
+                    len: value.len(),
+                    max: VALUE_LEN_MAX,
+                });
             }
             len += value.len();
         }
@@ -293,9 +314,8 @@ mod tests {
 
     #[test]
     fn encode_parse_round_trip() {
-        let rec =
-            EncodedRecord::encode(b"k1", &[Some(b"red"), None, Some(b"")], b"payload", 4096)
-                .unwrap();
+        let rec = EncodedRecord::encode(b"k1", &[Some(b"red"), None, Some(b"")], b"payload", 4096)
+            .unwrap();
         let r = rec.as_ref();
         assert!(r.is_live());
         assert_eq!(r.key(), b"k1");
@@ -310,7 +330,10 @@ mod tests {
     fn parse_rejects_every_truncation() {
         let rec = EncodedRecord::encode(b"key", &[Some(b"v")], b"pp", 4096).unwrap();
         for cut in 0..rec.len() {
-            assert!(RecordRef::parse(&rec.bytes()[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                RecordRef::parse(&rec.bytes()[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 

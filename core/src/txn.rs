@@ -46,21 +46,34 @@ pub struct Txn {
 
 impl std::fmt::Debug for Txn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn").field("db", &self.db.name()).field("writes", &self.writes.len()).finish()
+        f.debug_struct("Txn")
+            .field("db", &self.db.name())
+            .field("writes", &self.writes.len())
+            .finish()
     }
 }
 
 impl Txn {
     pub(crate) fn new(engine: Engine, db: Arc<Database>) -> Self {
         let writer = db.writer.lock_arc();
-        Txn { engine, db, _writer: writer, writes: BTreeMap::new() }
+        Txn {
+            engine,
+            db,
+            _writer: writer,
+            writes: BTreeMap::new(),
+        }
     }
 
     pub fn database(&self) -> &Arc<Database> {
         &self.db
     }
 
-    fn encode(&self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<EncodedRecord, Error> {
+    fn encode(
+        &self,
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+    ) -> Result<EncodedRecord, Error> {
         let schema = &self.db.schema;
         if values.len() != schema.indexes.len() {
             return Err(Error::ValueCount {
@@ -74,14 +87,24 @@ impl Txn {
 
     /// Inserts or replaces the record with unique key `key`. `values` holds
     /// one entry per declared non-unique key, in declaration order.
-    pub fn put(&mut self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<(), Error> {
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+    ) -> Result<(), Error> {
         let record = self.encode(key, values, payload)?;
         self.writes.insert(key.to_vec(), Some(record));
         Ok(())
     }
 
     /// Inserts a record; `Error::DuplicateKey` if the key exists.
-    pub fn insert(&mut self, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<(), Error> {
+    pub fn insert(
+        &mut self,
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+    ) -> Result<(), Error> {
         let record = self.encode(key, values, payload)?;
         if self.contains(key)? {
             return Err(Error::DuplicateKey);
@@ -118,7 +141,12 @@ impl Txn {
     /// Keys of the records whose non-unique key `index` equals `value`, as
     /// this transaction sees them: committed matches first (record id
     /// order), then this transaction's own (key order).
-    pub fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn find(
+        &self,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
         let i = self.db.schema.index_position(index)?;
         let limit = limit.unwrap_or(usize::MAX);
         let mut keys: Vec<Vec<u8>> = self
@@ -128,7 +156,10 @@ impl Txn {
             .filter(|k| !self.writes.contains_key(k))
             .collect();
         for (key, pending) in &self.writes {
-            if pending.as_ref().is_some_and(|r| r.as_ref().value(i) == Some(value)) {
+            if pending
+                .as_ref()
+                .is_some_and(|r| r.as_ref().value(i) == Some(value))
+            {
                 keys.push(key.clone());
             }
         }
@@ -161,8 +192,15 @@ impl Txn {
         if self.writes.is_empty() {
             return Ok(None);
         }
-        let Txn { engine, db, writes, _writer } = self;
-        engine.commit_with(&db, |state, lsn| apply_write_set(state, &writes, lsn)).map(Some)
+        let Txn {
+            engine,
+            db,
+            writes,
+            _writer,
+        } = self;
+        engine
+            .commit_with(&db, |state, lsn| apply_write_set(state, &writes, lsn))
+            .map(Some)
     }
 
     /// Drops the writes. Equivalent to dropping the transaction.
@@ -220,13 +258,21 @@ impl Dirty {
         let data = Bytes::from(data);
         let mut ops = Vec::with_capacity(2 + self.allocs.len() + writes.len() + frees.len());
         ops.push(DeltaOp::TxnBegin { db });
-        ops.extend(self.allocs.iter().map(|&block| DeltaOp::BlockAlloc { db, block }));
-        ops.extend(writes.into_iter().map(|(block, offset, r)| DeltaOp::BlockWrite {
-            db,
-            block,
-            offset,
-            bytes: data.slice(r),
-        }));
+        ops.extend(
+            self.allocs
+                .iter()
+                .map(|&block| DeltaOp::BlockAlloc { db, block }),
+        );
+        ops.extend(
+            writes
+                .into_iter()
+                .map(|(block, offset, r)| DeltaOp::BlockWrite {
+                    db,
+                    block,
+                    offset,
+                    bytes: data.slice(r),
+                }),
+        );
         for &block in &frees {
             state.add_header_counts(&state.header(block).expect("exists"), -1);
             let slot = state.table.remove(block).expect("exists");
@@ -283,7 +329,10 @@ fn apply_write_set(
     }
     let new_blocks = blocks_needed(state, &appends);
     if state.table.len() + new_blocks > BLOCKS_PER_DB_MAX {
-        return Err(Error::DatabaseFull { db: state.db, max: BLOCKS_PER_DB_MAX });
+        return Err(Error::DatabaseFull {
+            db: state.db,
+            max: BLOCKS_PER_DB_MAX,
+        });
     }
     state.arena.reserve(new_blocks)?;
 
@@ -330,7 +379,11 @@ fn blocks_needed(state: &DbState, lens: &[usize]) -> usize {
     blocks
 }
 
-pub(crate) fn tombstone(state: &mut DbState, rid: RecordId, dirty: &mut Dirty) -> Result<(), Error> {
+pub(crate) fn tombstone(
+    state: &mut DbState,
+    rid: RecordId,
+    dirty: &mut Dirty,
+) -> Result<(), Error> {
     state.index_remove(rid)?;
     let slot_len = state.record(rid)?.slot_len();
     let slot = state.table.get(rid.block).expect("record's block exists");
@@ -364,10 +417,16 @@ fn update_in_place(
 
 /// Appends a record to the tail block, opening a new block when it does not
 /// fit. The caller reserved the arena slots.
-pub(crate) fn append(state: &mut DbState, rec: &EncodedRecord, dirty: &mut Dirty) -> Result<RecordId, Error> {
+pub(crate) fn append(
+    state: &mut DbState,
+    rec: &EncodedRecord,
+    dirty: &mut Dirty,
+) -> Result<RecordId, Error> {
     let block_size = state.arena.block_size();
     let fits = |state: &DbState, t: BlockId| {
-        state.header(t).is_some_and(|h| h.free_offset as usize + rec.len() <= block_size)
+        state
+            .header(t)
+            .is_some_and(|h| h.free_offset as usize + rec.len() <= block_size)
     };
     let tail = match state.tail {
         Some(t) if fits(state, t) => t,
@@ -383,7 +442,10 @@ pub(crate) fn append(state: &mut DbState, rec: &EncodedRecord, dirty: &mut Dirty
     header.write(bytes);
     state.records += 1;
     state.used_bytes += rec.len() as u64;
-    let rid = RecordId { block: tail, offset: at as u32 };
+    let rid = RecordId {
+        block: tail,
+        offset: at as u32,
+    };
     state.index_insert(rid)?;
     dirty.touch(tail, at, at + rec.len());
     Ok(rid)
@@ -407,6 +469,9 @@ mod tests {
 
     #[test]
     fn merge_joins_touching_ranges() {
-        assert_eq!(merge(&[(0, 48), (48, 100), (120, 121), (120, 200)]), vec![(0, 100), (120, 200)]);
+        assert_eq!(
+            merge(&[(0, 48), (48, 100), (120, 121), (120, 200)]),
+            vec![(0, 100), (120, 200)]
+        );
     }
 }

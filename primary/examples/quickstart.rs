@@ -17,7 +17,11 @@ fn main() -> Result<(), hotblock_primary::Error> {
     ];
     let mut txn = db.begin("people")?;
     for (key, city, team, payload) in people {
-        txn.insert(key.as_bytes(), &[Some(city.as_bytes()), team.map(str::as_bytes)], payload.as_bytes())?;
+        txn.insert(
+            key.as_bytes(),
+            &[Some(city.as_bytes()), team.map(str::as_bytes)],
+            payload.as_bytes(),
+        )?;
     }
     let committed = txn.commit()?.expect("four inserts");
     println!(
@@ -41,7 +45,10 @@ fn main() -> Result<(), hotblock_primary::Error> {
     txn.abort();
     assert!(db.get("people", b"ada")?.is_some());
 
-    match db.begin("people")?.insert(b"ada", &[Some(b"paris"), None], b"{}") {
+    match db
+        .begin("people")?
+        .insert(b"ada", &[Some(b"paris"), None], b"{}")
+    {
         Err(e) => println!("insert of an existing key: {e}"),
         Ok(()) => unreachable!("ada exists"),
     }

@@ -23,11 +23,11 @@
 
 use std::sync::Arc;
 
-pub use hotblock_core::{
-    ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Error,
-    Lsn, MemoryAdvice, Record,
-};
 use hotblock_core::Txn;
+pub use hotblock_core::{
+    ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Error, Lsn,
+    MemoryAdvice, Record,
+};
 
 /// How to open a [`Db`].
 #[derive(Clone, Debug)]
@@ -39,7 +39,10 @@ pub struct DbConfig {
 
 impl Default for DbConfig {
     fn default() -> Self {
-        DbConfig { engine: EngineConfig::default(), auto_compact: true }
+        DbConfig {
+            engine: EngineConfig::default(),
+            auto_compact: true,
+        }
     }
 }
 
@@ -56,7 +59,10 @@ pub struct Db {
 
 impl Db {
     pub fn open(config: DbConfig) -> Db {
-        Db { engine: Engine::new(config.engine.clone()), config: Arc::new(config) }
+        Db {
+            engine: Engine::new(config.engine.clone()),
+            config: Arc::new(config),
+        }
     }
 
     /// A Db in anonymous memory with no memory limit.
@@ -84,11 +90,20 @@ impl Db {
     /// Begins a write transaction on `db`. Waits while another transaction
     /// on the same database is open.
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
-        Ok(Transaction { owner: self, txn: self.engine.begin(db)? })
+        Ok(Transaction {
+            owner: self,
+            txn: self.engine.begin(db)?,
+        })
     }
 
     /// Inserts or replaces one record in a transaction of its own.
-    pub fn put(&self, db: &str, key: &[u8], values: &[Option<&[u8]>], payload: &[u8]) -> Result<Lsn, Error> {
+    pub fn put(
+        &self,
+        db: &str,
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+    ) -> Result<Lsn, Error> {
         let mut txn = self.begin(db)?;
         txn.put(key, values, payload)?;
         Ok(txn.commit()?.expect("a put writes").lsn)
@@ -107,7 +122,13 @@ impl Db {
     }
 
     /// Unique keys of the records whose non-unique key `index` is `value`.
-    pub fn find(&self, db: &str, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
+    pub fn find(
+        &self,
+        db: &str,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
         self.engine.database(db)?.find(index, value, limit)
     }
 
