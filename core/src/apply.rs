@@ -144,13 +144,7 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
                 let at = *offset as usize;
                 state.slot_bytes_mut(slot)[at..at + bytes.len()].copy_from_slice(bytes);
             }
-            DeltaOp::BlockFree { block, .. } => {
-                let slot = state.table.remove(*block).expect("checked");
-                state.arena.free(slot);
-                if state.tail == Some(*block) {
-                    state.tail = None;
-                }
-            }
+            DeltaOp::BlockFree { block, .. } => state.release_block(*block),
             _ => {}
         }
     }

@@ -184,10 +184,6 @@ impl Arena {
         self.chunks.len() * self.chunk_bytes()
     }
 
-    pub fn free_slots(&self) -> usize {
-        self.free.len()
-    }
-
     /// Makes sure `n` slots can be allocated without growing again, so that a
     /// commit can check for memory before it changes anything.
     pub fn reserve(&mut self, n: usize) -> Result<(), Error> {
@@ -350,6 +346,69 @@ impl Arena {
             map.advise(memmap2::Advice::HugePage)?;
         }
         Ok(map)
+    }
+}
+
+/// File name of the control page in an `ArenaBacking::Dir` directory.
+pub const CONTROL_FILE: &str = "control.hb";
+const CONTROL_MAGIC: [u8; 4] = *b"HBCT";
+const CONTROL_VERSION: u32 = 1;
+const CONTROL_SIZE: usize = 4096;
+
+/// A mapped page beside a directory-backed engine's block files that says
+/// which commit is being applied. A commit stores its LSN as `committing`
+/// before it touches a block and as `committed` after; a process that dies
+/// in between leaves them unequal, and `Engine::open` refuses blocks that
+/// may hold half a transaction.
+///
+/// Layout (little-endian): magic "HBCT", u32 version, u64 committing, u64 committed.
+#[derive(Debug)]
+pub struct ControlPage {
+    map: MmapMut,
+}
+
+impl ControlPage {
+    /// Opens the page, creating it (zeroed: nothing committed) if absent.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(CONTROL_FILE))?;
+        let fresh = file.metadata()?.len() == 0;
+        file.set_len(CONTROL_SIZE as u64)?;
+        // SAFETY: as for arena chunks: the file is the engine's own and no
+        // other mapping of it is taken.
+        #[allow(unsafe_code)]
+        let mut map = unsafe { MmapOptions::new().len(CONTROL_SIZE).map_mut(&file)? };
+        if fresh {
+            map[0..4].copy_from_slice(&CONTROL_MAGIC);
+            map[4..8].copy_from_slice(&CONTROL_VERSION.to_le_bytes());
+        } else if map[0..4] != CONTROL_MAGIC || map[4..8] != CONTROL_VERSION.to_le_bytes() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not a hotblock control page of version {CONTROL_VERSION}",
+                    dir.join(CONTROL_FILE).display()
+                ),
+            )));
+        }
+        Ok(ControlPage { map })
+    }
+
+    /// `(committing, committed)` LSNs.
+    pub fn read(&self) -> (u64, u64) {
+        let at = |i: usize| u64::from_le_bytes(self.map[i..i + 8].try_into().unwrap());
+        (at(8), at(16))
+    }
+
+    pub fn begin(&mut self, lsn: u64) {
+        self.map[8..16].copy_from_slice(&lsn.to_le_bytes());
+    }
+
+    pub fn end(&mut self, lsn: u64) {
+        self.map[16..24].copy_from_slice(&lsn.to_le_bytes());
     }
 }
 

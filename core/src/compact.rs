@@ -66,6 +66,7 @@ impl Engine {
             state.arena.claim(lower);
             state.arena.copy_slot(slot, lower);
             state.table.relocate(block, lower);
+            state.arena.block_mut(slot)[0..4].fill(0);
             state.arena.free(slot);
         }
         Ok(state.arena.trim())

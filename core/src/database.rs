@@ -189,6 +189,19 @@ impl DbState {
         self.arena.block_mut(slot)
     }
 
+    /// Takes a block out of the table and returns its slot to the arena.
+    /// The slot's magic is cleared so that a reattaching engine never takes
+    /// the stale bytes for a live block.
+    pub(crate) fn release_block(&mut self, block: BlockId) {
+        if let Some(slot) = self.table.remove(block) {
+            self.arena.block_mut(slot)[0..4].fill(0);
+            self.arena.free(slot);
+        }
+        if self.tail == Some(block) {
+            self.tail = None;
+        }
+    }
+
     pub(crate) fn header(&self, block: BlockId) -> Option<BlockHeader> {
         self.block(block).map(BlockHeader::read)
     }

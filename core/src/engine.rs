@@ -14,7 +14,9 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::apply;
-use crate::arena::{Arena, ArenaBacking, MemoryAdvice, MemoryBudget};
+use crate::arena::{Arena, ArenaBacking, ControlPage, MemoryAdvice, MemoryBudget, SlotId};
+use crate::block::BlockHeader;
+use crate::catalog_file;
 use crate::constants::{
     BLOCK_SIZE_DEFAULT, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, DATABASES_MAX, INDEXES_PER_DB_MAX,
     NAME_LEN_MAX,
@@ -96,11 +98,34 @@ struct Shared {
     config: EngineConfig,
     budget: Arc<MemoryBudget>,
     catalog: RwLock<Catalog>,
-    /// Held while a commit or apply changes blocks; holds the last LSN.
-    commit: Mutex<Lsn>,
+    /// Held while a commit or apply changes blocks.
+    commit: Mutex<CommitState>,
     /// The last committed LSN, readable without the commit lock.
     lsn: AtomicU64,
     role: RwLock<Role>,
+}
+
+#[derive(Debug)]
+struct CommitState {
+    last: Lsn,
+    /// With `ArenaBacking::Dir`: marks the commit in progress.
+    control: Option<ControlPage>,
+}
+
+impl CommitState {
+    fn begin(&mut self, lsn: Lsn) {
+        if let Some(c) = &mut self.control {
+            c.begin(lsn.0);
+        }
+    }
+
+    /// A commit that changed nothing is not in progress any more.
+    fn cancel(&mut self) {
+        let last = self.last.0;
+        if let Some(c) = &mut self.control {
+            c.begin(last);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +135,9 @@ struct Catalog {
 }
 
 impl Engine {
+    /// An empty engine. With `ArenaBacking::Dir`, files an earlier process
+    /// left in the directory are overwritten as databases are created; use
+    /// [`Engine::open`] to reattach to them instead.
     pub fn new(config: EngineConfig) -> Self {
         let budget = MemoryBudget::new(config.memory_limit_bytes);
         let role = config.role;
@@ -118,11 +146,85 @@ impl Engine {
                 config,
                 budget,
                 catalog: RwLock::default(),
-                commit: Mutex::new(Lsn::ZERO),
+                commit: Mutex::new(CommitState {
+                    last: Lsn::ZERO,
+                    control: None,
+                }),
                 lsn: AtomicU64::new(0),
                 role: RwLock::new(role),
             }),
         }
+    }
+
+    /// An engine over `config.backing`. With `ArenaBacking::Dir` and a
+    /// catalog in that directory, reattaches to the blocks an earlier
+    /// process left there (on tmpfs they survive the process): maps them
+    /// again, rebuilds indexes from them and continues from the last LSN.
+    /// Refuses (`Error::TornCommit`) if that process died while applying a
+    /// commit. Otherwise, an empty engine as [`Engine::new`].
+    pub fn open(config: EngineConfig) -> Result<Self, Error> {
+        let ArenaBacking::Dir(dir) = &config.backing else {
+            return Ok(Engine::new(config));
+        };
+        let Some(schemas) = catalog_file::read(dir)? else {
+            return Ok(Engine::new(config));
+        };
+        let control = ControlPage::open(dir)?;
+        let (committing, committed) = control.read();
+        if committing != committed {
+            return Err(Error::TornCommit { lsn: committing });
+        }
+        let engine = Engine::new(config.clone());
+        {
+            let mut commit = engine.shared.commit.lock();
+            commit.last = Lsn(committed);
+            commit.control = Some(control);
+            engine.shared.lsn.store(committed, Ordering::Release);
+            let mut catalog = engine.shared.catalog.write();
+            for schema in schemas {
+                let db = engine.reattach_database(dir, schema)?;
+                catalog.by_name.insert(db.name().to_string(), db.clone());
+                catalog.by_id.push(db);
+            }
+        }
+        Ok(engine)
+    }
+
+    fn reattach_database(
+        &self,
+        dir: &std::path::Path,
+        schema: Schema,
+    ) -> Result<Arc<Database>, Error> {
+        let arena = Arena::reattach(
+            schema.block_size,
+            dir,
+            &arena_file(schema.id),
+            self.shared.budget.clone(),
+            self.shared.config.advice,
+        )?;
+        let db = self.wrap_database(schema, arena);
+        {
+            let mut state = db.state.write();
+            for slot in (0..state.arena.slot_count() as u32).map(SlotId) {
+                let Ok(header) = BlockHeader::read_checked(state.arena.block(slot)) else {
+                    continue;
+                };
+                if header.db != db.id() {
+                    continue;
+                }
+                if state.table.contains(header.block) {
+                    return Err(state.corrupt(header.block, "two slots hold the block"));
+                }
+                state.table.insert(header.block, slot);
+                state.arena.claim(slot);
+            }
+            state.tail = state.table.iter().last().map(|(b, _)| b);
+            match state.indexes {
+                Some(_) => state.rebuild(db.schema.indexes.len())?,
+                None => state.recount()?,
+            }
+        }
+        Ok(db)
     }
 
     /// The LSN of the last committed (or applied) transaction.
@@ -187,7 +289,7 @@ impl Engine {
                 });
             }
         }
-        let mut last = self.shared.commit.lock();
+        let mut commit = self.shared.commit.lock();
         let mut catalog = self.shared.catalog.write();
         if catalog.by_name.contains_key(name) {
             return Err(Error::DatabaseExists(name.to_string()));
@@ -205,10 +307,19 @@ impl Engine {
             indexes: options.indexes,
         };
         let db = self.open_database(schema.clone())?;
-        let lsn = last.next();
+        let lsn = commit.last.next();
+        if let ArenaBacking::Dir(dir) = &self.shared.config.backing {
+            if commit.control.is_none() {
+                commit.control = Some(ControlPage::open(dir)?);
+            }
+            let mut schemas: Vec<Schema> = catalog.by_id.iter().map(|d| d.schema.clone()).collect();
+            schemas.push(schema.clone());
+            commit.begin(lsn);
+            catalog_file::write(dir, &schemas).inspect_err(|_| commit.cancel())?;
+        }
         catalog.by_name.insert(schema.name.clone(), db.clone());
         catalog.by_id.push(db);
-        self.publish(&mut last, lsn);
+        self.publish(&mut commit, lsn);
         let delta = Delta::from_ops(vec![
             DeltaOp::TxnBegin { db: schema.id },
             DeltaOp::DbCreate {
@@ -226,10 +337,14 @@ impl Engine {
         let arena = Arena::new(
             schema.block_size,
             &self.shared.config.backing,
-            &format!("db-{}.blocks", schema.id.0),
+            &arena_file(schema.id),
             self.shared.budget.clone(),
             self.shared.config.advice,
         )?;
+        Ok(self.wrap_database(schema, arena))
+    }
+
+    fn wrap_database(&self, schema: Schema, arena: Arena) -> Arc<Database> {
         let indexes = match self.role() {
             Role::Follower(IndexMode::Deferred) => None,
             _ => Some(Indexes::new(schema.indexes.len())),
@@ -245,11 +360,11 @@ impl Engine {
             dead_bytes: 0,
             poisoned: false,
         };
-        Ok(Arc::new(Database {
+        Arc::new(Database {
             schema,
             writer: Arc::new(Mutex::new(())),
             state: RwLock::new(state),
-        }))
+        })
     }
 
     fn require_primary(&self) -> Result<(), Error> {
@@ -274,21 +389,36 @@ impl Engine {
         change: impl FnOnce(&mut DbState, Lsn) -> Result<Delta, Error>,
     ) -> Result<Committed, Error> {
         self.require_primary()?;
-        let mut last = self.shared.commit.lock();
+        let mut commit = self.shared.commit.lock();
         let mut state = db.state.write();
         if state.poisoned {
             return Err(Error::Poisoned(db.id()));
         }
-        let lsn = last.next();
-        let delta = change(&mut state, lsn)?;
-        drop(state);
-        self.publish(&mut last, lsn);
-        Ok(Committed { lsn, delta })
+        let lsn = commit.last.next();
+        commit.begin(lsn);
+        match change(&mut state, lsn) {
+            Ok(delta) => {
+                drop(state);
+                self.publish(&mut commit, lsn);
+                Ok(Committed { lsn, delta })
+            }
+            Err(e) => {
+                // A poisoned database may hold part of the change: leave the
+                // control page saying so. Otherwise nothing changed.
+                if !state.poisoned {
+                    commit.cancel();
+                }
+                Err(e)
+            }
+        }
     }
 
-    fn publish(&self, last: &mut Lsn, lsn: Lsn) {
-        debug_assert_eq!(lsn, last.next());
-        *last = lsn;
+    fn publish(&self, commit: &mut CommitState, lsn: Lsn) {
+        debug_assert_eq!(lsn, commit.last.next());
+        commit.last = lsn;
+        if let Some(c) = &mut commit.control {
+            c.end(lsn.0);
+        }
         self.shared.lsn.store(lsn.0, Ordering::Release);
     }
 
@@ -298,11 +428,11 @@ impl Engine {
         if self.role() == Role::Primary {
             return Err(ApplyError::Engine(Error::ReadOnly));
         }
-        let mut last = self.shared.commit.lock();
+        let mut commit = self.shared.commit.lock();
         let lsn = delta.lsn();
-        if lsn != last.next() {
+        if lsn != commit.last.next() {
             return Err(ApplyError::LsnGap {
-                applied: *last,
+                applied: commit.last,
                 got: lsn,
             });
         }
@@ -329,7 +459,17 @@ impl Engine {
                 block_size,
                 indexes: indexes.clone(),
             };
-            let database = self.open_database(schema)?;
+            let database = self.open_database(schema.clone())?;
+            if let ArenaBacking::Dir(dir) = &self.shared.config.backing {
+                if commit.control.is_none() {
+                    commit.control = Some(ControlPage::open(dir)?);
+                }
+                let mut schemas: Vec<Schema> =
+                    catalog.by_id.iter().map(|d| d.schema.clone()).collect();
+                schemas.push(schema);
+                commit.begin(lsn);
+                catalog_file::write(dir, &schemas).inspect_err(|_| commit.cancel())?;
+            }
             catalog.by_name.insert(name.clone(), database.clone());
             catalog.by_id.push(database);
         } else {
@@ -341,24 +481,25 @@ impl Engine {
                 return Err(ApplyError::Engine(Error::Poisoned(database.id())));
             }
             apply::check(&mut state, delta)?;
+            commit.begin(lsn);
             if let Err(e) = apply::apply(&mut state, delta) {
                 state.poisoned = true;
                 return Err(e.into());
             }
         }
-        self.publish(&mut last, lsn);
+        self.publish(&mut commit, lsn);
         Ok(lsn)
     }
 
     /// Turns a follower into a primary: builds any indexes it did not keep,
     /// then accepts transactions, continuing from its applied LSN.
     pub fn promote(&self) -> Result<Lsn, Error> {
-        let last = self.shared.commit.lock();
+        let commit = self.shared.commit.lock();
         if let Role::Follower(IndexMode::Deferred) = self.role() {
             self.rebuild_indexes()?;
         }
         *self.shared.role.write() = Role::Primary;
-        Ok(*last)
+        Ok(commit.last)
     }
 
     /// Rebuilds every database's indexes and counts from its blocks alone.
@@ -376,6 +517,26 @@ impl Engine {
     pub fn stats(&self, db: &str) -> Result<DbStats, Error> {
         Ok(self.database(db)?.stats())
     }
+}
+
+impl Engine {
+    /// Writes every block file's pages back to it (`msync`). Only matters
+    /// for a `Dir` on a disk filesystem; tmpfs is memory.
+    pub fn sync(&self) -> Result<(), Error> {
+        for db in self.databases() {
+            db.state.read().arena.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The memory limit, if one is configured.
+    pub fn memory_limit_bytes(&self) -> Option<u64> {
+        self.shared.budget.limit_bytes()
+    }
+}
+
+fn arena_file(db: DbId) -> String {
+    format!("db-{}.blocks", db.0)
 }
 
 fn validate_name(name: &str) -> Result<(), Error> {

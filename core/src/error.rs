@@ -88,6 +88,11 @@ pub enum Error {
     /// it refuses writes. Reopen or resync.
     #[error("database {0} refuses writes after an earlier failure")]
     Poisoned(DbId),
+    /// The process that last used this directory-backed arena stopped while
+    /// applying this LSN, so its blocks may hold part of that transaction.
+    /// Resync the node from a peer (or start it empty).
+    #[error("blocks may hold part of the transaction at lsn {lsn} (the process stopped while applying it)")]
+    TornCommit { lsn: u64 },
     #[error("arena I/O: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -26,14 +26,6 @@ pub struct UniqueIndex {
 }
 
 impl UniqueIndex {
-    pub fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
     /// The record whose key hashes to `hash` and for which `is_key` holds.
     pub fn find(&self, hash: u64, mut is_key: impl FnMut(RecordId) -> bool) -> Option<RecordId> {
         self.table
@@ -73,7 +65,6 @@ struct Posting {
 #[derive(Debug, Default)]
 pub struct ValueIndex {
     table: HashTable<Posting>,
-    rid_count: usize,
     rid_capacity: usize,
 }
 
@@ -87,7 +78,6 @@ impl ValueIndex {
     }
 
     pub fn insert(&mut self, hash: u64, rid: RecordId, mut is_value: impl FnMut(RecordId) -> bool) {
-        self.rid_count += 1;
         match self
             .table
             .find_mut(hash, |p| p.hash == hash && is_value(p.rids[0]))
@@ -96,7 +86,6 @@ impl ValueIndex {
                 let before = p.rids.capacity();
                 let at = p.rids.partition_point(|r| *r < rid);
                 if p.rids.get(at) == Some(&rid) {
-                    self.rid_count -= 1;
                     return;
                 }
                 p.rids.insert(at, rid);
@@ -120,7 +109,6 @@ impl ValueIndex {
         }) else {
             return false;
         };
-        self.rid_count -= 1;
         let posting = entry.into_mut();
         let at = posting.rids.binary_search(&rid).expect("found above");
         posting.rids.remove(at);
@@ -134,16 +122,8 @@ impl ValueIndex {
         true
     }
 
-    /// Number of (value, record) entries.
-    pub fn len(&self) -> usize {
-        self.rid_count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rid_count == 0
-    }
-
-    pub fn distinct_values(&self) -> usize {
+    #[cfg(test)]
+    fn distinct_values(&self) -> usize {
         self.table.len()
     }
 
@@ -213,6 +193,5 @@ mod tests {
         idx.insert(5, rid(0, 99)); // a hash collision with another key
         assert_eq!(idx.find(5, |r| r.offset == 99), Some(rid(0, 99)));
         assert!(idx.remove(5, rid(0, 48)));
-        assert_eq!(idx.len(), 1);
     }
 }

@@ -43,6 +43,7 @@
 mod apply;
 mod arena;
 mod block;
+mod catalog_file;
 mod compact;
 pub mod constants;
 mod database;

@@ -32,10 +32,6 @@ impl LocationTable {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The id the next allocation gets: the lowest unused.
     pub fn next_id(&self) -> BlockId {
         BlockId(

@@ -275,8 +275,7 @@ impl Dirty {
         );
         for &block in &frees {
             state.add_header_counts(&state.header(block).expect("exists"), -1);
-            let slot = state.table.remove(block).expect("exists");
-            state.arena.free(slot);
+            state.release_block(block);
             ops.push(DeltaOp::BlockFree { db, block });
         }
         ops.push(DeltaOp::TxnCommit { lsn });

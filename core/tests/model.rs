@@ -167,11 +167,14 @@ impl Cluster {
                     let (vals, payload) = row(db, values, payload);
                     let refs: Vec<Option<&[u8]>> = vals.iter().map(|v| v.as_deref()).collect();
                     let result = txn.insert(&key_bytes(key), &refs, &payload);
-                    if staged.contains_key(&key_bytes(key)) {
-                        prop_assert!(matches!(result, Err(Error::DuplicateKey)), "{result:?}");
-                    } else {
-                        result.unwrap();
-                        staged.insert(key_bytes(key), (vals, payload));
+                    match staged.entry(key_bytes(key)) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            prop_assert!(matches!(result, Err(Error::DuplicateKey)), "{result:?}");
+                        }
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            result.unwrap();
+                            slot.insert((vals, payload));
+                        }
                     }
                 }
                 Write::Delete { key } => {
@@ -330,7 +333,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn engines_agree_with_the_model(steps in prop::collection::vec(step(), 1..60)) {
