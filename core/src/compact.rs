@@ -12,18 +12,26 @@
 
 use crate::block::BlockHeader;
 use crate::constants::{BLOCK_HEADER_SIZE, COMPACT_BLOCK_DEAD_PERCENT, COMPACT_DEAD_PERCENT};
-use crate::database::DbState;
+use crate::database::{Database, DbState};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ids::{BlockId, RecordId};
 use crate::record::EncodedRecord;
 use crate::txn::{append, Committed, Dirty};
 
+impl Database {
+    /// Whether this database holds enough tombstoned bytes to be worth
+    /// compacting: over `COMPACT_DEAD_PERCENT` of its bytes, in more than
+    /// one block.
+    pub fn needs_compaction(&self) -> bool {
+        let s = self.state.read();
+        s.dead_bytes * 100 > s.used_bytes * COMPACT_DEAD_PERCENT && s.table.len() > 1
+    }
+}
+
 impl Engine {
-    /// Whether `db` holds enough tombstoned bytes to be worth compacting.
     pub fn needs_compaction(&self, db: &str) -> Result<bool, Error> {
-        let s = self.stats(db)?;
-        Ok(s.dead_bytes * 100 > s.used_bytes * COMPACT_DEAD_PERCENT && s.blocks > 1)
+        Ok(self.database(db)?.needs_compaction())
     }
 
     /// Evacuates up to `max_blocks` of the sparsest blocks of `db` (those with

@@ -254,11 +254,7 @@ impl DbState {
         value: &[u8],
         mut f: impl FnMut(RecordId, RecordRef<'_>) -> bool,
     ) -> Result<(), Error> {
-        let hash = hash_bytes(value);
-        let rids = self.indexes()?.values[index].find(hash, |rid| {
-            self.record(rid)
-                .is_ok_and(|r| r.value(index) == Some(value))
-        });
+        let rids = self.indexes()?.values[index].find(hash_bytes(value), value);
         for &rid in rids {
             if !f(rid, self.record(rid)?) {
                 break;
@@ -277,9 +273,7 @@ impl DbState {
             indexes.unique.insert(hash_bytes(rec.key()), rid);
             for (i, index) in indexes.values.iter_mut().enumerate() {
                 if let Some(value) = rec.value(i) {
-                    index.insert(hash_bytes(value), rid, |other| {
-                        self.record(other).is_ok_and(|r| r.value(i) == Some(value))
-                    });
+                    index.insert(hash_bytes(value), value, rid);
                 }
             }
             Ok(())
@@ -298,7 +292,7 @@ impl DbState {
             indexes.unique.remove(hash_bytes(rec.key()), rid);
             for (i, index) in indexes.values.iter_mut().enumerate() {
                 if let Some(value) = rec.value(i) {
-                    index.remove(hash_bytes(value), rid);
+                    index.remove(hash_bytes(value), value, rid);
                 }
             }
             Ok(())

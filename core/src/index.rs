@@ -6,9 +6,11 @@
 //! key size, and keeps the blocks the single source of truth — every index
 //! can be rebuilt from the blocks alone.
 //!
-//! A non-unique value maps to a posting list of record ids kept sorted, so
-//! that every node lists the records of a value in the same order (record
-//! ids are logical and shared) and removal is a binary search.
+//! A non-unique value maps to a posting that holds the value itself (inline
+//! up to 22 bytes), so finding a value reads no record, and a list of record
+//! ids kept sorted, so that every node lists the records of a value in the
+//! same order (record ids are logical and shared) and removal is a binary
+//! search.
 
 use hashbrown::HashTable;
 use xxhash_rust::xxh3::xxh3_64;
@@ -54,70 +56,119 @@ impl UniqueIndex {
     }
 }
 
+/// A non-unique value as a posting holds it: inline when short (the common
+/// case: codes, names, ids), so that finding a posting reads no record and
+/// no other heap object.
+#[derive(Debug)]
+enum ValueBytes {
+    Inline {
+        len: u8,
+        bytes: [u8; VALUE_INLINE_LEN_MAX],
+    },
+    Heap(Box<[u8]>),
+}
+
+/// Longest value stored inline: keeps `ValueBytes` at 24 bytes.
+const VALUE_INLINE_LEN_MAX: usize = 22;
+const _: () = assert!(std::mem::size_of::<ValueBytes>() == 24);
+
+impl ValueBytes {
+    fn new(value: &[u8]) -> Self {
+        if value.len() <= VALUE_INLINE_LEN_MAX {
+            let mut bytes = [0; VALUE_INLINE_LEN_MAX];
+            bytes[..value.len()].copy_from_slice(value);
+            ValueBytes::Inline {
+                len: value.len() as u8,
+                bytes,
+            }
+        } else {
+            ValueBytes::Heap(value.into())
+        }
+    }
+
+    fn get(&self) -> &[u8] {
+        match self {
+            ValueBytes::Inline { len, bytes } => &bytes[..*len as usize],
+            ValueBytes::Heap(b) => b,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            ValueBytes::Inline { .. } => 0,
+            ValueBytes::Heap(b) => b.len(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Posting {
     hash: u64,
+    value: ValueBytes,
     /// Never empty; sorted ascending.
     rids: Vec<RecordId>,
+}
+
+impl Posting {
+    fn is(&self, hash: u64, value: &[u8]) -> bool {
+        self.hash == hash && self.value.get() == value
+    }
 }
 
 /// One non-unique key: value → posting list of record ids.
 #[derive(Debug, Default)]
 pub struct ValueIndex {
     table: HashTable<Posting>,
-    rid_capacity: usize,
+    /// Heap bytes of posting lists and long values, for `heap_bytes`.
+    heap_bytes: usize,
 }
 
 impl ValueIndex {
-    /// The records holding the value that hashes to `hash` and for which
-    /// `is_value` holds (checked on one record of each candidate posting).
-    pub fn find(&self, hash: u64, mut is_value: impl FnMut(RecordId) -> bool) -> &[RecordId] {
+    /// The records holding `value`, whose hash is `hash`, in record id order.
+    pub fn find(&self, hash: u64, value: &[u8]) -> &[RecordId] {
         self.table
-            .find(hash, |p| p.hash == hash && is_value(p.rids[0]))
+            .find(hash, |p| p.is(hash, value))
             .map_or(&[], |p| &p.rids)
     }
 
-    pub fn insert(&mut self, hash: u64, rid: RecordId, mut is_value: impl FnMut(RecordId) -> bool) {
-        match self
-            .table
-            .find_mut(hash, |p| p.hash == hash && is_value(p.rids[0]))
-        {
+    pub fn insert(&mut self, hash: u64, value: &[u8], rid: RecordId) {
+        match self.table.find_mut(hash, |p| p.is(hash, value)) {
             Some(p) => {
-                let before = p.rids.capacity();
                 let at = p.rids.partition_point(|r| *r < rid);
                 if p.rids.get(at) == Some(&rid) {
                     return;
                 }
+                let before = p.rids.capacity();
                 p.rids.insert(at, rid);
-                self.rid_capacity += p.rids.capacity() - before;
+                self.heap_bytes += (p.rids.capacity() - before) * std::mem::size_of::<RecordId>();
             }
             None => {
-                let rids = vec![rid];
-                self.rid_capacity += rids.capacity();
-                self.table
-                    .insert_unique(hash, Posting { hash, rids }, |p| p.hash);
+                let posting = Posting {
+                    hash,
+                    value: ValueBytes::new(value),
+                    rids: vec![rid],
+                };
+                self.heap_bytes += posting.value.heap_bytes()
+                    + posting.rids.capacity() * std::mem::size_of::<RecordId>();
+                self.table.insert_unique(hash, posting, |p| p.hash);
             }
         }
     }
 
-    /// Removes `rid` from the posting of the value hashing to `hash`. Finds
-    /// the posting by the record id itself, so it works even if the record's
-    /// bytes are no longer readable.
-    pub fn remove(&mut self, hash: u64, rid: RecordId) -> bool {
-        let Ok(entry) = self.table.find_entry(hash, |p| {
-            p.hash == hash && p.rids.binary_search(&rid).is_ok()
-        }) else {
+    /// Removes `rid` from the posting of `value`. Returns whether it was there.
+    pub fn remove(&mut self, hash: u64, value: &[u8], rid: RecordId) -> bool {
+        let Ok(entry) = self.table.find_entry(hash, |p| p.is(hash, value)) else {
             return false;
         };
-        let posting = entry.into_mut();
-        let at = posting.rids.binary_search(&rid).expect("found above");
-        posting.rids.remove(at);
-        if posting.rids.is_empty() {
-            self.rid_capacity -= posting.rids.capacity();
-            self.table
-                .find_entry(hash, |p| p.rids.is_empty())
-                .expect("just emptied")
-                .remove();
+        let Ok(at) = entry.get().rids.binary_search(&rid) else {
+            return false;
+        };
+        if entry.get().rids.len() == 1 {
+            let (posting, _) = entry.remove();
+            self.heap_bytes -= posting.value.heap_bytes()
+                + posting.rids.capacity() * std::mem::size_of::<RecordId>();
+        } else {
+            entry.into_mut().rids.remove(at);
         }
         true
     }
@@ -128,8 +179,7 @@ impl ValueIndex {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.table.capacity() * (std::mem::size_of::<Posting>() + 1)
-            + self.rid_capacity * std::mem::size_of::<RecordId>()
+        self.table.capacity() * (std::mem::size_of::<Posting>() + 1) + self.heap_bytes
     }
 }
 
@@ -173,17 +223,24 @@ mod tests {
     #[test]
     fn postings_stay_sorted_and_vanish_when_empty() {
         let mut idx = ValueIndex::default();
-        // All rids hold the same value: equality is always true.
-        for r in [rid(2, 10), rid(1, 50), rid(1, 48)] {
-            idx.insert(7, r, |_| true);
+        let long = [7u8; 40];
+        for value in [&b"red"[..], &long[..]] {
+            for r in [rid(2, 10), rid(1, 50), rid(1, 48)] {
+                idx.insert(7, value, r);
+            }
+            assert_eq!(idx.find(7, value), &[rid(1, 48), rid(1, 50), rid(2, 10)]);
         }
-        assert_eq!(idx.find(7, |_| true), &[rid(1, 48), rid(1, 50), rid(2, 10)]);
-        assert!(idx.remove(7, rid(1, 50)));
-        assert!(!idx.remove(7, rid(1, 50)));
-        assert!(idx.remove(7, rid(1, 48)));
-        assert!(idx.remove(7, rid(2, 10)));
+        // Same hash, other value: a different posting.
+        assert!(idx.find(7, b"blue").is_empty());
+        assert!(!idx.remove(7, b"blue", rid(1, 50)));
+        for value in [&b"red"[..], &long[..]] {
+            assert!(idx.remove(7, value, rid(1, 50)));
+            assert!(!idx.remove(7, value, rid(1, 50)));
+            assert!(idx.remove(7, value, rid(1, 48)));
+            assert!(idx.remove(7, value, rid(2, 10)));
+        }
         assert_eq!(idx.distinct_values(), 0);
-        assert!(idx.find(7, |_| true).is_empty());
+        assert!(idx.find(7, b"red").is_empty());
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod index;
 mod location;
 mod record;
 mod txn;
+mod write_set;
 
 pub use arena::{ArenaBacking, MemoryAdvice};
 pub use block::{BlockHeader, BLOCK_FORMAT_VERSION};

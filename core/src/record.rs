@@ -248,6 +248,13 @@ impl EncodedRecord {
         &self.bytes
     }
 
+    /// The unique key, read straight from the header this type wrote.
+    pub fn key(&self) -> &[u8] {
+        let key_len = u16::from_le_bytes([self.bytes[2], self.bytes[3]]) as usize;
+        let start = RECORD_HEADER_SIZE + 2 * self.bytes[1] as usize;
+        &self.bytes[start..start + key_len]
+    }
+
     /// Copies this record into a slot of `slot_len >= self.len()` bytes,
     /// recording the slot length and zeroing the rest of the slot.
     pub(crate) fn write_into(&self, slot: &mut [u8]) {

@@ -12,7 +12,6 @@
 //! blocks and indexes, so the one fallible resource — memory — is checked
 //! before anything changes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,6 +26,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::ids::{BlockId, Lsn, RecordId};
 use crate::record::{EncodedRecord, Record, STATE_TOMBSTONE};
+use crate::write_set::{Pending, WriteSet};
 
 /// A committed transaction: its LSN and the delta that replays it.
 #[derive(Clone, Debug)]
@@ -40,8 +40,7 @@ pub struct Txn {
     engine: Engine,
     db: Arc<Database>,
     _writer: ArcMutexGuard<RawMutex, ()>,
-    /// Key → the record it will hold, or `None` for a delete.
-    writes: BTreeMap<Vec<u8>, Option<EncodedRecord>>,
+    writes: WriteSet,
 }
 
 impl std::fmt::Debug for Txn {
@@ -60,7 +59,7 @@ impl Txn {
             engine,
             db,
             _writer: writer,
-            writes: BTreeMap::new(),
+            writes: WriteSet::default(),
         }
     }
 
@@ -94,7 +93,7 @@ impl Txn {
         payload: &[u8],
     ) -> Result<(), Error> {
         let record = self.encode(key, values, payload)?;
-        self.writes.insert(key.to_vec(), Some(record));
+        self.writes.set(Pending::Put(record));
         Ok(())
     }
 
@@ -109,7 +108,7 @@ impl Txn {
         if self.contains(key)? {
             return Err(Error::DuplicateKey);
         }
-        self.writes.insert(key.to_vec(), Some(record));
+        self.writes.set(Pending::Put(record));
         Ok(())
     }
 
@@ -117,7 +116,7 @@ impl Txn {
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
         let existed = self.contains(key)?;
         if existed {
-            self.writes.insert(key.to_vec(), None);
+            self.writes.set(Pending::Delete(key.into()));
         }
         Ok(existed)
     }
@@ -125,7 +124,7 @@ impl Txn {
     /// Whether `key` exists, as this transaction sees it.
     pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
         match self.writes.get(key) {
-            Some(pending) => Ok(pending.is_some()),
+            Some(pending) => Ok(pending.record().is_some()),
             None => self.db.read().contains(key),
         }
     }
@@ -133,7 +132,7 @@ impl Txn {
     /// The record with key `key`, as this transaction sees it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
         match self.writes.get(key) {
-            Some(pending) => Ok(pending.as_ref().map(|r| r.as_ref().to_record())),
+            Some(pending) => Ok(pending.record().map(|r| r.as_ref().to_record())),
             None => self.db.get(key),
         }
     }
@@ -155,12 +154,12 @@ impl Txn {
             .into_iter()
             .filter(|k| !self.writes.contains_key(k))
             .collect();
-        for (key, pending) in &self.writes {
+        for pending in self.writes.iter() {
             if pending
-                .as_ref()
+                .record()
                 .is_some_and(|r| r.as_ref().value(i) == Some(value))
             {
-                keys.push(key.clone());
+                keys.push(pending.key().to_vec());
             }
         }
         keys.truncate(limit);
@@ -171,8 +170,8 @@ impl Txn {
     pub fn count(&self) -> Result<u64, Error> {
         let view = self.db.read();
         let mut count = view.count() as i64;
-        for (key, pending) in &self.writes {
-            count += pending.is_some() as i64 - view.contains(key)? as i64;
+        for pending in self.writes.iter() {
+            count += pending.record().is_some() as i64 - view.contains(pending.key())? as i64;
         }
         Ok(count as u64)
     }
@@ -211,49 +210,55 @@ impl Txn {
 #[derive(Debug, Default)]
 pub(crate) struct Dirty {
     pub(crate) allocs: Vec<BlockId>,
-    /// Touched blocks and the byte ranges written in each, in first-touch order.
-    blocks: Vec<(BlockId, Vec<(u32, u32)>)>,
+    /// Byte ranges written, as (block, start, end), in any order.
+    ranges: Vec<(BlockId, u32, u32)>,
 }
 
 impl Dirty {
     pub(crate) fn touch(&mut self, block: BlockId, start: usize, end: usize) {
-        let range = (start as u32, end as u32);
-        match self.blocks.iter_mut().find(|(b, _)| *b == block) {
-            Some((_, ranges)) => ranges.push(range),
-            None => self.blocks.push((block, vec![range])),
-        }
+        self.ranges.push((block, start as u32, end as u32));
     }
 
     /// Writes the LSN into every touched header, frees blocks left empty
     /// (other than the tail), and builds the delta.
     pub(crate) fn finish(mut self, state: &mut DbState, lsn: Lsn) -> Delta {
         let db = state.db;
+        // Every touched block's header changes (its LSN at least).
+        let touched = self.ranges.len();
+        for i in 0..touched {
+            let block = self.ranges[i].0;
+            self.ranges.push((block, 0, BLOCK_HEADER_SIZE as u32));
+        }
+        self.ranges.sort_unstable();
+        merge(&mut self.ranges);
         let mut frees = Vec::new();
-        for (block, ranges) in &mut self.blocks {
-            let slot = state.table.get(*block).expect("a touched block exists");
+        let mut data_len = 0;
+        for &(block, start, end) in &self.ranges {
+            data_len += (end - start) as usize;
+            if start != 0 {
+                continue;
+            }
+            // One header range per block, first in its sorted ranges.
+            let slot = state.table.get(block).expect("a touched block exists");
             let bytes = state.slot_bytes_mut(slot);
             let mut header = BlockHeader::read(bytes);
             header.lsn = lsn;
             header.write(bytes);
-            if header.record_count == 0 && state.tail != Some(*block) {
-                frees.push(*block);
+            if header.record_count == 0 && state.tail != Some(block) {
+                frees.push(block);
             }
-            ranges.push((0, BLOCK_HEADER_SIZE as u32));
-            ranges.sort_unstable();
         }
         // One buffer for all write bytes; ops slice it.
-        let mut data = Vec::new();
-        let mut writes = Vec::new();
-        for (block, ranges) in &self.blocks {
-            if frees.contains(block) {
+        let mut data = Vec::with_capacity(data_len);
+        let mut writes = Vec::with_capacity(self.ranges.len());
+        for &(block, start, end) in &self.ranges {
+            if frees.contains(&block) {
                 continue;
             }
-            let bytes = state.block(*block).expect("a touched block exists");
-            for (start, end) in merge(ranges) {
-                let at = data.len();
-                data.extend_from_slice(&bytes[start as usize..end as usize]);
-                writes.push((*block, start, at..data.len()));
-            }
+            let bytes = state.block(block).expect("a touched block exists");
+            let at = data.len();
+            data.extend_from_slice(&bytes[start as usize..end as usize]);
+            writes.push((block, start, at..data.len()));
         }
         let data = Bytes::from(data);
         let mut ops = Vec::with_capacity(2 + self.allocs.len() + writes.len() + frees.len());
@@ -283,17 +288,21 @@ impl Dirty {
     }
 }
 
-/// Sorted ranges merged where they touch or overlap. Each merged range
-/// starts where one of its ranges starts: at a record boundary or at 0.
-fn merge(sorted: &[(u32, u32)]) -> Vec<(u32, u32)> {
-    let mut out: Vec<(u32, u32)> = Vec::with_capacity(sorted.len());
-    for &(s, e) in sorted {
-        match out.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => out.push((s, e)),
+/// Merges sorted (block, start, end) ranges in place where they touch or
+/// overlap within a block. Each merged range starts where one of its ranges
+/// starts: at a record boundary or at 0.
+fn merge(ranges: &mut Vec<(BlockId, u32, u32)>) {
+    let mut out = 0;
+    for i in 0..ranges.len() {
+        let (b, s, e) = ranges[i];
+        if out > 0 && ranges[out - 1].0 == b && s <= ranges[out - 1].2 {
+            ranges[out - 1].2 = ranges[out - 1].2.max(e);
+        } else {
+            ranges[out] = (b, s, e);
+            out += 1;
         }
     }
-    out
+    ranges.truncate(out);
 }
 
 /// How one write of the write set lands.
@@ -304,17 +313,15 @@ enum Step<'a> {
     Delete(RecordId),
 }
 
-fn apply_write_set(
-    state: &mut DbState,
-    writes: &BTreeMap<Vec<u8>, Option<EncodedRecord>>,
-    lsn: Lsn,
-) -> Result<Delta, Error> {
+fn apply_write_set(state: &mut DbState, writes: &WriteSet, lsn: Lsn) -> Result<Delta, Error> {
     // Plan: nothing changes until the memory for new blocks is reserved.
     let mut steps = Vec::with_capacity(writes.len());
     let mut appends = Vec::new();
-    for (key, pending) in writes {
-        let existing = state.lookup(key)?.map(|(rid, rec)| (rid, rec.slot_len()));
-        let step = match (existing, pending) {
+    for pending in writes.iter() {
+        let existing = state
+            .lookup(pending.key())?
+            .map(|(rid, rec)| (rid, rec.slot_len()));
+        let step = match (existing, pending.record()) {
             (Some((rid, slot_len)), Some(rec)) if rec.len() <= slot_len => Step::InPlace(rid, rec),
             (Some((rid, _)), Some(rec)) => Step::Replace(rid, rec),
             (None, Some(rec)) => Step::Append(rec),
@@ -465,12 +472,19 @@ fn open_block(state: &mut DbState, dirty: &mut Dirty) -> Result<BlockId, Error> 
 #[cfg(test)]
 mod tests {
     use super::merge;
+    use crate::ids::BlockId;
 
     #[test]
-    fn merge_joins_touching_ranges() {
-        assert_eq!(
-            merge(&[(0, 48), (48, 100), (120, 121), (120, 200)]),
-            vec![(0, 100), (120, 200)]
-        );
+    fn merge_joins_touching_ranges_within_a_block() {
+        let b = |i| BlockId(i);
+        let mut r = vec![
+            (b(1), 0, 48),
+            (b(1), 48, 100),
+            (b(1), 120, 121),
+            (b(1), 120, 200),
+            (b(2), 0, 48),
+        ];
+        merge(&mut r);
+        assert_eq!(r, vec![(b(1), 0, 100), (b(1), 120, 200), (b(2), 0, 48)]);
     }
 }

@@ -140,9 +140,9 @@ impl Db {
         self.engine.stats(db)
     }
 
-    fn after_commit(&self, db: &str) -> Result<(), Error> {
-        if self.config.auto_compact && self.engine.needs_compaction(db)? {
-            self.engine.compact(db, AUTO_COMPACT_BLOCKS_MAX)?;
+    fn after_commit(&self, db: &Database) -> Result<(), Error> {
+        if self.config.auto_compact && db.needs_compaction() {
+            self.engine.compact(db.name(), AUTO_COMPACT_BLOCKS_MAX)?;
         }
         Ok(())
     }
@@ -159,7 +159,7 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     /// Commits; returns the LSN and delta, or `None` if nothing was written.
     pub fn commit(self) -> Result<Option<Committed>, Error> {
-        let db = self.txn.database().name().to_string();
+        let db = self.txn.database().clone();
         let committed = self.txn.commit()?;
         if committed.is_some() {
             self.owner.after_commit(&db)?;
