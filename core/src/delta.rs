@@ -91,6 +91,13 @@ impl Delta {
         Delta { ops }
     }
 
+    /// A delta from ops received one by one (replication streams them);
+    /// checks that they run `TxnBegin .. TxnCommit` on one database.
+    pub fn from_checked_ops(ops: Vec<DeltaOp>) -> Result<Self, DeltaDecodeError> {
+        check_sequence(&ops)?;
+        Ok(Delta { ops })
+    }
+
     pub fn ops(&self) -> &[DeltaOp] {
         &self.ops
     }
@@ -141,54 +148,7 @@ impl Delta {
         out.put_u8(0);
         out.put_u32_le(body_len as u32);
         for op in &self.ops {
-            match op {
-                DeltaOp::TxnBegin { db } => {
-                    out.put_u8(TAG_BEGIN);
-                    out.put_u32_le(db.0);
-                }
-                DeltaOp::DbCreate {
-                    db,
-                    name,
-                    block_size,
-                    indexes,
-                } => {
-                    out.put_u8(TAG_DB_CREATE);
-                    out.put_u32_le(db.0);
-                    out.put_u32_le(*block_size);
-                    put_name(out, name);
-                    out.put_u8(indexes.len() as u8);
-                    for index in indexes {
-                        put_name(out, index);
-                    }
-                }
-                DeltaOp::BlockAlloc { db, block } => {
-                    out.put_u8(TAG_ALLOC);
-                    out.put_u32_le(db.0);
-                    out.put_u32_le(block.0);
-                }
-                DeltaOp::BlockWrite {
-                    db,
-                    block,
-                    offset,
-                    bytes,
-                } => {
-                    out.put_u8(TAG_WRITE);
-                    out.put_u32_le(db.0);
-                    out.put_u32_le(block.0);
-                    out.put_u32_le(*offset);
-                    out.put_u32_le(bytes.len() as u32);
-                    out.put_slice(bytes);
-                }
-                DeltaOp::BlockFree { db, block } => {
-                    out.put_u8(TAG_FREE);
-                    out.put_u32_le(db.0);
-                    out.put_u32_le(block.0);
-                }
-                DeltaOp::TxnCommit { lsn } => {
-                    out.put_u8(TAG_COMMIT);
-                    out.put_u64_le(lsn.0);
-                }
-            }
+            encode_op(op, out);
         }
         let sum = xxh3_64(&out[start..]);
         out.put_u64_le(sum);
@@ -289,7 +249,93 @@ fn check_sequence(ops: &[DeltaOp]) -> Result<(), DeltaDecodeError> {
     Ok(())
 }
 
-fn op_len(op: &DeltaOp) -> usize {
+/// Appends one op's encoding (tag and fields) to `out`.
+pub(crate) fn encode_op(op: &DeltaOp, out: &mut Vec<u8>) {
+    out.put_u8(op_tag(op));
+    encode_op_body(op, out);
+}
+
+/// The tag byte that opens an op's encoding.
+pub(crate) fn op_tag(op: &DeltaOp) -> u8 {
+    match op {
+        DeltaOp::TxnBegin { .. } => TAG_BEGIN,
+        DeltaOp::BlockAlloc { .. } => TAG_ALLOC,
+        DeltaOp::BlockWrite { .. } => TAG_WRITE,
+        DeltaOp::BlockFree { .. } => TAG_FREE,
+        DeltaOp::TxnCommit { .. } => TAG_COMMIT,
+        DeltaOp::DbCreate { .. } => TAG_DB_CREATE,
+    }
+}
+
+/// Appends one op's fields, without its tag, to `out`.
+pub(crate) fn encode_op_body(op: &DeltaOp, out: &mut Vec<u8>) {
+    match op {
+        DeltaOp::TxnBegin { db } => {
+            out.put_u32_le(db.0);
+        }
+        DeltaOp::DbCreate {
+            db,
+            name,
+            block_size,
+            indexes,
+        } => {
+            out.put_u32_le(db.0);
+            out.put_u32_le(*block_size);
+            put_name(out, name);
+            out.put_u8(indexes.len() as u8);
+            for index in indexes {
+                put_name(out, index);
+            }
+        }
+        DeltaOp::BlockAlloc { db, block } => {
+            out.put_u32_le(db.0);
+            out.put_u32_le(block.0);
+        }
+        DeltaOp::BlockWrite {
+            db,
+            block,
+            offset,
+            bytes,
+        } => {
+            out.put_u32_le(db.0);
+            out.put_u32_le(block.0);
+            out.put_u32_le(*offset);
+            out.put_u32_le(bytes.len() as u32);
+            out.put_slice(bytes);
+        }
+        DeltaOp::BlockFree { db, block } => {
+            out.put_u32_le(db.0);
+            out.put_u32_le(block.0);
+        }
+        DeltaOp::TxnCommit { lsn } => {
+            out.put_u64_le(lsn.0);
+        }
+    }
+}
+
+/// Decodes exactly one op filling `input[range]`; write bytes share `input`.
+pub(crate) fn decode_op(input: &Bytes) -> Result<DeltaOp, DeltaDecodeError> {
+    let mut reader = Reader { input, at: 0, end: input.len() };
+    let tag = reader.u8()?;
+    let op = reader.op_body(tag)?;
+    if reader.at != reader.end {
+        return Err(DeltaDecodeError::Malformed("bytes after the op"));
+    }
+    Ok(op)
+}
+
+/// Decodes the fields of one op whose tag came separately; they must fill
+/// `input`. Write bytes share `input`.
+pub(crate) fn decode_op_body(tag: u8, input: &Bytes) -> Result<DeltaOp, DeltaDecodeError> {
+    let mut reader = Reader { input, at: 0, end: input.len() };
+    let op = reader.op_body(tag)?;
+    if reader.at != reader.end {
+        return Err(DeltaDecodeError::Malformed("bytes after the op"));
+    }
+    Ok(op)
+}
+
+pub(crate) fn op_len(op: &DeltaOp) -> usize {
     1 + match op {
         DeltaOp::TxnBegin { .. } => 4,
         DeltaOp::DbCreate { name, indexes, .. } => {
@@ -350,6 +396,10 @@ impl Reader<'_> {
 
     fn op(&mut self) -> Result<DeltaOp, DeltaDecodeError> {
         let tag = self.u8()?;
+        self.op_body(tag)
+    }
+
+    fn op_body(&mut self, tag: u8) -> Result<DeltaOp, DeltaDecodeError> {
         Ok(match tag {
             TAG_BEGIN => DeltaOp::TxnBegin {
                 db: DbId(self.u32()?),

@@ -80,6 +80,16 @@ impl Database {
     }
 }
 
+impl Database {
+    /// The block with the lowest id at or after `from`, and a copy of its
+    /// bytes (snapshots walk the blocks with this while writers go on).
+    pub fn block_at_or_after(&self, from: BlockId) -> Option<(BlockId, Vec<u8>)> {
+        let state = self.state.read();
+        let (block, slot) = state.table.iter_from(from).next()?;
+        Some((block, state.arena.block(slot).to_vec()))
+    }
+}
+
 impl Engine {
     pub fn digest(&self, db: &str) -> Result<DbDigest, Error> {
         Ok(self.database(db)?.digest(|| self.lsn()))

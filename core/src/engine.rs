@@ -94,22 +94,22 @@ pub struct Engine {
 }
 
 #[derive(Debug)]
-struct Shared {
-    config: EngineConfig,
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
     budget: Arc<MemoryBudget>,
-    catalog: RwLock<Catalog>,
+    pub(crate) catalog: RwLock<Catalog>,
     /// Held while a commit or apply changes blocks.
-    commit: Mutex<CommitState>,
+    pub(crate) commit: Mutex<CommitState>,
     /// The last committed LSN, readable without the commit lock.
-    lsn: AtomicU64,
+    pub(crate) lsn: AtomicU64,
     role: RwLock<Role>,
 }
 
 #[derive(Debug)]
-struct CommitState {
-    last: Lsn,
+pub(crate) struct CommitState {
+    pub(crate) last: Lsn,
     /// With `ArenaBacking::Dir`: marks the commit in progress.
-    control: Option<ControlPage>,
+    pub(crate) control: Option<ControlPage>,
 }
 
 impl CommitState {
@@ -129,9 +129,9 @@ impl CommitState {
 }
 
 #[derive(Debug, Default)]
-struct Catalog {
-    by_name: HashMap<String, Arc<Database>>,
-    by_id: Vec<Arc<Database>>,
+pub(crate) struct Catalog {
+    pub(crate) by_name: HashMap<String, Arc<Database>>,
+    pub(crate) by_id: Vec<Arc<Database>>,
 }
 
 impl Engine {
@@ -225,6 +225,10 @@ impl Engine {
             }
         }
         Ok(db)
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The LSN of the last committed (or applied) transaction.
@@ -333,7 +337,7 @@ impl Engine {
         Ok(Committed { lsn, delta })
     }
 
-    fn open_database(&self, schema: Schema) -> Result<Arc<Database>, Error> {
+    pub(crate) fn open_database(&self, schema: Schema) -> Result<Arc<Database>, Error> {
         let arena = Arena::new(
             schema.block_size,
             &self.shared.config.backing,
@@ -500,6 +504,19 @@ impl Engine {
         }
         *self.shared.role.write() = Role::Primary;
         Ok(commit.last)
+    }
+
+    /// Turns a primary into a follower (an old primary rejoining as a
+    /// secondary). Its blocks stay; the primary it follows decides whether
+    /// they can be caught up or must be resynced.
+    pub fn demote(&self, mode: IndexMode) {
+        let _commit = self.shared.commit.lock();
+        if mode == IndexMode::Deferred {
+            for db in self.databases() {
+                db.state.write().indexes = None;
+            }
+        }
+        *self.shared.role.write() = Role::Follower(mode);
     }
 
     /// Rebuilds every database's indexes and counts from its blocks alone.

@@ -55,6 +55,8 @@ mod ids;
 mod index;
 mod location;
 mod record;
+pub mod repl;
+mod snapshot;
 mod txn;
 mod write_set;
 

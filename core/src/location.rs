@@ -72,6 +72,15 @@ impl LocationTable {
         Some(slot)
     }
 
+    /// Blocks from `from` on, in block id order.
+    pub fn iter_from(&self, from: BlockId) -> impl Iterator<Item = (BlockId, SlotId)> + '_ {
+        let start = (from.0 as usize).min(self.slots.len());
+        self.slots[start..]
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, s)| s.map(|slot| (BlockId((start + i) as u32), slot)))
+    }
+
     /// Every block and its slot, in block id order.
     pub fn iter(&self) -> impl Iterator<Item = (BlockId, SlotId)> + '_ {
         self.slots

@@ -1,0 +1,69 @@
+//! The primary's backlog: the latest committed deltas, bounded in bytes.
+//!
+//! A secondary that reconnects at an LSN the backlog still holds catches up
+//! from it (partial resync); one that fell further behind needs a snapshot.
+//! Live streaming reads from here too, so a session is a cursor in it.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::delta::Delta;
+use crate::ids::Lsn;
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) delta: Delta,
+    pub(crate) committed_at: Instant,
+    pub(crate) bytes: usize,
+}
+
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    bytes_max: usize,
+}
+
+impl Backlog {
+    pub(crate) fn new(bytes_max: usize) -> Self {
+        Backlog { entries: VecDeque::new(), bytes: 0, bytes_max }
+    }
+
+    /// Appends the next delta; drops the oldest while over the byte bound,
+    /// but always keeps the newest.
+    pub(crate) fn push(&mut self, delta: Delta, now: Instant) {
+        debug_assert!(self.last().is_none_or(|l| delta.lsn() == l.next()), "backlog in LSN order");
+        let bytes = delta.encoded_len();
+        self.entries.push_back(Entry { delta, committed_at: now, bytes });
+        self.bytes += bytes;
+        while self.bytes > self.bytes_max && self.entries.len() > 1 {
+            let old = self.entries.pop_front().expect("non-empty");
+            self.bytes -= old.bytes;
+        }
+    }
+
+    pub(crate) fn first(&self) -> Option<Lsn> {
+        self.entries.front().map(|e| e.delta.lsn())
+    }
+
+    pub(crate) fn last(&self) -> Option<Lsn> {
+        self.entries.back().map(|e| e.delta.lsn())
+    }
+
+    /// The entry with this LSN, if still held.
+    pub(crate) fn get(&self, lsn: Lsn) -> Option<&Entry> {
+        let first = self.first()?;
+        let i = lsn.0.checked_sub(first.0)? as usize;
+        self.entries.get(i)
+    }
+
+    /// Whether a node at `lsn` can catch up from here alone.
+    pub(crate) fn covers_after(&self, lsn: Lsn, head: Lsn) -> bool {
+        lsn == head || self.get(lsn.next()).is_some()
+    }
+
+    /// Bytes of the entries after `lsn`: a session's unacknowledged bytes.
+    pub(crate) fn bytes_after(&self, lsn: Lsn) -> usize {
+        self.entries.iter().rev().take_while(|e| e.delta.lsn() > lsn).map(|e| e.bytes).sum()
+    }
+}

@@ -1,0 +1,589 @@
+//! The primary side of replication, as a state machine without I/O.
+//!
+//! One `Primary` serves every secondary session of a node. The driver (a
+//! socket runtime, or the simulator) calls, in any order:
+//!
+//! - `connect(now)` when a secondary connects, `disconnect(session)` when its
+//!   connection ends;
+//! - `on_commit(now, delta, sync)` after each local commit, in LSN order;
+//! - `handle_frame(now, session, frame)` for each frame a secondary sent;
+//! - `handle_timeout(now)` whenever `poll_timeout()` is reached;
+//!
+//! and after each call drains `poll_transmit()` (frames to send, per
+//! session) and `poll_event()` (sync progress, sessions to close, fencing).
+//! Time is always passed in; nothing here reads a clock.
+//!
+//! Sessions are cursors into the backlog: a streaming session sends the
+//! deltas after the last one it sent, whether it is catching up or live. A
+//! session too far behind for the backlog gets a snapshot of the blocks,
+//! taken without stopping writers: blocks are sent one by one while commits
+//! go on, and each commit is forwarded only for the blocks already sent
+//! (and only if newer than the copy sent), so the secondary reaches the
+//! state of one LSN once it has applied everything up to `SnapshotEnd`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::delta::{Delta, DeltaOp};
+use crate::engine::Engine;
+use crate::ids::{BlockId, DbId, Lsn};
+use crate::repl::backlog::Backlog;
+use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode};
+use crate::repl::history::{Epoch, EpochHistory};
+use crate::repl::NodeId;
+
+/// What a sync commit does when its acknowledgements do not come in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// The commit fails with "outcome unknown"; sync secondaries stay sync.
+    Block,
+    /// Late sync secondaries are degraded to async until they catch up, and
+    /// commits stop waiting for them.
+    Degrade,
+}
+
+#[derive(Clone, Debug)]
+pub struct PrimaryConfig {
+    /// Bytes of recent deltas kept for partial resync.
+    pub backlog_bytes_max: usize,
+    /// A session with nothing to send gets a heartbeat this often.
+    pub heartbeat_interval: Duration,
+    /// A session silent this long is closed.
+    pub session_timeout: Duration,
+    /// Sync secondaries that must acknowledge a commit.
+    pub sync_quorum: usize,
+    pub sync_timeout: Duration,
+    pub on_sync_timeout: SyncPolicy,
+}
+
+impl Default for PrimaryConfig {
+    fn default() -> Self {
+        PrimaryConfig {
+            backlog_bytes_max: 64 << 20,
+            heartbeat_interval: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(2),
+            sync_quorum: 1,
+            sync_timeout: Duration::from_secs(1),
+            on_sync_timeout: SyncPolicy::Block,
+        }
+    }
+}
+
+/// One connection from a secondary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrimaryEvent {
+    /// Every commit up to this LSN is acknowledged by the sync quorum (or,
+    /// degraded, needs no acknowledgement).
+    SyncAcked(Lsn),
+    /// Commits up to this LSN waited past the sync timeout under the `Block`
+    /// policy: their outcome is unknown to their clients.
+    SyncTimedOut(Lsn),
+    /// A sync session was degraded to async (policy `Degrade`), or recovered.
+    Degraded { session: SessionId, degraded: bool },
+    /// A session finished catching up and streams live.
+    Online(SessionId),
+    /// The driver should close this session's connection.
+    Close { session: SessionId, reason: String },
+    /// A peer runs a newer epoch: this node is no longer the primary and
+    /// must stop accepting writes.
+    Fenced(Epoch),
+}
+
+/// What `status()` says about one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionStatus {
+    pub session: SessionId,
+    pub node: Option<NodeId>,
+    pub mode: Mode,
+    /// `online`, `resync` or `degraded`.
+    pub state: &'static str,
+    pub acked_lsn: Lsn,
+    pub lag_lsn: u64,
+    /// Age of the oldest commit this secondary has not acknowledged.
+    pub lag_ms: u64,
+    pub unacked_bytes: usize,
+}
+
+#[derive(Debug)]
+enum Phase {
+    AwaitHello,
+    Snapshot(Box<SnapshotCursor>),
+    Streaming,
+}
+
+#[derive(Debug)]
+struct SnapshotCursor {
+    /// Next block to send: databases in id order, blocks in id order.
+    db: u32,
+    block: u32,
+    /// Header LSN of each block sent: deltas at or below it are in the copy.
+    sent: HashMap<(DbId, BlockId), Lsn>,
+    blocks_sent: u64,
+    /// Set once every block is sent: the LSN the copy is consistent at.
+    end: Option<Lsn>,
+}
+
+#[derive(Debug)]
+struct Session {
+    node: Option<NodeId>,
+    mode: Mode,
+    phase: Phase,
+    /// Last LSN whose frames were queued.
+    sent: Lsn,
+    acked: Lsn,
+    degraded: bool,
+    /// `Online` was reported for this session.
+    online: bool,
+    last_heard: Instant,
+    last_sent: Instant,
+    queue: VecDeque<Frame>,
+    /// Sequence numbers of the next frame out and the next frame expected.
+    seq_out: u64,
+    seq_in: u64,
+}
+
+#[derive(Debug)]
+pub struct Primary {
+    engine: Engine,
+    history: EpochHistory,
+    config: PrimaryConfig,
+    backlog: Backlog,
+    sessions: BTreeMap<SessionId, Session>,
+    next_session: u64,
+    /// Sync commits waiting for acknowledgements: LSN → deadline.
+    sync_waits: VecDeque<(Lsn, Instant)>,
+    /// Highest LSN known acknowledged by the quorum.
+    sync_acked: Lsn,
+    events: VecDeque<PrimaryEvent>,
+    fenced: bool,
+}
+
+impl Primary {
+    /// Serves `engine`'s commits, under `history` (whose current epoch is
+    /// this primary's).
+    pub fn new(engine: Engine, history: EpochHistory, config: PrimaryConfig) -> Self {
+        let lsn = engine.lsn();
+        Primary {
+            engine,
+            history,
+            backlog: Backlog::new(config.backlog_bytes_max),
+            config,
+            sessions: BTreeMap::new(),
+            next_session: 1,
+            sync_waits: VecDeque::new(),
+            sync_acked: lsn,
+            events: VecDeque::new(),
+            fenced: false,
+        }
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.history.current()
+    }
+
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether a newer epoch was seen: writes must be refused.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// Highest LSN acknowledged by the sync quorum.
+    pub fn sync_acked(&self) -> Lsn {
+        self.sync_acked
+    }
+
+    pub fn connect(&mut self, now: Instant) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                node: None,
+                mode: Mode::Async,
+                phase: Phase::AwaitHello,
+                sent: Lsn::ZERO,
+                acked: Lsn::ZERO,
+                degraded: false,
+                online: false,
+                last_heard: now,
+                last_sent: now,
+                queue: VecDeque::new(),
+                seq_out: 0,
+                seq_in: 0,
+            },
+        );
+        id
+    }
+
+    pub fn disconnect(&mut self, session: SessionId) {
+        self.sessions.remove(&session);
+        self.update_sync(None);
+    }
+
+    /// Records a local commit. With `sync`, the commit waits for the quorum:
+    /// watch for `SyncAcked` (or `SyncTimedOut`) covering its LSN.
+    pub fn on_commit(&mut self, now: Instant, delta: Delta, sync: bool) {
+        let lsn = delta.lsn();
+        self.backlog.push(delta, now);
+        if sync {
+            self.sync_waits.push_back((lsn, now + self.config.sync_timeout));
+            self.update_sync(Some(now));
+        } else if self.sync_waits.is_empty() && self.sync_acked < lsn && self.sync_exempt() {
+            self.sync_acked = lsn;
+        }
+        // Sessions that lost the LSN they need from the backlog start over.
+        let first = self.backlog.first().unwrap_or(lsn);
+        let lost: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !matches!(s.phase, Phase::AwaitHello) && s.sent.next() < first)
+            .map(|(id, _)| *id)
+            .collect();
+        for session in lost {
+            self.close(session, "fell behind the backlog; reconnect to resync");
+        }
+    }
+
+    pub fn handle_frame(&mut self, now: Instant, session: SessionId, frame: Frame) {
+        let current = self.epoch();
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        s.last_heard = now;
+        if frame.seq != s.seq_in {
+            self.close(session, "frame lost, repeated or reordered");
+            return;
+        }
+        s.seq_in += 1;
+        if frame.epoch > current {
+            self.fenced = true;
+            self.events.push_back(PrimaryEvent::Fenced(frame.epoch));
+            self.close(session, "peer runs a newer epoch");
+            return;
+        }
+        match frame.message {
+            Message::Hello { node, lsn, mode, history } => self.hello(now, session, node, lsn, mode, history),
+            _ if frame.epoch < current => {
+                self.refuse(session, ErrorCode::StaleEpoch, "frame from an older epoch");
+            }
+            Message::Ack { lsn } => {
+                if lsn > s.sent || matches!(s.phase, Phase::AwaitHello) {
+                    self.refuse(session, ErrorCode::Protocol, "ack for an LSN never sent");
+                    return;
+                }
+                s.acked = s.acked.max(lsn);
+                if s.degraded && s.acked >= self.engine.lsn() {
+                    s.degraded = false;
+                    self.events.push_back(PrimaryEvent::Degraded { session, degraded: false });
+                }
+                self.update_sync(Some(now));
+            }
+            Message::Error { .. } => self.close(session, "peer reported an error"),
+            _ => self.refuse(session, ErrorCode::Protocol, "unexpected frame from a secondary"),
+        }
+    }
+
+    fn hello(&mut self, now: Instant, session: SessionId, node: NodeId, lsn: Lsn, mode: Mode, peer: EpochHistory) {
+        let head = self.engine.lsn();
+        let epoch = self.epoch();
+        if peer.current() > epoch {
+            self.fenced = true;
+            self.events.push_back(PrimaryEvent::Fenced(peer.current()));
+            self.close(session, "peer knows a newer epoch");
+            return;
+        }
+        let shared = self.history.common_prefix(&peer, lsn);
+        let stream = shared == Some(lsn) && lsn <= head && self.backlog.covers_after(lsn, head);
+        let s = self.sessions.get_mut(&session).expect("caller checked");
+        if !matches!(s.phase, Phase::AwaitHello) {
+            self.refuse(session, ErrorCode::Protocol, "hello twice");
+            return;
+        }
+        s.node = Some(node);
+        s.mode = mode;
+        s.last_sent = now;
+        let catch_up = if stream { CatchUp::Stream } else { CatchUp::Snapshot };
+        s.queue.push_back(Frame::new(epoch, Message::Welcome { lsn: head, catch_up, history: self.history.clone() }));
+        if stream {
+            s.sent = lsn;
+            s.acked = lsn;
+            s.phase = Phase::Streaming;
+        } else {
+            let databases = self
+                .engine
+                .databases()
+                .iter()
+                .map(|db| {
+                    let schema = db.schema();
+                    DeltaOp::DbCreate {
+                        db: schema.id,
+                        name: schema.name.clone(),
+                        block_size: schema.block_size as u32,
+                        indexes: schema.indexes.clone(),
+                    }
+                })
+                .collect();
+            let blocks = self.engine.databases().iter().map(|db| db.stats().blocks).sum();
+            s.queue.push_back(Frame::new(epoch, Message::SnapshotBegin { lsn: head, blocks, databases }));
+            s.sent = head;
+            s.acked = Lsn::ZERO;
+            s.phase = Phase::Snapshot(Box::new(SnapshotCursor {
+                db: 0,
+                block: 0,
+                sent: HashMap::new(),
+                blocks_sent: 0,
+                end: None,
+            }));
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut silent = Vec::new();
+        for (id, s) in &mut self.sessions {
+            if now.saturating_duration_since(s.last_heard) >= self.config.session_timeout {
+                silent.push(*id);
+            } else if matches!(s.phase, Phase::Streaming)
+                && s.queue.is_empty()
+                && now.saturating_duration_since(s.last_sent) >= self.config.heartbeat_interval
+            {
+                s.queue.push_back(Frame::new(self.history.current(), Message::Heartbeat { lsn: s.sent }));
+                s.last_sent = now;
+            }
+        }
+        for id in silent {
+            self.close(id, "secondary silent past the session timeout");
+        }
+        self.update_sync(Some(now));
+    }
+
+    /// The next instant `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let sessions = self.sessions.values().flat_map(|s| {
+            [s.last_heard + self.config.session_timeout, s.last_sent + self.config.heartbeat_interval]
+        });
+        sessions.chain(self.sync_waits.front().map(|w| w.1)).min()
+    }
+
+    /// The next frame to send, and to which session.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<(SessionId, Frame)> {
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            if let Some(mut frame) = self.next_frame(id) {
+                let s = self.sessions.get_mut(&id).expect("listed");
+                s.last_sent = now;
+                frame.seq = s.seq_out;
+                s.seq_out += 1;
+                return Some((id, frame));
+            }
+        }
+        None
+    }
+
+    fn next_frame(&mut self, id: SessionId) -> Option<Frame> {
+        let epoch = self.history.current();
+        let head = self.engine.lsn();
+        let s = self.sessions.get_mut(&id)?;
+        if let Some(frame) = s.queue.pop_front() {
+            return Some(frame);
+        }
+        // A snapshot is over once every delta up to its end is forwarded:
+        // until then deltas stay filtered against the copies sent.
+        if let Phase::Snapshot(cursor) = &s.phase {
+            if cursor.end.is_some_and(|end| s.sent >= end) {
+                s.phase = Phase::Streaming;
+            }
+        }
+        if matches!(s.phase, Phase::Streaming) && !s.online && s.sent == head {
+            s.online = true;
+            self.events.push_back(PrimaryEvent::Online(id));
+        }
+        // The next delta after the last one sent, if the backlog has it.
+        if let Some(entry) = self.backlog.get(s.sent.next()) {
+            let delta = match &mut s.phase {
+                Phase::AwaitHello => return None,
+                Phase::Streaming => entry.delta.clone(),
+                Phase::Snapshot(cursor) => cursor.filter(&entry.delta),
+            };
+            s.sent = delta.lsn();
+            s.queue.extend(delta.ops().iter().cloned().map(|op| Frame::new(epoch, Message::Op(op))));
+            return s.queue.pop_front();
+        }
+        // Snapshot: the next block, then the end marker.
+        let Phase::Snapshot(cursor) = &mut s.phase else { return None };
+        if cursor.end.is_some() {
+            return None;
+        }
+        match next_block(&self.engine, cursor.db, cursor.block) {
+            Some((db, block, bytes, lsn)) => {
+                cursor.sent.insert((db, block), lsn);
+                cursor.db = db.0;
+                cursor.block = block.0 + 1;
+                cursor.blocks_sent += 1;
+                Some(Frame::new(epoch, Message::SnapshotBlock { db, block, bytes: bytes.into() }))
+            }
+            None => {
+                // Every block copy reflects the commits up to `head`; the
+                // secondary is consistent once it has applied up to it.
+                cursor.end = Some(head);
+                Some(Frame::new(epoch, Message::SnapshotEnd { lsn: head }))
+            }
+        }
+    }
+
+    /// Per-session replication state, for `INFO replication`.
+    pub fn status(&self, now: Instant) -> Vec<SessionStatus> {
+        let head = self.engine.lsn();
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.node.is_some())
+            .map(|(id, s)| {
+                let oldest_unacked = self.backlog.get(s.acked.next()).map(|e| e.committed_at);
+                SessionStatus {
+                    session: *id,
+                    node: s.node,
+                    mode: s.mode,
+                    state: match (&s.phase, s.degraded) {
+                        (Phase::Streaming, false) => "online",
+                        (Phase::Streaming, true) => "degraded",
+                        _ => "resync",
+                    },
+                    acked_lsn: s.acked,
+                    lag_lsn: head.0.saturating_sub(s.acked.0),
+                    lag_ms: oldest_unacked.map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+                    unacked_bytes: self.backlog.bytes_after(s.acked),
+                }
+            })
+            .collect()
+    }
+
+    pub fn poll_event(&mut self) -> Option<PrimaryEvent> {
+        self.events.pop_front()
+    }
+
+    fn refuse(&mut self, session: SessionId, code: ErrorCode, message: &str) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.queue.push_back(Frame::new(self.history.current(), Message::Error { code, message: message.into() }));
+        }
+        self.close(session, message);
+    }
+
+    fn close(&mut self, session: SessionId, reason: &str) {
+        // The session stays until the driver has sent its queue and calls
+        // `disconnect`; it stops counting for sync meanwhile.
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.phase = Phase::AwaitHello;
+            s.degraded = true;
+            self.events.push_back(PrimaryEvent::Close { session, reason: reason.into() });
+        }
+        self.update_sync(None);
+    }
+
+    /// Whether commits need no sync acknowledgement right now: the policy
+    /// is `Degrade` and too few sync secondaries are online and current.
+    fn sync_exempt(&self) -> bool {
+        self.config.on_sync_timeout == SyncPolicy::Degrade && self.sync_voters().count() < self.config.sync_quorum
+    }
+
+    fn sync_voters(&self) -> impl Iterator<Item = &Session> {
+        self.sessions
+            .values()
+            .filter(|s| s.mode == Mode::Sync && !s.degraded && matches!(s.phase, Phase::Streaming))
+    }
+
+    /// Recomputes the quorum watermark and settles waiting commits; with
+    /// `now`, also applies the timeout policy.
+    fn update_sync(&mut self, now: Option<Instant>) {
+        let quorum = self.config.sync_quorum.max(1);
+        let mut acks: Vec<Lsn> = self.sync_voters().map(|s| s.acked).collect();
+        acks.sort_unstable_by(|a, b| b.cmp(a));
+        let mut watermark = acks.get(quorum - 1).copied().unwrap_or(Lsn::ZERO);
+        if self.sync_exempt() {
+            watermark = self.engine.lsn();
+        }
+        if watermark > self.sync_acked {
+            self.sync_acked = watermark;
+            self.events.push_back(PrimaryEvent::SyncAcked(watermark));
+        }
+        while self.sync_waits.front().is_some_and(|w| w.0 <= self.sync_acked) {
+            self.sync_waits.pop_front();
+        }
+        let Some(now) = now else { return };
+        let Some(&(lsn, deadline)) = self.sync_waits.front() else { return };
+        if deadline > now {
+            return;
+        }
+        match self.config.on_sync_timeout {
+            SyncPolicy::Block => {
+                let mut last = lsn;
+                while let Some(&(l, d)) = self.sync_waits.front() {
+                    if d > now {
+                        break;
+                    }
+                    last = l;
+                    self.sync_waits.pop_front();
+                }
+                self.events.push_back(PrimaryEvent::SyncTimedOut(last));
+            }
+            SyncPolicy::Degrade => {
+                let late: Vec<SessionId> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.mode == Mode::Sync && !s.degraded && s.acked < lsn)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for session in late {
+                    self.sessions.get_mut(&session).expect("listed").degraded = true;
+                    self.events.push_back(PrimaryEvent::Degraded { session, degraded: true });
+                }
+                self.update_sync(None);
+            }
+        }
+    }
+}
+
+impl SnapshotCursor {
+    fn is_sent(&self, db: DbId, block: BlockId) -> bool {
+        (db.0, block.0) < (self.db, self.block)
+    }
+
+    /// The part of `delta` a snapshotting secondary needs: ops on blocks
+    /// already sent and newer than the copy sent; schema ops always.
+    fn filter(&mut self, delta: &Delta) -> Delta {
+        let lsn = delta.lsn();
+        let ops = delta
+            .ops()
+            .iter()
+            .filter(|op| match op {
+                DeltaOp::BlockAlloc { db, block }
+                | DeltaOp::BlockWrite { db, block, .. }
+                | DeltaOp::BlockFree { db, block } => {
+                    self.is_sent(*db, *block) && self.sent.get(&(*db, *block)).is_none_or(|copy| lsn > *copy)
+                }
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        Delta::from_ops(ops)
+    }
+}
+
+/// The first block at or after (`db`, `block`) in (database, block) order,
+/// with its bytes and the LSN of its last change.
+fn next_block(engine: &Engine, db: u32, block: u32) -> Option<(DbId, BlockId, Vec<u8>, Lsn)> {
+    for database in engine.databases().iter().skip(db as usize) {
+        let from = if database.id().0 == db { block } else { 0 };
+        if let Some((id, bytes)) = database.block_at_or_after(BlockId(from)) {
+            let lsn = crate::block::BlockHeader::read(&bytes).lsn;
+            return Some((database.id(), id, bytes, lsn));
+        }
+    }
+    None
+}

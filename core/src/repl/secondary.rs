@@ -1,0 +1,349 @@
+//! The secondary side of replication, as a state machine without I/O.
+//!
+//! A `Secondary` owns a follower engine. The driver calls `connect(now)`
+//! when a connection to the primary is up, `handle_frame(now, frame)` for
+//! each frame received, `handle_timeout(now)` at `poll_timeout()`, and
+//! drains `poll_transmit()` and `poll_event()` after each call. On
+//! `SecondaryEvent::Disconnect` it closes the connection and, later,
+//! connects again: the `Hello` then says where to resume from.
+//!
+//! A transaction is applied whole, at its `TxnCommit`, and acknowledged
+//! only after it is applied; a partial transaction is never visible. During
+//! a full resync nothing is acknowledged until the copy is consistent.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::constants::DELTA_OPS_MAX;
+use crate::database::Schema;
+use crate::delta::{Delta, DeltaOp};
+use crate::engine::Engine;
+use crate::ids::Lsn;
+use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode};
+use crate::repl::history::{Epoch, EpochHistory};
+use crate::repl::NodeId;
+
+#[derive(Clone, Debug)]
+pub struct SecondaryConfig {
+    pub node: NodeId,
+    pub mode: Mode,
+    /// An acknowledgement (which doubles as a heartbeat) goes out at least
+    /// this often.
+    pub heartbeat_interval: Duration,
+    /// A primary silent this long is taken for lost.
+    pub primary_timeout: Duration,
+}
+
+impl SecondaryConfig {
+    pub fn new(node: NodeId, mode: Mode) -> Self {
+        SecondaryConfig {
+            node,
+            mode,
+            heartbeat_interval: Duration::from_millis(100),
+            primary_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecondaryEvent {
+    /// Caught up and applying live transactions.
+    Online,
+    /// A full resync started, of this many blocks.
+    SnapshotStarted { blocks: u64 },
+    /// One more snapshot block installed.
+    SnapshotProgress { installed: u64, blocks: u64 },
+    /// The driver should close the connection (and reconnect later).
+    Disconnect { reason: String },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Disconnected,
+    AwaitWelcome,
+    AwaitSnapshot,
+    /// Loading a snapshot; consistent once the LSN reaches `end`.
+    Snapshot { installed: u64, blocks: u64, end: Option<Lsn> },
+    Streaming,
+}
+
+#[derive(Debug)]
+pub struct Secondary {
+    engine: Engine,
+    history: EpochHistory,
+    config: SecondaryConfig,
+    phase: Phase,
+    /// Ops of the transaction being received.
+    pending: Vec<DeltaOp>,
+    queue: VecDeque<Frame>,
+    events: VecDeque<SecondaryEvent>,
+    ack_due: bool,
+    last_acked: Lsn,
+    last_heard: Instant,
+    last_sent: Instant,
+    /// Sequence numbers of the next frame out and the next frame expected,
+    /// on the current connection.
+    seq_out: u64,
+    seq_in: u64,
+}
+
+impl Secondary {
+    /// A secondary over a follower `engine` whose log runs under `history`.
+    pub fn new(engine: Engine, history: EpochHistory, config: SecondaryConfig, now: Instant) -> Self {
+        Secondary {
+            engine,
+            history,
+            config,
+            phase: Phase::Disconnected,
+            pending: Vec::new(),
+            queue: VecDeque::new(),
+            events: VecDeque::new(),
+            ack_due: false,
+            last_acked: Lsn::ZERO,
+            last_heard: now,
+            last_sent: now,
+            seq_out: 0,
+            seq_in: 0,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn history(&self) -> &EpochHistory {
+        &self.history
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.history.current()
+    }
+
+    /// Whether this node's blocks are a consistent copy it can vouch for
+    /// (not in the middle of a snapshot).
+    pub fn is_consistent(&self) -> bool {
+        !matches!(self.phase, Phase::Snapshot { .. } | Phase::AwaitSnapshot)
+    }
+
+    pub fn is_streaming(&self) -> bool {
+        self.phase == Phase::Streaming
+    }
+
+    /// A connection to the primary is up: say who we are and where we are.
+    /// A copy left half-loaded by an earlier snapshot is dropped first, so
+    /// the node starts from the empty log.
+    pub fn connect(&mut self, now: Instant) -> Result<(), crate::error::Error> {
+        self.reset_connection();
+        if !self.is_consistent() {
+            self.engine.reset_to_snapshot(&[], Lsn::ZERO)?;
+            self.engine.finish_snapshot()?;
+        }
+        self.phase = Phase::AwaitWelcome;
+        self.last_heard = now;
+        self.last_sent = now;
+        self.queue.push_back(Frame::new(
+            self.epoch(),
+            Message::Hello {
+                node: self.config.node,
+                lsn: self.engine.lsn(),
+                mode: self.config.mode,
+                history: self.history.clone(),
+            },
+        ));
+        Ok(())
+    }
+
+    /// The connection is gone (the driver noticed, or asked for it).
+    pub fn disconnected(&mut self) {
+        self.reset_connection();
+    }
+
+    fn reset_connection(&mut self) {
+        self.seq_out = 0;
+        self.seq_in = 0;
+        self.pending.clear();
+        self.queue.clear();
+        self.ack_due = false;
+        // A snapshot cut off half-way stays inconsistent until `connect`
+        // drops it.
+        if !self.is_consistent() {
+            self.phase = Phase::AwaitSnapshot;
+            return;
+        }
+        self.phase = Phase::Disconnected;
+    }
+
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        if matches!(self.phase, Phase::Disconnected) {
+            return;
+        }
+        self.last_heard = now;
+        if frame.seq != self.seq_in {
+            self.refuse(ErrorCode::Protocol, "frame lost, repeated or reordered");
+            return;
+        }
+        self.seq_in += 1;
+        if frame.epoch < self.epoch() {
+            self.refuse(ErrorCode::StaleEpoch, "frame from an older epoch");
+            return;
+        }
+        if let Err(reason) = self.handle_message(frame.epoch, frame.message) {
+            self.refuse(ErrorCode::Protocol, &reason);
+        }
+    }
+
+    fn handle_message(&mut self, epoch: Epoch, message: Message) -> Result<(), String> {
+        match (&mut self.phase, message) {
+            (Phase::AwaitWelcome, Message::Welcome { lsn: _, catch_up, history }) => {
+                if history.current() != epoch || history.current() < self.epoch() {
+                    return Err("welcome with an inconsistent epoch".into());
+                }
+                self.history = history;
+                self.phase = match catch_up {
+                    CatchUp::Stream => Phase::Streaming,
+                    CatchUp::Snapshot => Phase::AwaitSnapshot,
+                };
+                if self.phase == Phase::Streaming {
+                    self.events.push_back(SecondaryEvent::Online);
+                    self.ack_due = true;
+                }
+            }
+            (Phase::AwaitSnapshot, Message::SnapshotBegin { lsn, blocks, databases }) => {
+                let schemas: Vec<Schema> = databases
+                    .into_iter()
+                    .filter_map(|op| match op {
+                        DeltaOp::DbCreate { db, name, block_size, indexes } => {
+                            Some(Schema { id: db, name, block_size: block_size as usize, indexes })
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.engine.reset_to_snapshot(&schemas, lsn).map_err(|e| e.to_string())?;
+                self.phase = Phase::Snapshot { installed: 0, blocks, end: None };
+                self.events.push_back(SecondaryEvent::SnapshotStarted { blocks });
+            }
+            (Phase::Snapshot { installed, blocks, end: None }, Message::SnapshotBlock { db, block, bytes }) => {
+                self.engine.install_block(db, block, &bytes).map_err(|e| e.to_string())?;
+                *installed += 1;
+                let (installed, blocks) = (*installed, *blocks);
+                self.events.push_back(SecondaryEvent::SnapshotProgress { installed, blocks });
+            }
+            (Phase::Snapshot { end, .. }, Message::SnapshotEnd { lsn }) if end.is_none() => {
+                *end = Some(lsn);
+                self.finish_snapshot_if_consistent()?;
+            }
+            (Phase::Streaming | Phase::Snapshot { .. }, Message::Op(op)) => self.receive_op(op)?,
+            (Phase::Streaming | Phase::Snapshot { .. }, Message::TxnAbort) => self.pending.clear(),
+            (Phase::Streaming, Message::Heartbeat { .. }) => self.ack_due = true,
+            (Phase::Snapshot { .. } | Phase::AwaitSnapshot, Message::Heartbeat { .. }) => {}
+            (_, Message::Error { message, .. }) => return Err(format!("primary refused: {message}")),
+            (phase, message) => return Err(format!("unexpected {message:?} while {phase:?}")),
+        }
+        Ok(())
+    }
+
+    fn receive_op(&mut self, op: DeltaOp) -> Result<(), String> {
+        match (&op, self.pending.is_empty()) {
+            (DeltaOp::TxnBegin { .. }, true) => {}
+            (DeltaOp::TxnBegin { .. }, false) => return Err("TxnBegin inside a transaction".into()),
+            (_, true) => return Err("op outside a transaction".into()),
+            _ if self.pending.len() >= DELTA_OPS_MAX => return Err("transaction too long".into()),
+            _ => {}
+        }
+        let commit = matches!(op, DeltaOp::TxnCommit { .. });
+        self.pending.push(op);
+        if !commit {
+            return Ok(());
+        }
+        let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending)).map_err(|e| e.to_string())?;
+        self.engine.apply(&delta).map_err(|e| format!("apply failed: {e}"))?;
+        match self.phase {
+            Phase::Streaming => self.ack_due = true,
+            _ => self.finish_snapshot_if_consistent()?,
+        }
+        Ok(())
+    }
+
+    fn finish_snapshot_if_consistent(&mut self) -> Result<(), String> {
+        if let Phase::Snapshot { end: Some(end), .. } = self.phase {
+            if self.engine.lsn() >= end {
+                self.engine.finish_snapshot().map_err(|e| e.to_string())?;
+                self.phase = Phase::Streaming;
+                self.ack_due = true;
+                self.events.push_back(SecondaryEvent::Online);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Disconnected) {
+            return;
+        }
+        if now.saturating_duration_since(self.last_heard) >= self.config.primary_timeout {
+            self.events.push_back(SecondaryEvent::Disconnect { reason: "primary silent past the timeout".into() });
+            self.reset_connection();
+            return;
+        }
+        if now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval && self.is_streaming() {
+            self.ack_due = true;
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Disconnected => None,
+            _ => Some(
+                (self.last_heard + self.config.primary_timeout)
+                    .min(self.last_sent + self.config.heartbeat_interval),
+            ),
+        }
+    }
+
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let mut frame = self.queue.pop_front().or_else(|| {
+            if !(self.ack_due && self.is_streaming()) {
+                return None;
+            }
+            self.ack_due = false;
+            self.last_acked = self.engine.lsn();
+            Some(Frame::new(self.epoch(), Message::Ack { lsn: self.last_acked }))
+        })?;
+        self.last_sent = now;
+        frame.seq = self.seq_out;
+        self.seq_out += 1;
+        Some(frame)
+    }
+
+    pub fn poll_event(&mut self) -> Option<SecondaryEvent> {
+        self.events.pop_front()
+    }
+
+    /// Turns this secondary into a primary at the next epoch, starting after
+    /// its applied LSN. A transaction received in part is dropped: it was
+    /// never acknowledged, so no client got `OK` for it. Returns the engine
+    /// (now writable) and the history with the new epoch.
+    pub fn promote(mut self) -> Result<(Engine, EpochHistory), crate::error::Error> {
+        if !self.is_consistent() {
+            return Err(crate::error::Error::Corrupt {
+                db: crate::ids::DbId(0),
+                block: crate::ids::BlockId(0),
+                why: "promotion refused: a snapshot is half-loaded".into(),
+            });
+        }
+        self.pending.clear();
+        let lsn = self.engine.promote()?;
+        self.history.promote(lsn);
+        Ok((self.engine, self.history))
+    }
+
+    fn refuse(&mut self, code: ErrorCode, message: &str) {
+        self.queue.push_back(Frame::new(self.epoch(), Message::Error { code, message: message.into() }));
+        self.events.push_back(SecondaryEvent::Disconnect { reason: message.into() });
+        let (queue, seq_out) = (std::mem::take(&mut self.queue), self.seq_out);
+        self.reset_connection();
+        // The error frame still goes out before the driver closes.
+        self.queue = queue;
+        self.seq_out = seq_out;
+    }
+}

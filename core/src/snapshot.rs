@@ -1,0 +1,108 @@
+//! Installing a snapshot on a follower: its schemas, then whole blocks, then
+//! indexes rebuilt from them.
+//!
+//! While a snapshot loads, the follower also applies the primary's
+//! (filtered) deltas, so its LSN moves on; it is consistent — and may serve
+//! reads or acknowledge — only once it has applied every delta up to the
+//! LSN the primary names in `SnapshotEnd`, and `finish_snapshot` has rebuilt
+//! its indexes.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use crate::arena::{ArenaBacking, ControlPage};
+use crate::block::BlockHeader;
+use crate::catalog_file;
+use crate::database::Schema;
+use crate::engine::{Engine, IndexMode, Role};
+use crate::error::Error;
+use crate::ids::{BlockId, DbId, Lsn};
+
+impl Engine {
+    /// Drops every database of this follower and recreates `schemas`, empty
+    /// and without indexes, at `lsn`: the start of a full resync.
+    pub fn reset_to_snapshot(&self, schemas: &[Schema], lsn: Lsn) -> Result<(), Error> {
+        if self.role() == Role::Primary {
+            return Err(Error::ReadOnly);
+        }
+        let mut commit = self.shared().commit.lock();
+        let mut catalog = self.shared().catalog.write();
+        catalog.by_name = HashMap::new();
+        catalog.by_id = Vec::new();
+        for (i, schema) in schemas.iter().enumerate() {
+            if schema.id != DbId(i as u32) || catalog.by_name.contains_key(&schema.name) {
+                return Err(Error::Corrupt {
+                    db: schema.id,
+                    block: BlockId(0),
+                    why: "snapshot schemas out of order or named twice".into(),
+                });
+            }
+            let db = self.open_database(schema.clone())?;
+            db.state.write().indexes = None;
+            catalog.by_name.insert(schema.name.clone(), db.clone());
+            catalog.by_id.push(db);
+        }
+        if let ArenaBacking::Dir(dir) = &self.shared().config.backing {
+            if commit.control.is_none() {
+                commit.control = Some(ControlPage::open(dir)?);
+            }
+            catalog_file::write(dir, schemas)?;
+            // Blocks are inconsistent until the snapshot finishes: a process
+            // that dies meanwhile leaves them marked as torn.
+            if let Some(control) = &mut commit.control {
+                control.begin(u64::MAX);
+            }
+        }
+        commit.last = lsn;
+        self.shared().lsn.store(lsn.0, Ordering::Release);
+        Ok(())
+    }
+
+    /// Installs one whole block of a snapshot (replacing any copy held).
+    pub fn install_block(&self, db: DbId, block: BlockId, bytes: &[u8]) -> Result<(), Error> {
+        let database = self
+            .database_by_id(db)
+            .ok_or_else(|| Error::UnknownDatabase(format!("{db}")))?;
+        let mut state = database.state.write();
+        let corrupt = |why: &str| Error::Corrupt { db, block, why: why.to_string() };
+        if bytes.len() != state.arena.block_size() {
+            return Err(corrupt("snapshot block of the wrong size"));
+        }
+        let header = BlockHeader::read_checked(bytes).map_err(corrupt)?;
+        if header.block != block || header.db != db {
+            return Err(corrupt("snapshot block names another block"));
+        }
+        let slot = match state.table.get(block) {
+            Some(slot) => slot,
+            None => {
+                let slot = state.arena.alloc()?;
+                state.table.insert(block, slot);
+                slot
+            }
+        };
+        state.slot_bytes_mut(slot).copy_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Ends a snapshot: counts, indexes (if this follower keeps them) and
+    /// tail blocks rebuilt from the blocks.
+    pub fn finish_snapshot(&self) -> Result<(), Error> {
+        let keep_indexes = self.role() != Role::Follower(IndexMode::Deferred);
+        for db in self.databases() {
+            let mut state = db.state.write();
+            if keep_indexes {
+                state.rebuild(db.schema.indexes.len())?;
+            } else {
+                state.recount()?;
+            }
+            state.tail = state.table.iter().last().map(|(b, _)| b);
+        }
+        let mut commit = self.shared().commit.lock();
+        let last = commit.last.0;
+        if let Some(control) = &mut commit.control {
+            control.begin(last);
+            control.end(last);
+        }
+        Ok(())
+    }
+}
