@@ -315,7 +315,11 @@ pub(crate) fn encode_op_body(op: &DeltaOp, out: &mut Vec<u8>) {
 
 /// Decodes exactly one op filling `input[range]`; write bytes share `input`.
 pub(crate) fn decode_op(input: &Bytes) -> Result<DeltaOp, DeltaDecodeError> {
-    let mut reader = Reader { input, at: 0, end: input.len() };
+    let mut reader = Reader {
+        input,
+        at: 0,
+        end: input.len(),
+    };
     let tag = reader.u8()?;
     let op = reader.op_body(tag)?;
     if reader.at != reader.end {
@@ -327,7 +331,11 @@ pub(crate) fn decode_op(input: &Bytes) -> Result<DeltaOp, DeltaDecodeError> {
 /// Decodes the fields of one op whose tag came separately; they must fill
 /// `input`. Write bytes share `input`.
 pub(crate) fn decode_op_body(tag: u8, input: &Bytes) -> Result<DeltaOp, DeltaDecodeError> {
-    let mut reader = Reader { input, at: 0, end: input.len() };
+    let mut reader = Reader {
+        input,
+        at: 0,
+        end: input.len(),
+    };
     let op = reader.op_body(tag)?;
     if reader.at != reader.end {
         return Err(DeltaDecodeError::Malformed("bytes after the op"));

@@ -64,7 +64,11 @@ impl Engine {
             .database_by_id(db)
             .ok_or_else(|| Error::UnknownDatabase(format!("{db}")))?;
         let mut state = database.state.write();
-        let corrupt = |why: &str| Error::Corrupt { db, block, why: why.to_string() };
+        let corrupt = |why: &str| Error::Corrupt {
+            db,
+            block,
+            why: why.to_string(),
+        };
         if bytes.len() != state.arena.block_size() {
             return Err(corrupt("snapshot block of the wrong size"));
         }

@@ -26,15 +26,26 @@ pub(crate) struct Backlog {
 
 impl Backlog {
     pub(crate) fn new(bytes_max: usize) -> Self {
-        Backlog { entries: VecDeque::new(), bytes: 0, bytes_max }
+        Backlog {
+            entries: VecDeque::new(),
+            bytes: 0,
+            bytes_max,
+        }
     }
 
     /// Appends the next delta; drops the oldest while over the byte bound,
     /// but always keeps the newest.
     pub(crate) fn push(&mut self, delta: Delta, now: Instant) {
-        debug_assert!(self.last().is_none_or(|l| delta.lsn() == l.next()), "backlog in LSN order");
+        debug_assert!(
+            self.last().is_none_or(|l| delta.lsn() == l.next()),
+            "backlog in LSN order"
+        );
         let bytes = delta.encoded_len();
-        self.entries.push_back(Entry { delta, committed_at: now, bytes });
+        self.entries.push_back(Entry {
+            delta,
+            committed_at: now,
+            bytes,
+        });
         self.bytes += bytes;
         while self.bytes > self.bytes_max && self.entries.len() > 1 {
             let old = self.entries.pop_front().expect("non-empty");
@@ -64,6 +75,11 @@ impl Backlog {
 
     /// Bytes of the entries after `lsn`: a session's unacknowledged bytes.
     pub(crate) fn bytes_after(&self, lsn: Lsn) -> usize {
-        self.entries.iter().rev().take_while(|e| e.delta.lsn() > lsn).map(|e| e.bytes).sum()
+        self.entries
+            .iter()
+            .rev()
+            .take_while(|e| e.delta.lsn() > lsn)
+            .map(|e| e.bytes)
+            .sum()
     }
 }

@@ -96,14 +96,40 @@ pub enum ErrorCode {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
-    Hello { node: NodeId, lsn: Lsn, mode: Mode, history: EpochHistory },
-    Welcome { lsn: Lsn, catch_up: CatchUp, history: EpochHistory },
-    Ack { lsn: Lsn },
-    Heartbeat { lsn: Lsn },
-    SnapshotBegin { lsn: Lsn, blocks: u64, databases: Vec<DeltaOp> },
-    SnapshotBlock { db: DbId, block: BlockId, bytes: Bytes },
-    SnapshotEnd { lsn: Lsn },
-    Error { code: ErrorCode, message: String },
+    Hello {
+        node: NodeId,
+        lsn: Lsn,
+        mode: Mode,
+        history: EpochHistory,
+    },
+    Welcome {
+        lsn: Lsn,
+        catch_up: CatchUp,
+        history: EpochHistory,
+    },
+    Ack {
+        lsn: Lsn,
+    },
+    Heartbeat {
+        lsn: Lsn,
+    },
+    SnapshotBegin {
+        lsn: Lsn,
+        blocks: u64,
+        databases: Vec<DeltaOp>,
+    },
+    SnapshotBlock {
+        db: DbId,
+        block: BlockId,
+        bytes: Bytes,
+    },
+    SnapshotEnd {
+        lsn: Lsn,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     TxnAbort,
     /// One op of a transaction: `TxnBegin`, `BlockAlloc`, `BlockWrite`,
     /// `BlockFree`, `TxnCommit` or `DbCreate`.
@@ -139,7 +165,11 @@ pub enum FrameError {
 
 impl Frame {
     pub fn new(epoch: Epoch, message: Message) -> Self {
-        Frame { epoch, seq: 0, message }
+        Frame {
+            epoch,
+            seq: 0,
+            message,
+        }
     }
 
     /// Appends the encoded frame to `out`.
@@ -211,7 +241,11 @@ impl Frame {
         let seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
         let payload = bytes.slice(FRAME_HEADER_SIZE..body_end);
         let message = Message::decode_payload(bytes[5], payload)?;
-        Ok(Frame { epoch, seq, message })
+        Ok(Frame {
+            epoch,
+            seq,
+            message,
+        })
     }
 }
 
@@ -233,7 +267,12 @@ impl Message {
 
     fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
-            Message::Hello { node, lsn, mode, history } => {
+            Message::Hello {
+                node,
+                lsn,
+                mode,
+                history,
+            } => {
                 out.put_u64_le(node.0);
                 out.put_u64_le(lsn.0);
                 out.put_u8(match mode {
@@ -242,7 +281,11 @@ impl Message {
                 });
                 history.encode(out);
             }
-            Message::Welcome { lsn, catch_up, history } => {
+            Message::Welcome {
+                lsn,
+                catch_up,
+                history,
+            } => {
                 out.put_u64_le(lsn.0);
                 out.put_u8(match catch_up {
                     CatchUp::Stream => 0,
@@ -253,7 +296,11 @@ impl Message {
             Message::Ack { lsn } | Message::Heartbeat { lsn } | Message::SnapshotEnd { lsn } => {
                 out.put_u64_le(lsn.0)
             }
-            Message::SnapshotBegin { lsn, blocks, databases } => {
+            Message::SnapshotBegin {
+                lsn,
+                blocks,
+                databases,
+            } => {
                 out.put_u64_le(lsn.0);
                 out.put_u64_le(*blocks);
                 out.put_u16_le(databases.len() as u16);
@@ -306,7 +353,12 @@ impl Message {
                     _ => return Err(FrameError::Malformed("mode")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
-                Message::Hello { node, lsn, mode, history }
+                Message::Hello {
+                    node,
+                    lsn,
+                    mode,
+                    history,
+                }
             }
             T_WELCOME => {
                 need(&p, 9)?;
@@ -317,7 +369,11 @@ impl Message {
                     _ => return Err(FrameError::Malformed("catch-up")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
-                Message::Welcome { lsn, catch_up, history }
+                Message::Welcome {
+                    lsn,
+                    catch_up,
+                    history,
+                }
             }
             T_ACK | T_HEARTBEAT | T_SNAPSHOT_END => {
                 need(&p, 8)?;
@@ -341,13 +397,18 @@ impl Message {
                     need(&p, 2)?;
                     let len = p.get_u16_le() as usize;
                     need(&p, len)?;
-                    let op = decode_op(&p.split_to(len)).map_err(|_| FrameError::Malformed("database"))?;
+                    let op = decode_op(&p.split_to(len))
+                        .map_err(|_| FrameError::Malformed("database"))?;
                     if !matches!(op, DeltaOp::DbCreate { .. }) {
                         return Err(FrameError::Malformed("database"));
                     }
                     databases.push(op);
                 }
-                Message::SnapshotBegin { lsn, blocks, databases }
+                Message::SnapshotBegin {
+                    lsn,
+                    blocks,
+                    databases,
+                }
             }
             T_SNAPSHOT_BLOCK => {
                 need(&p, 8)?;
@@ -356,7 +417,11 @@ impl Message {
                 if p.is_empty() || p.len() > BLOCK_SIZE_MAX {
                     return Err(FrameError::Malformed("block size"));
                 }
-                Message::SnapshotBlock { db, block, bytes: p.split_off(0) }
+                Message::SnapshotBlock {
+                    db,
+                    block,
+                    bytes: p.split_off(0),
+                }
             }
             T_ERROR => {
                 need(&p, 2)?;
@@ -371,7 +436,8 @@ impl Message {
             }
             T_TXN_ABORT => Message::TxnAbort,
             k if (T_OP_BASE + 1..=T_OP_BASE + 6).contains(&k) => {
-                let op = decode_op_body(k - T_OP_BASE, &p).map_err(|_| FrameError::Malformed("delta op"))?;
+                let op = decode_op_body(k - T_OP_BASE, &p)
+                    .map_err(|_| FrameError::Malformed("delta op"))?;
                 p.advance(p.len());
                 Message::Op(op)
             }
@@ -389,10 +455,19 @@ mod tests {
 
     fn samples() -> Vec<Frame> {
         let mut history = EpochHistory::default();
-        history.promote(Lsn(7));
+        history.promote(Lsn(7), NodeId(3), Epoch(0));
         let messages = vec![
-            Message::Hello { node: NodeId(9), lsn: Lsn(3), mode: Mode::Sync, history: history.clone() },
-            Message::Welcome { lsn: Lsn(10), catch_up: CatchUp::Snapshot, history },
+            Message::Hello {
+                node: NodeId(9),
+                lsn: Lsn(3),
+                mode: Mode::Sync,
+                history: history.clone(),
+            },
+            Message::Welcome {
+                lsn: Lsn(10),
+                catch_up: CatchUp::Snapshot,
+                history,
+            },
             Message::Ack { lsn: Lsn(4) },
             Message::Heartbeat { lsn: Lsn(5) },
             Message::SnapshotBegin {
@@ -405,9 +480,16 @@ mod tests {
                     indexes: vec!["city".into()],
                 }],
             },
-            Message::SnapshotBlock { db: DbId(0), block: BlockId(1), bytes: Bytes::from(vec![1u8; 64]) },
+            Message::SnapshotBlock {
+                db: DbId(0),
+                block: BlockId(1),
+                bytes: Bytes::from(vec![1u8; 64]),
+            },
             Message::SnapshotEnd { lsn: Lsn(8) },
-            Message::Error { code: ErrorCode::StaleEpoch, message: "old".into() },
+            Message::Error {
+                code: ErrorCode::StaleEpoch,
+                message: "old".into(),
+            },
             Message::TxnAbort,
             Message::Op(DeltaOp::TxnBegin { db: DbId(0) }),
             Message::Op(DeltaOp::BlockWrite {
@@ -421,7 +503,11 @@ mod tests {
         messages
             .into_iter()
             .enumerate()
-            .map(|(i, message)| Frame { epoch: Epoch(2), seq: i as u64, message })
+            .map(|(i, message)| Frame {
+                epoch: Epoch(2),
+                seq: i as u64,
+                message,
+            })
             .collect()
     }
 
@@ -467,7 +553,10 @@ mod tests {
     #[test]
     fn oversize_length_is_refused_before_buffering() {
         let mut buf = BytesMut::from(&((FRAME_SIZE_MAX + 1) as u32).to_le_bytes()[..]);
-        assert!(matches!(Frame::decode(&mut buf), Err(FrameError::TooLarge(_))));
+        assert!(matches!(
+            Frame::decode(&mut buf),
+            Err(FrameError::TooLarge(_))
+        ));
         let mut buf = BytesMut::from(&3u32.to_le_bytes()[..]);
         assert!(matches!(Frame::decode(&mut buf), Err(FrameError::TooShort)));
     }

@@ -10,11 +10,37 @@ use bytes::{Buf, BufMut, Bytes};
 
 use crate::ids::Lsn;
 use crate::repl::frame::FrameError;
+use crate::repl::NodeId;
 
 /// A term of one primary. Frames and acks carry it; a node that has seen
 /// epoch e refuses anything from a lower one.
+///
+/// An epoch packs a term (high 48 bits) and the id of the node promoted in
+/// it (low 16 bits). Two nodes promoted in the same term, each unaware of
+/// the other, so still get different epochs: one outranks the other, and
+/// their histories never look alike.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Epoch(pub u64);
+
+impl Epoch {
+    /// The epoch of a new cluster: term 1.
+    pub const FIRST: Epoch = Epoch(1 << 16);
+
+    pub fn term(self) -> u64 {
+        self.0 >> 16
+    }
+
+    /// The epoch `node` starts when promoted after this one.
+    pub fn next_for(self, node: NodeId) -> Epoch {
+        Epoch(((self.term() + 1) << 16) | (node.0 & 0xffff))
+    }
+}
+
+impl std::fmt::Display for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.term(), self.0 & 0xffff)
+    }
+}
 
 /// Most epochs a history keeps; older ones are dropped (a node that far
 /// behind resyncs in full).
@@ -30,7 +56,9 @@ pub struct EpochHistory {
 impl Default for EpochHistory {
     /// A new cluster: epoch 1 from the empty log.
     fn default() -> Self {
-        EpochHistory { entries: vec![(Epoch(1), Lsn::ZERO)] }
+        EpochHistory {
+            entries: vec![(Epoch::FIRST, Lsn::ZERO)],
+        }
     }
 }
 
@@ -43,14 +71,33 @@ impl EpochHistory {
         &self.entries
     }
 
-    /// Starts the next epoch after `lsn` (promotion). Returns it.
-    pub fn promote(&mut self, lsn: Lsn) -> Epoch {
-        let next = Epoch(self.current().0 + 1);
+    /// Starts the next epoch, `node`'s, after `lsn` (promotion), above both
+    /// this history's and `at_least` — the highest epoch whoever decides
+    /// promotions has seen, so that epochs rise with every promotion even
+    /// when the promoted node had not heard of the last one. Returns it.
+    /// Epochs known to have started past `lsn` are about a log this node
+    /// does not hold (it was reset, say): they leave the history, though
+    /// the new epoch still outranks them.
+    pub fn promote(&mut self, lsn: Lsn, node: NodeId, at_least: Epoch) -> Epoch {
+        let next = self.current().max(at_least).next_for(node);
+        self.entries.retain(|e| e.1 <= lsn);
         self.entries.push((next, lsn));
         if self.entries.len() > HISTORY_LEN_MAX {
             self.entries.remove(0);
         }
         next
+    }
+
+    /// The epoch in which the transaction at `lsn` was written, on this
+    /// history: with `lsn`, the (epoch, LSN) that ranks nodes for promotion,
+    /// like Raft's (last log term, last log index). `Epoch(0)` for the
+    /// empty log.
+    pub fn epoch_of(&self, lsn: Lsn) -> Epoch {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.1 < lsn)
+            .map_or(Epoch(0), |e| e.0)
     }
 
     /// The last LSN of `epoch` in this history, if a later epoch followed it.
@@ -65,7 +112,11 @@ impl EpochHistory {
     /// history still knows.
     pub fn common_prefix(&self, peer: &EpochHistory, peer_lsn: Lsn) -> Option<Lsn> {
         // The latest epoch both histories know, with the same start.
-        let (epoch, _) = *peer.entries.iter().rev().find(|p| self.entries.contains(p))?;
+        let (epoch, _) = *peer
+            .entries
+            .iter()
+            .rev()
+            .find(|p| self.entries.contains(p))?;
         let mut common = peer_lsn;
         if let Some(end) = self.end_of(epoch) {
             common = common.min(end);
@@ -96,7 +147,10 @@ impl EpochHistory {
         let mut entries: Vec<(Epoch, Lsn)> = Vec::with_capacity(count);
         for _ in 0..count {
             let entry = (Epoch(p.get_u64_le()), Lsn(p.get_u64_le()));
-            if entries.last().is_some_and(|last| entry.0 <= last.0 || entry.1 < last.1) {
+            if entries
+                .last()
+                .is_some_and(|last| entry.0 <= last.0 || entry.1 < last.1)
+            {
                 return Err(bad);
             }
             entries.push(entry);
@@ -115,7 +169,7 @@ mod tests {
         // began; the old primary went on to LSN 12 in epoch 1.
         let old = EpochHistory::default();
         let mut new = EpochHistory::default();
-        new.promote(Lsn(10));
+        new.promote(Lsn(10), NodeId(2), Epoch(0));
         assert_eq!(new.common_prefix(&old, Lsn(12)), Some(Lsn(10)));
         assert_eq!(new.common_prefix(&old, Lsn(8)), Some(Lsn(8)));
         // A node that knows epoch 2 and is at LSN 15 shares everything.
@@ -125,14 +179,55 @@ mod tests {
     }
 
     #[test]
-    fn encoding_round_trips_and_rejects_disorder() {
+    fn epoch_of_names_the_epoch_that_wrote_a_transaction() {
         let mut h = EpochHistory::default();
-        h.promote(Lsn(5));
-        h.promote(Lsn(9));
+        let e2 = h.promote(Lsn(10), NodeId(4), Epoch(0));
+        assert_eq!(h.epoch_of(Lsn(0)), Epoch(0));
+        assert_eq!(h.epoch_of(Lsn(10)), Epoch::FIRST);
+        assert_eq!(h.epoch_of(Lsn(11)), e2);
+    }
+
+    #[test]
+    fn same_term_promotions_never_collide() {
+        let mut a = EpochHistory::default();
+        let mut b = EpochHistory::default();
+        let (ea, eb) = (
+            a.promote(Lsn(50), NodeId(1), Epoch(0)),
+            b.promote(Lsn(50), NodeId(2), Epoch(0)),
+        );
+        assert_ne!(ea, eb);
+        assert_eq!(ea.term(), eb.term());
+        // Both ran to LSN 60 on their own: each sees the other's tail past 50.
+        assert_eq!(a.common_prefix(&b, Lsn(60)), Some(Lsn(50)));
+        assert_eq!(b.common_prefix(&a, Lsn(60)), Some(Lsn(50)));
+    }
+
+    #[test]
+    fn promotion_outranks_epochs_past_the_log() {
+        let mut h = EpochHistory::default();
+        h.promote(Lsn(80), NodeId(1), Epoch(0));
+        let known = h.current();
+        // The node's log was reset to empty; it is promoted at LSN 0.
+        let next = h.promote(Lsn(0), NodeId(2), Epoch(0));
+        assert!(next > known);
+        assert_eq!(h.entries(), &[(Epoch::FIRST, Lsn(0)), (next, Lsn(0))]);
         let mut out = Vec::new();
         h.encode(&mut out);
-        assert_eq!(EpochHistory::decode(&mut Bytes::from(out.clone())).unwrap(), h);
-        out[2] = 9; // first epoch now above the second
+        assert_eq!(EpochHistory::decode(&mut Bytes::from(out)).unwrap(), h);
+    }
+
+    #[test]
+    fn encoding_round_trips_and_rejects_disorder() {
+        let mut h = EpochHistory::default();
+        h.promote(Lsn(5), NodeId(1), Epoch(0));
+        h.promote(Lsn(9), NodeId(2), Epoch(0));
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        assert_eq!(
+            EpochHistory::decode(&mut Bytes::from(out.clone())).unwrap(),
+            h
+        );
+        out[2..10].copy_from_slice(&u64::MAX.to_le_bytes()); // first epoch above the second
         assert!(EpochHistory::decode(&mut Bytes::from(out)).is_err());
     }
 }

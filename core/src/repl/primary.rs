@@ -236,7 +236,8 @@ impl Primary {
         let lsn = delta.lsn();
         self.backlog.push(delta, now);
         if sync {
-            self.sync_waits.push_back((lsn, now + self.config.sync_timeout));
+            self.sync_waits
+                .push_back((lsn, now + self.config.sync_timeout));
             self.update_sync(Some(now));
         } else if self.sync_waits.is_empty() && self.sync_acked < lsn && self.sync_exempt() {
             self.sync_acked = lsn;
@@ -256,7 +257,9 @@ impl Primary {
 
     pub fn handle_frame(&mut self, now: Instant, session: SessionId, frame: Frame) {
         let current = self.epoch();
-        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
         s.last_heard = now;
         if frame.seq != s.seq_in {
             self.close(session, "frame lost, repeated or reordered");
@@ -270,7 +273,12 @@ impl Primary {
             return;
         }
         match frame.message {
-            Message::Hello { node, lsn, mode, history } => self.hello(now, session, node, lsn, mode, history),
+            Message::Hello {
+                node,
+                lsn,
+                mode,
+                history,
+            } => self.hello(now, session, node, lsn, mode, history),
             _ if frame.epoch < current => {
                 self.refuse(session, ErrorCode::StaleEpoch, "frame from an older epoch");
             }
@@ -282,16 +290,31 @@ impl Primary {
                 s.acked = s.acked.max(lsn);
                 if s.degraded && s.acked >= self.engine.lsn() {
                     s.degraded = false;
-                    self.events.push_back(PrimaryEvent::Degraded { session, degraded: false });
+                    self.events.push_back(PrimaryEvent::Degraded {
+                        session,
+                        degraded: false,
+                    });
                 }
                 self.update_sync(Some(now));
             }
             Message::Error { .. } => self.close(session, "peer reported an error"),
-            _ => self.refuse(session, ErrorCode::Protocol, "unexpected frame from a secondary"),
+            _ => self.refuse(
+                session,
+                ErrorCode::Protocol,
+                "unexpected frame from a secondary",
+            ),
         }
     }
 
-    fn hello(&mut self, now: Instant, session: SessionId, node: NodeId, lsn: Lsn, mode: Mode, peer: EpochHistory) {
+    fn hello(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        node: NodeId,
+        lsn: Lsn,
+        mode: Mode,
+        peer: EpochHistory,
+    ) {
         let head = self.engine.lsn();
         let epoch = self.epoch();
         if peer.current() > epoch {
@@ -310,8 +333,19 @@ impl Primary {
         s.node = Some(node);
         s.mode = mode;
         s.last_sent = now;
-        let catch_up = if stream { CatchUp::Stream } else { CatchUp::Snapshot };
-        s.queue.push_back(Frame::new(epoch, Message::Welcome { lsn: head, catch_up, history: self.history.clone() }));
+        let catch_up = if stream {
+            CatchUp::Stream
+        } else {
+            CatchUp::Snapshot
+        };
+        s.queue.push_back(Frame::new(
+            epoch,
+            Message::Welcome {
+                lsn: head,
+                catch_up,
+                history: self.history.clone(),
+            },
+        ));
         if stream {
             s.sent = lsn;
             s.acked = lsn;
@@ -331,8 +365,20 @@ impl Primary {
                     }
                 })
                 .collect();
-            let blocks = self.engine.databases().iter().map(|db| db.stats().blocks).sum();
-            s.queue.push_back(Frame::new(epoch, Message::SnapshotBegin { lsn: head, blocks, databases }));
+            let blocks = self
+                .engine
+                .databases()
+                .iter()
+                .map(|db| db.stats().blocks)
+                .sum();
+            s.queue.push_back(Frame::new(
+                epoch,
+                Message::SnapshotBegin {
+                    lsn: head,
+                    blocks,
+                    databases,
+                },
+            ));
             s.sent = head;
             s.acked = Lsn::ZERO;
             s.phase = Phase::Snapshot(Box::new(SnapshotCursor {
@@ -354,7 +400,10 @@ impl Primary {
                 && s.queue.is_empty()
                 && now.saturating_duration_since(s.last_sent) >= self.config.heartbeat_interval
             {
-                s.queue.push_back(Frame::new(self.history.current(), Message::Heartbeat { lsn: s.sent }));
+                s.queue.push_back(Frame::new(
+                    self.history.current(),
+                    Message::Heartbeat { lsn: s.sent },
+                ));
                 s.last_sent = now;
             }
         }
@@ -367,7 +416,10 @@ impl Primary {
     /// The next instant `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sessions = self.sessions.values().flat_map(|s| {
-            [s.last_heard + self.config.session_timeout, s.last_sent + self.config.heartbeat_interval]
+            [
+                s.last_heard + self.config.session_timeout,
+                s.last_sent + self.config.heartbeat_interval,
+            ]
         });
         sessions.chain(self.sync_waits.front().map(|w| w.1)).min()
     }
@@ -413,11 +465,19 @@ impl Primary {
                 Phase::Snapshot(cursor) => cursor.filter(&entry.delta),
             };
             s.sent = delta.lsn();
-            s.queue.extend(delta.ops().iter().cloned().map(|op| Frame::new(epoch, Message::Op(op))));
+            s.queue.extend(
+                delta
+                    .ops()
+                    .iter()
+                    .cloned()
+                    .map(|op| Frame::new(epoch, Message::Op(op))),
+            );
             return s.queue.pop_front();
         }
         // Snapshot: the next block, then the end marker.
-        let Phase::Snapshot(cursor) = &mut s.phase else { return None };
+        let Phase::Snapshot(cursor) = &mut s.phase else {
+            return None;
+        };
         if cursor.end.is_some() {
             return None;
         }
@@ -427,7 +487,14 @@ impl Primary {
                 cursor.db = db.0;
                 cursor.block = block.0 + 1;
                 cursor.blocks_sent += 1;
-                Some(Frame::new(epoch, Message::SnapshotBlock { db, block, bytes: bytes.into() }))
+                Some(Frame::new(
+                    epoch,
+                    Message::SnapshotBlock {
+                        db,
+                        block,
+                        bytes: bytes.into(),
+                    },
+                ))
             }
             None => {
                 // Every block copy reflects the commits up to `head`; the
@@ -457,7 +524,8 @@ impl Primary {
                     },
                     acked_lsn: s.acked,
                     lag_lsn: head.0.saturating_sub(s.acked.0),
-                    lag_ms: oldest_unacked.map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
+                    lag_ms: oldest_unacked
+                        .map_or(0, |t| now.saturating_duration_since(t).as_millis() as u64),
                     unacked_bytes: self.backlog.bytes_after(s.acked),
                 }
             })
@@ -470,7 +538,13 @@ impl Primary {
 
     fn refuse(&mut self, session: SessionId, code: ErrorCode, message: &str) {
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.queue.push_back(Frame::new(self.history.current(), Message::Error { code, message: message.into() }));
+            s.queue.push_back(Frame::new(
+                self.history.current(),
+                Message::Error {
+                    code,
+                    message: message.into(),
+                },
+            ));
         }
         self.close(session, message);
     }
@@ -481,7 +555,10 @@ impl Primary {
         if let Some(s) = self.sessions.get_mut(&session) {
             s.phase = Phase::AwaitHello;
             s.degraded = true;
-            self.events.push_back(PrimaryEvent::Close { session, reason: reason.into() });
+            self.events.push_back(PrimaryEvent::Close {
+                session,
+                reason: reason.into(),
+            });
         }
         self.update_sync(None);
     }
@@ -489,7 +566,8 @@ impl Primary {
     /// Whether commits need no sync acknowledgement right now: the policy
     /// is `Degrade` and too few sync secondaries are online and current.
     fn sync_exempt(&self) -> bool {
-        self.config.on_sync_timeout == SyncPolicy::Degrade && self.sync_voters().count() < self.config.sync_quorum
+        self.config.on_sync_timeout == SyncPolicy::Degrade
+            && self.sync_voters().count() < self.config.sync_quorum
     }
 
     fn sync_voters(&self) -> impl Iterator<Item = &Session> {
@@ -512,11 +590,17 @@ impl Primary {
             self.sync_acked = watermark;
             self.events.push_back(PrimaryEvent::SyncAcked(watermark));
         }
-        while self.sync_waits.front().is_some_and(|w| w.0 <= self.sync_acked) {
+        while self
+            .sync_waits
+            .front()
+            .is_some_and(|w| w.0 <= self.sync_acked)
+        {
             self.sync_waits.pop_front();
         }
         let Some(now) = now else { return };
-        let Some(&(lsn, deadline)) = self.sync_waits.front() else { return };
+        let Some(&(lsn, deadline)) = self.sync_waits.front() else {
+            return;
+        };
         if deadline > now {
             return;
         }
@@ -541,7 +625,10 @@ impl Primary {
                     .collect();
                 for session in late {
                     self.sessions.get_mut(&session).expect("listed").degraded = true;
-                    self.events.push_back(PrimaryEvent::Degraded { session, degraded: true });
+                    self.events.push_back(PrimaryEvent::Degraded {
+                        session,
+                        degraded: true,
+                    });
                 }
                 self.update_sync(None);
             }
@@ -565,7 +652,8 @@ impl SnapshotCursor {
                 DeltaOp::BlockAlloc { db, block }
                 | DeltaOp::BlockWrite { db, block, .. }
                 | DeltaOp::BlockFree { db, block } => {
-                    self.is_sent(*db, *block) && self.sent.get(&(*db, *block)).is_none_or(|copy| lsn > *copy)
+                    self.is_sent(*db, *block)
+                        && self.sent.get(&(*db, *block)).is_none_or(|copy| lsn > *copy)
                 }
                 _ => true,
             })

@@ -63,7 +63,11 @@ enum Phase {
     AwaitWelcome,
     AwaitSnapshot,
     /// Loading a snapshot; consistent once the LSN reaches `end`.
-    Snapshot { installed: u64, blocks: u64, end: Option<Lsn> },
+    Snapshot {
+        installed: u64,
+        blocks: u64,
+        end: Option<Lsn>,
+    },
     Streaming,
 }
 
@@ -89,7 +93,12 @@ pub struct Secondary {
 
 impl Secondary {
     /// A secondary over a follower `engine` whose log runs under `history`.
-    pub fn new(engine: Engine, history: EpochHistory, config: SecondaryConfig, now: Instant) -> Self {
+    pub fn new(
+        engine: Engine,
+        history: EpochHistory,
+        config: SecondaryConfig,
+        now: Instant,
+    ) -> Self {
         Secondary {
             engine,
             history,
@@ -117,6 +126,13 @@ impl Secondary {
 
     pub fn epoch(&self) -> Epoch {
         self.history.current()
+    }
+
+    /// (epoch of the last applied transaction, its LSN): the highest wins a
+    /// promotion.
+    pub fn log_position(&self) -> (Epoch, Lsn) {
+        let lsn = self.engine.lsn();
+        (self.history.epoch_of(lsn), lsn)
     }
 
     /// Whether this node's blocks are a consistent copy it can vouch for
@@ -179,7 +195,11 @@ impl Secondary {
         }
         self.last_heard = now;
         if frame.seq != self.seq_in {
-            self.refuse(ErrorCode::Protocol, "frame lost, repeated or reordered");
+            let why = format!(
+                "frame {} where {} was due: lost, repeated or reordered",
+                frame.seq, self.seq_in
+            );
+            self.refuse(ErrorCode::Protocol, &why);
             return;
         }
         self.seq_in += 1;
@@ -194,7 +214,14 @@ impl Secondary {
 
     fn handle_message(&mut self, epoch: Epoch, message: Message) -> Result<(), String> {
         match (&mut self.phase, message) {
-            (Phase::AwaitWelcome, Message::Welcome { lsn: _, catch_up, history }) => {
+            (
+                Phase::AwaitWelcome,
+                Message::Welcome {
+                    lsn: _,
+                    catch_up,
+                    history,
+                },
+            ) => {
                 if history.current() != epoch || history.current() < self.epoch() {
                     return Err("welcome with an inconsistent epoch".into());
                 }
@@ -208,25 +235,57 @@ impl Secondary {
                     self.ack_due = true;
                 }
             }
-            (Phase::AwaitSnapshot, Message::SnapshotBegin { lsn, blocks, databases }) => {
+            (
+                Phase::AwaitSnapshot,
+                Message::SnapshotBegin {
+                    lsn,
+                    blocks,
+                    databases,
+                },
+            ) => {
                 let schemas: Vec<Schema> = databases
                     .into_iter()
                     .filter_map(|op| match op {
-                        DeltaOp::DbCreate { db, name, block_size, indexes } => {
-                            Some(Schema { id: db, name, block_size: block_size as usize, indexes })
-                        }
+                        DeltaOp::DbCreate {
+                            db,
+                            name,
+                            block_size,
+                            indexes,
+                        } => Some(Schema {
+                            id: db,
+                            name,
+                            block_size: block_size as usize,
+                            indexes,
+                        }),
                         _ => None,
                     })
                     .collect();
-                self.engine.reset_to_snapshot(&schemas, lsn).map_err(|e| e.to_string())?;
-                self.phase = Phase::Snapshot { installed: 0, blocks, end: None };
-                self.events.push_back(SecondaryEvent::SnapshotStarted { blocks });
+                self.engine
+                    .reset_to_snapshot(&schemas, lsn)
+                    .map_err(|e| e.to_string())?;
+                self.phase = Phase::Snapshot {
+                    installed: 0,
+                    blocks,
+                    end: None,
+                };
+                self.events
+                    .push_back(SecondaryEvent::SnapshotStarted { blocks });
             }
-            (Phase::Snapshot { installed, blocks, end: None }, Message::SnapshotBlock { db, block, bytes }) => {
-                self.engine.install_block(db, block, &bytes).map_err(|e| e.to_string())?;
+            (
+                Phase::Snapshot {
+                    installed,
+                    blocks,
+                    end: None,
+                },
+                Message::SnapshotBlock { db, block, bytes },
+            ) => {
+                self.engine
+                    .install_block(db, block, &bytes)
+                    .map_err(|e| e.to_string())?;
                 *installed += 1;
                 let (installed, blocks) = (*installed, *blocks);
-                self.events.push_back(SecondaryEvent::SnapshotProgress { installed, blocks });
+                self.events
+                    .push_back(SecondaryEvent::SnapshotProgress { installed, blocks });
             }
             (Phase::Snapshot { end, .. }, Message::SnapshotEnd { lsn }) if end.is_none() => {
                 *end = Some(lsn);
@@ -236,7 +295,9 @@ impl Secondary {
             (Phase::Streaming | Phase::Snapshot { .. }, Message::TxnAbort) => self.pending.clear(),
             (Phase::Streaming, Message::Heartbeat { .. }) => self.ack_due = true,
             (Phase::Snapshot { .. } | Phase::AwaitSnapshot, Message::Heartbeat { .. }) => {}
-            (_, Message::Error { message, .. }) => return Err(format!("primary refused: {message}")),
+            (_, Message::Error { message, .. }) => {
+                return Err(format!("primary refused: {message}"))
+            }
             (phase, message) => return Err(format!("unexpected {message:?} while {phase:?}")),
         }
         Ok(())
@@ -255,8 +316,11 @@ impl Secondary {
         if !commit {
             return Ok(());
         }
-        let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending)).map_err(|e| e.to_string())?;
-        self.engine.apply(&delta).map_err(|e| format!("apply failed: {e}"))?;
+        let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending))
+            .map_err(|e| e.to_string())?;
+        self.engine
+            .apply(&delta)
+            .map_err(|e| format!("apply failed: {e}"))?;
         match self.phase {
             Phase::Streaming => self.ack_due = true,
             _ => self.finish_snapshot_if_consistent()?,
@@ -281,11 +345,15 @@ impl Secondary {
             return;
         }
         if now.saturating_duration_since(self.last_heard) >= self.config.primary_timeout {
-            self.events.push_back(SecondaryEvent::Disconnect { reason: "primary silent past the timeout".into() });
+            self.events.push_back(SecondaryEvent::Disconnect {
+                reason: "primary silent past the timeout".into(),
+            });
             self.reset_connection();
             return;
         }
-        if now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval && self.is_streaming() {
+        if now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval
+            && self.is_streaming()
+        {
             self.ack_due = true;
         }
     }
@@ -307,7 +375,12 @@ impl Secondary {
             }
             self.ack_due = false;
             self.last_acked = self.engine.lsn();
-            Some(Frame::new(self.epoch(), Message::Ack { lsn: self.last_acked }))
+            Some(Frame::new(
+                self.epoch(),
+                Message::Ack {
+                    lsn: self.last_acked,
+                },
+            ))
         })?;
         self.last_sent = now;
         frame.seq = self.seq_out;
@@ -319,11 +392,15 @@ impl Secondary {
         self.events.pop_front()
     }
 
-    /// Turns this secondary into a primary at the next epoch, starting after
+    /// Turns this secondary into a primary at the next epoch (above
+    /// `at_least`, the highest epoch the promoter knows of), starting after
     /// its applied LSN. A transaction received in part is dropped: it was
     /// never acknowledged, so no client got `OK` for it. Returns the engine
     /// (now writable) and the history with the new epoch.
-    pub fn promote(mut self) -> Result<(Engine, EpochHistory), crate::error::Error> {
+    pub fn promote(
+        mut self,
+        at_least: Epoch,
+    ) -> Result<(Engine, EpochHistory), crate::error::Error> {
         if !self.is_consistent() {
             return Err(crate::error::Error::Corrupt {
                 db: crate::ids::DbId(0),
@@ -333,13 +410,21 @@ impl Secondary {
         }
         self.pending.clear();
         let lsn = self.engine.promote()?;
-        self.history.promote(lsn);
+        self.history.promote(lsn, self.config.node, at_least);
         Ok((self.engine, self.history))
     }
 
     fn refuse(&mut self, code: ErrorCode, message: &str) {
-        self.queue.push_back(Frame::new(self.epoch(), Message::Error { code, message: message.into() }));
-        self.events.push_back(SecondaryEvent::Disconnect { reason: message.into() });
+        self.queue.push_back(Frame::new(
+            self.epoch(),
+            Message::Error {
+                code,
+                message: message.into(),
+            },
+        ));
+        self.events.push_back(SecondaryEvent::Disconnect {
+            reason: message.into(),
+        });
         let (queue, seq_out) = (std::mem::take(&mut self.queue), self.seq_out);
         self.reset_connection();
         // The error frame still goes out before the driver closes.
