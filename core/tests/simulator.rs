@@ -773,19 +773,23 @@ impl Sim {
         }) else {
             return;
         };
-        // Under `Block`, acknowledged groups held by some live node must
-        // survive. (`Degrade` trades that for availability.)
+        // Acknowledged groups held by some live node must survive, under
+        // `Block` with a quorum of every sync secondary (2 here): any smaller
+        // quorum needs promotion to consult enough secondaries to meet every
+        // quorum, which this operator does not do, and `Degrade` trades
+        // durability for availability.
         let live: Vec<usize> = (0..NODES)
             .filter(|&i| !self.isolated.contains(&i))
             .collect();
-        let must_keep: Vec<u64> = match self.policy {
-            SyncPolicy::Block => self
+        let durable = self.policy == SyncPolicy::Block && self.quorum == 2;
+        let must_keep: Vec<u64> = match durable {
+            true => self
                 .acked
                 .iter()
                 .copied()
                 .filter(|&g| live.iter().any(|&i| self.holds(i, g)))
                 .collect(),
-            SyncPolicy::Degrade => Vec::new(),
+            false => Vec::new(),
         };
         if let Some(State::Secondary { conn: Some(c), .. }) = self.nodes.get(best).map(|n| &n.state)
         {
