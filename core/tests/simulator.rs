@@ -119,6 +119,33 @@ struct Sim {
     /// The highest epoch the operator has promoted to: promotions always go
     /// above it, as a sentinel's configuration epoch does.
     operator_epoch: Epoch,
+    stats: Stats,
+}
+
+/// What a run exercised, summed over seeds and printed at the end.
+#[derive(Default, Debug, Clone, Copy)]
+struct Stats {
+    commits: u64,
+    acked: u64,
+    timed_out: u64,
+    snapshots: u64,
+    promotions: u64,
+    fenced: u64,
+    crashes: u64,
+    reconnects: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.commits += o.commits;
+        self.acked += o.acked;
+        self.timed_out += o.timed_out;
+        self.snapshots += o.snapshots;
+        self.promotions += o.promotions;
+        self.fenced += o.fenced;
+        self.crashes += o.crashes;
+        self.reconnects += o.reconnects;
+    }
 }
 
 fn group_key(g: u64, i: usize) -> Vec<u8> {
@@ -175,6 +202,7 @@ impl Sim {
             deleted: HashSet::new(),
             log: Vec::new(),
             operator_epoch: Epoch::FIRST,
+            stats: Stats::default(),
         };
         let config = sim.primary_config();
         // The database was created before any secondary: its delta goes
@@ -422,6 +450,9 @@ impl Sim {
             let Some(event) = sec.poll_event() else {
                 return;
             };
+            if let SecondaryEvent::SnapshotStarted { .. } = event {
+                self.stats.snapshots += 1;
+            }
             if let SecondaryEvent::Disconnect { reason } = event {
                 if let Some(conn) = conn {
                     self.close_conn(conn, &format!("secondary {s}: {reason}"));
@@ -441,11 +472,13 @@ impl Sim {
                 for (_, l, group) in done {
                     self.check_ack_honest(p, l, group);
                     self.note(format!("node {p}: group {group} at {l:?} acknowledged"));
+                    self.stats.acked += 1;
                     self.acked.push(group);
                 }
             }
             PrimaryEvent::SyncTimedOut(lsn) => {
                 self.note(format!("node {p}: sync timed out up to {lsn:?}"));
+                self.stats.timed_out += 1;
                 self.waiting
                     .retain(|(node, l, _)| !(*node == p && *l <= lsn));
             }
@@ -463,6 +496,7 @@ impl Sim {
             }
             PrimaryEvent::Fenced(epoch) => {
                 self.note(format!("node {p}: fenced by {epoch:?}; stops"));
+                self.stats.fenced += 1;
                 self.crash(p);
             }
             PrimaryEvent::Online(_) | PrimaryEvent::Degraded { .. } => {}
@@ -535,6 +569,7 @@ impl Sim {
             return;
         };
         let lsn = committed.lsn;
+        self.stats.commits += 1;
         let is_delete = self.deleted.contains(&group) || self.acked.contains(&group);
         self.note(format!(
             "node {p}: commit group {group}{} at {lsn:?}",
@@ -582,6 +617,7 @@ impl Sim {
         let session = primary.connect(now);
         let id = self.next_conn;
         self.next_conn += 1;
+        self.stats.reconnects += 1;
         self.conns.insert(
             id,
             Conn {
@@ -637,6 +673,7 @@ impl Sim {
             State::Down { .. } => return,
         };
         self.waiting.retain(|(node, _, _)| *node != i);
+        self.stats.crashes += 1;
         self.note(format!(
             "node {i} crashed (blocks {}, epoch {})",
             if keep { "kept" } else { "lost" },
@@ -810,6 +847,7 @@ impl Sim {
             .promote(self.operator_epoch)
             .unwrap_or_else(|e| self.fail(&format!("promotion failed: {e}")));
         self.operator_epoch = history.current();
+        self.stats.promotions += 1;
         self.note(format!(
             "node {best} promoted to epoch {} at {:?}",
             history.current(),
@@ -1072,12 +1110,13 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64) {
+fn run_seed(seed: u64) -> Stats {
     let mut sim = Sim::new(seed);
     for _ in 0..STEPS {
         sim.step();
     }
     sim.settle();
+    sim.stats
 }
 
 fn seeds() -> Vec<u64> {
@@ -1106,12 +1145,21 @@ fn seeds() -> Vec<u64> {
 fn simulated_clusters_stay_safe_and_converge() {
     let seeds = seeds();
     let started = std::time::Instant::now();
+    let mut stats = Stats::default();
     for &seed in &seeds {
-        run_seed(seed);
+        stats += run_seed(seed);
     }
     eprintln!(
-        "simulator: {} seeds passed in {:.1?}",
+        "simulator: {} seeds passed in {:.1?}: {stats:?}",
         seeds.len(),
         started.elapsed()
     );
+    // The faults happened: a run that never promotes or resyncs proves little.
+    if seeds.len() >= 50 {
+        let s = stats;
+        assert!(
+            s.promotions > 0 && s.snapshots > 0 && s.fenced > 0 && s.acked > 0,
+            "{s:?}"
+        );
+    }
 }
