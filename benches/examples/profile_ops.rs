@@ -16,7 +16,9 @@ fn main() {
     let count: u64 = args.next().map_or(200_000, |n| n.parse().expect("a count"));
     let data = Dataset::from_env();
     let mut config = hotblock_primary::DbConfig::default();
-    config.engine.advice.huge_pages = std::env::var_os("HUGE").is_some();
+    // HOTBLOCK_HUGE_PAGES=0 turns the default huge-page advice off, to compare.
+    config.engine.advice.huge_pages =
+        std::env::var("HOTBLOCK_HUGE_PAGES").map_or(true, |v| v != "0");
     let db = Db::open(config);
     db.create_database("bench", DatabaseOptions::with_indexes(INDEXES))
         .unwrap();

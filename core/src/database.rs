@@ -167,11 +167,12 @@ impl ReadView<'_> {
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>, Error> {
         let i = self.schema.index_position(index)?;
-        let mut keys = Vec::new();
-        self.state.for_each_match(i, value, |_, rec| {
-            keys.push(rec.key().to_vec());
-            limit.is_none_or(|l| keys.len() < l)
-        })?;
+        let rids = self.state.matches(i, value)?;
+        let rids = &rids[..rids.len().min(limit.unwrap_or(usize::MAX))];
+        let mut keys = Vec::with_capacity(rids.len());
+        for &rid in rids {
+            keys.push(self.state.record(rid)?.key().to_vec());
+        }
         Ok(keys)
     }
 
@@ -230,7 +231,7 @@ impl DbState {
     }
 
     fn indexes(&self) -> Result<&Indexes, Error> {
-        self.indexes.as_ref().ok_or(Error::IndexesNotBuilt)
+        self.indexes.as_ref().ok_or_else(|| Error::IndexesNotBuilt)
     }
 
     /// The live record with unique key `key`.
@@ -246,21 +247,28 @@ impl DbState {
         }
     }
 
-    /// Calls `f` on each live record whose value `index` equals `value`, in
-    /// record id order, until it returns false.
-    pub(crate) fn for_each_match(
-        &self,
-        index: usize,
-        value: &[u8],
-        mut f: impl FnMut(RecordId, RecordRef<'_>) -> bool,
-    ) -> Result<(), Error> {
+    /// The live records whose value `index` equals `value`, in record id
+    /// order, with their first bytes already on their way into the cache.
+    pub(crate) fn matches(&self, index: usize, value: &[u8]) -> Result<&[RecordId], Error> {
         let rids = self.indexes()?.values[index].find(hash_bytes(value), value);
-        for &rid in rids {
-            if !f(rid, self.record(rid)?) {
-                break;
+        self.touch(rids);
+        Ok(rids)
+    }
+
+    /// Loads the first bytes of each record in one tight pass, so that the
+    /// cache misses of records scattered across blocks overlap instead of
+    /// following one another (measured: `find` over 10 records per value at
+    /// 1M records, see the README).
+    fn touch(&self, rids: &[RecordId]) {
+        let mut sum = 0u8;
+        for rid in rids {
+            if let Some(block) = self.block(rid.block) {
+                let at = rid.offset as usize;
+                sum ^= block.get(at).copied().unwrap_or(0);
+                sum ^= block.get(at + 32).copied().unwrap_or(0);
             }
         }
-        Ok(())
+        std::hint::black_box(sum);
     }
 
     /// Adds a live record to every index.

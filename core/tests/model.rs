@@ -276,6 +276,10 @@ fn check_queries(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
                     index,
                     v
                 );
+                prop_assert!(view
+                    .find(index, &value_bytes(v), Some(0))
+                    .unwrap()
+                    .is_empty());
                 let limited = view.find(index, &value_bytes(v), Some(1)).unwrap();
                 prop_assert_eq!(limited.len(), found.len().min(1));
             }
