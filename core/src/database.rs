@@ -231,7 +231,7 @@ impl DbState {
     }
 
     fn indexes(&self) -> Result<&Indexes, Error> {
-        self.indexes.as_ref().ok_or_else(|| Error::IndexesNotBuilt)
+        self.indexes.as_ref().ok_or(Error::IndexesNotBuilt)
     }
 
     /// The live record with unique key `key`.

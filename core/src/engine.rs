@@ -103,7 +103,24 @@ pub(crate) struct Shared {
     /// The last committed LSN, readable without the commit lock.
     pub(crate) lsn: AtomicU64,
     role: RwLock<Role>,
+    hook: HookSlot,
 }
+
+#[derive(Default)]
+struct HookSlot(RwLock<Option<CommitHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.read().is_some() {
+            "HookSlot(set)"
+        } else {
+            "HookSlot(none)"
+        })
+    }
+}
+
+/// Called with each delta in LSN order; see [`Engine::set_commit_hook`].
+pub type CommitHook = Arc<dyn Fn(&Delta) + Send + Sync>;
 
 #[derive(Debug)]
 pub(crate) struct CommitState {
@@ -152,6 +169,7 @@ impl Engine {
                 }),
                 lsn: AtomicU64::new(0),
                 role: RwLock::new(role),
+                hook: HookSlot::default(),
             }),
         }
     }
@@ -323,6 +341,7 @@ impl Engine {
         }
         catalog.by_name.insert(schema.name.clone(), db.clone());
         catalog.by_id.push(db);
+        drop(catalog);
         self.publish(&mut commit, lsn);
         let delta = Delta::from_ops(vec![
             DeltaOp::TxnBegin { db: schema.id },
@@ -334,6 +353,7 @@ impl Engine {
             },
             DeltaOp::TxnCommit { lsn },
         ]);
+        self.run_hook(&delta);
         Ok(Committed { lsn, delta })
     }
 
@@ -404,6 +424,7 @@ impl Engine {
             Ok(delta) => {
                 drop(state);
                 self.publish(&mut commit, lsn);
+                self.run_hook(&delta);
                 Ok(Committed { lsn, delta })
             }
             Err(e) => {
@@ -492,7 +513,22 @@ impl Engine {
             }
         }
         self.publish(&mut commit, lsn);
+        self.run_hook(delta);
         Ok(lsn)
+    }
+
+    /// Calls `hook` with every delta this engine commits or applies, in LSN
+    /// order, while the commit lock is held (and no database lock): the
+    /// place to hand deltas to replication in order. The hook must be quick
+    /// and must not call back into this engine's writers.
+    pub fn set_commit_hook(&self, hook: Option<CommitHook>) {
+        *self.shared.hook.0.write() = hook;
+    }
+
+    fn run_hook(&self, delta: &Delta) {
+        if let Some(hook) = &*self.shared.hook.0.read() {
+            hook(delta);
+        }
     }
 
     /// Turns a follower into a primary: builds any indexes it did not keep,

@@ -1,10 +1,31 @@
-//! hotblock-nic-transport: moving bytes between machines.
+//! hotblock-nic-transport: moving replication frames between machines.
 //!
-//! This crate will hold the `Link` abstraction that carries replication frames
-//! (encoded by `hotblock-core`) over in-process `crossbeam` channels, TCP and
-//! QUIC, the challenge–response proof of the shared replication secret, TLS,
-//! and the RESP codec spoken by client connections.
+//! Frames are encoded by `hotblock_core::repl::Frame`; this crate carries
+//! them over TCP (`TCP_NODELAY`, every batch of frames in one write), after
+//! both peers proved the shared replication secret by challenge–response
+//! (`auth`). It has no protocol logic: the state machines in
+//! `hotblock_core::repl` decide what to send.
 //!
-//! It is empty until the replication issue lands: the protocol logic itself
-//! lives, sans-IO, in `hotblock-core`, and this crate only moves its bytes.
+//! Not yet here (see the replication issue): QUIC links through `quinn`,
+//! TLS for TCP, the RESP codec for client connections.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod tcp;
+
+pub use auth::Secret;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer failed the challenge, or is not a hotblock replication peer.
+    #[error("authentication failed: {0}")]
+    Auth(&'static str),
+    /// The peer sent bytes that are not a valid frame; the connection is closed.
+    #[error("bad frame: {0}")]
+    Frame(#[from] hotblock_core::repl::FrameError),
+    #[error("handshake timed out")]
+    Timeout,
+}

@@ -21,7 +21,11 @@
 //! [`hotblock_core`]; see its crate documentation.
 #![forbid(unsafe_code)]
 
+mod replication;
+
 use std::sync::Arc;
+
+pub use replication::{ReplicationConfig, Replicator};
 
 use hotblock_core::Txn;
 pub use hotblock_core::{
@@ -55,14 +59,34 @@ const AUTO_COMPACT_BLOCKS_MAX: usize = 4;
 pub struct Db {
     engine: Engine,
     config: Arc<DbConfig>,
+    replicator: Option<Arc<Replicator>>,
 }
 
 impl Db {
     pub fn open(config: DbConfig) -> Db {
+        Db::from_engine(Engine::new(config.engine.clone()), config)
+    }
+
+    /// A Db over an existing engine: one reattached from tmpfs, or a
+    /// promoted secondary's.
+    pub fn from_engine(engine: Engine, config: DbConfig) -> Db {
         Db {
-            engine: Engine::new(config.engine.clone()),
+            engine,
             config: Arc::new(config),
+            replicator: None,
         }
+    }
+
+    /// Starts serving secondaries. From now on every commit is streamed to
+    /// them, and with a sync quorum a commit returns only once the quorum
+    /// has applied it (or fails with `Error::OutcomeUnknown`).
+    pub fn with_replication(mut self, config: ReplicationConfig) -> Result<Db, Error> {
+        self.replicator = Some(Arc::new(Replicator::start(self.engine.clone(), config)?));
+        Ok(self)
+    }
+
+    pub fn replicator(&self) -> Option<&Replicator> {
+        self.replicator.as_deref()
     }
 
     /// A Db in anonymous memory with no memory limit.
@@ -158,10 +182,15 @@ pub struct Transaction<'a> {
 
 impl Transaction<'_> {
     /// Commits; returns the LSN and delta, or `None` if nothing was written.
+    /// With replication and a sync quorum, returns once the quorum applied
+    /// the transaction, or fails with `Error::OutcomeUnknown`.
     pub fn commit(self) -> Result<Option<Committed>, Error> {
         let db = self.txn.database().clone();
         let committed = self.txn.commit()?;
-        if committed.is_some() {
+        if let Some(c) = &committed {
+            if let Some(replicator) = &self.owner.replicator {
+                replicator.wait_sync(c.lsn)?;
+            }
             self.owner.after_commit(&db)?;
         }
         Ok(committed)

@@ -6,16 +6,32 @@ use hotblock_primary::{DatabaseOptions, Db, Error};
 #[test]
 fn one_shot_writes_and_queries() {
     let db = Db::in_memory();
-    db.create_database("users", DatabaseOptions::with_indexes(["city", "team"])).unwrap();
-    let l1 = db.put("users", b"ada", &[Some(b"london"), Some(b"engines")], b"1815").unwrap();
-    let l2 = db.put("users", b"alan", &[Some(b"london"), None], b"1912").unwrap();
+    db.create_database("users", DatabaseOptions::with_indexes(["city", "team"]))
+        .unwrap();
+    let l1 = db
+        .put(
+            "users",
+            b"ada",
+            &[Some(b"london"), Some(b"engines")],
+            b"1815",
+        )
+        .unwrap();
+    let l2 = db
+        .put("users", b"alan", &[Some(b"london"), None], b"1912")
+        .unwrap();
     assert_eq!(l2, l1.next());
     assert_eq!(db.find("users", "city", b"london", None).unwrap().len(), 2);
-    assert_eq!(db.find("users", "team", b"engines", None).unwrap(), vec![b"ada".to_vec()]);
+    assert_eq!(
+        db.find("users", "team", b"engines", None).unwrap(),
+        vec![b"ada".to_vec()]
+    );
     assert!(db.delete("users", b"ada").unwrap());
     assert!(!db.delete("users", b"ada").unwrap());
     assert_eq!(db.count("users").unwrap(), 1);
-    assert!(matches!(db.get("nope", b"x"), Err(Error::UnknownDatabase(_))));
+    assert!(matches!(
+        db.get("nope", b"x"),
+        Err(Error::UnknownDatabase(_))
+    ));
 }
 
 #[test]
@@ -41,10 +57,12 @@ fn transaction_commit_returns_its_delta_and_abort_leaves_nothing() {
 #[test]
 fn heavy_deletes_are_compacted_automatically() {
     let db = Db::in_memory();
-    db.create_database("t", DatabaseOptions::with_indexes(["v"]).block_size(4096)).unwrap();
+    db.create_database("t", DatabaseOptions::with_indexes(["v"]).block_size(4096))
+        .unwrap();
     let mut txn = db.begin("t").unwrap();
     for i in 0..2000u32 {
-        txn.put(&i.to_be_bytes(), &[Some(&[(i % 7) as u8])], &[0u8; 100]).unwrap();
+        txn.put(&i.to_be_bytes(), &[Some(&[(i % 7) as u8])], &[0u8; 100])
+            .unwrap();
     }
     txn.commit().unwrap();
     let full = db.stats("t").unwrap();
@@ -55,9 +73,14 @@ fn heavy_deletes_are_compacted_automatically() {
     let after = db.stats("t").unwrap();
     assert_eq!(after.records, 500);
     assert!(after.blocks * 2 < full.blocks, "{full:?} -> {after:?}");
-    assert!(after.dead_bytes * 100 <= after.used_bytes * 25 + 4096 * 100, "{after:?}");
+    assert!(
+        after.dead_bytes * 100 <= after.used_bytes * 25 + 4096 * 100,
+        "{after:?}"
+    );
     for v in 0..7u8 {
-        let expect = (0..2000u32).filter(|i| i % 4 == 0 && i % 7 == v as u32).count();
+        let expect = (0..2000u32)
+            .filter(|i| i % 4 == 0 && i % 7 == v as u32)
+            .count();
         assert_eq!(db.find("t", "v", &[v], None).unwrap().len(), expect);
     }
 }

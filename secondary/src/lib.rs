@@ -1,12 +1,241 @@
 //! hotblock-secondary: the secondary backup-and-recovery controller.
 //!
-//! A secondary holds blocks only. It applies the primary's deltas a whole
-//! transaction at a time through its own location table
-//! (`hotblock_core::Engine::apply`), persists them when given a data
-//! directory, relays them to its own secondaries, and on promotion rebuilds its
-//! indexes from the blocks and hands its engine to the primary controller.
+//! A secondary holds blocks. It applies the primary's deltas a whole
+//! transaction at a time through its own location table, acknowledges each
+//! only after applying it, and on promotion rebuilds any indexes it did not
+//! keep and hands its engine to the primary controller. The protocol logic
+//! is `hotblock_core::repl::Secondary`; this crate drives it over TCP,
+//! reconnecting with backoff.
 //!
-//! Until the replication issue lands, the engine-level half of this already
-//! works: `hotblock_core::Engine` with `IndexMode::Deferred` is a passive
-//! secondary's storage, and `Engine::rebuild_indexes` is its promotion step.
+//! Not yet here (see the replication and node issues): persistence to a
+//! data directory, relaying to downstream secondaries, subscribing to some
+//! databases only, QUIC, and the `hotblock-secondary` binary.
 #![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hotblock_core::repl::{EpochHistory, Mode, NodeId, Secondary, SecondaryConfig, SecondaryEvent};
+use hotblock_core::{Engine, EngineConfig, Error, IndexMode, Lsn, Role};
+use hotblock_nic_transport::tcp::{self, write_frames, FrameReader};
+use hotblock_nic_transport::Secret;
+use tokio::sync::oneshot;
+
+/// Reconnection backoff: first wait, and the most it grows to.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct SecondaryNodeConfig {
+    pub primary: SocketAddr,
+    pub secret: Secret,
+    pub node: NodeId,
+    pub mode: Mode,
+    /// `Maintained` serves reads (hot); `Deferred` keeps blocks only (passive).
+    pub indexes: IndexMode,
+}
+
+/// What the controller says about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecondaryStatus {
+    pub connected: bool,
+    pub streaming: bool,
+    pub lsn: Lsn,
+    pub snapshots: u64,
+    pub connects: u64,
+    pub last_error: Option<String>,
+}
+
+/// A running secondary. `stop` (or drop) ends it; `promote` turns it into
+/// the engine and history of a new primary.
+#[derive(Debug)]
+pub struct SecondaryNode {
+    engine: Engine,
+    status: Arc<Mutex<SecondaryStatus>>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<std::thread::JoinHandle<Secondary>>,
+}
+
+impl SecondaryNode {
+    /// Starts following `config.primary` with a new, empty engine.
+    pub fn start(config: SecondaryNodeConfig) -> SecondaryNode {
+        let engine = Engine::new(EngineConfig {
+            role: Role::Follower(config.indexes),
+            ..Default::default()
+        });
+        Self::start_with(engine, EpochHistory::default(), config)
+    }
+
+    /// Starts following with an existing follower engine (a restart that
+    /// kept its blocks): it resumes from the engine's LSN.
+    pub fn start_with(
+        engine: Engine,
+        history: EpochHistory,
+        config: SecondaryNodeConfig,
+    ) -> SecondaryNode {
+        let status = Arc::new(Mutex::new(SecondaryStatus {
+            lsn: engine.lsn(),
+            ..Default::default()
+        }));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let secondary = Secondary::new(
+            engine.clone(),
+            history,
+            SecondaryConfig::new(config.node, config.mode),
+            Instant::now(),
+        );
+        let thread_status = status.clone();
+        let handle = std::thread::Builder::new()
+            .name("hotblock-secondary".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                runtime.block_on(follow(secondary, config, thread_status, stop_rx))
+            })
+            .expect("spawning the secondary thread");
+        SecondaryNode {
+            engine,
+            status,
+            stop: Some(stop_tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn status(&self) -> SecondaryStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Stops following. Returns the protocol state (engine and history).
+    pub fn stop(mut self) -> Secondary {
+        self.stop_thread().expect("stopped once")
+    }
+
+    fn stop_thread(&mut self) -> Option<Secondary> {
+        let _ = self.stop.take()?.send(());
+        self.handle.take()?.join().ok()
+    }
+
+    /// Stops following and promotes: indexes rebuilt if passive, a new
+    /// epoch above `at_least`. Returns the engine (now writable) and its
+    /// history, to start a primary with.
+    pub fn promote(
+        self,
+        at_least: hotblock_core::repl::Epoch,
+    ) -> Result<(Engine, EpochHistory), Error> {
+        self.stop().promote(at_least)
+    }
+}
+
+impl Drop for SecondaryNode {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+async fn follow(
+    mut secondary: Secondary,
+    config: SecondaryNodeConfig,
+    status: Arc<Mutex<SecondaryStatus>>,
+    mut stop: oneshot::Receiver<()>,
+) -> Secondary {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let connected = tokio::select! {
+            _ = &mut stop => return secondary,
+            connected = tcp::connect(config.primary, &config.secret) => connected,
+        };
+        match connected {
+            Ok(stream) => {
+                status.lock().expect("status lock").connects += 1;
+                backoff = BACKOFF_MIN;
+                let ended = tokio::select! {
+                    _ = &mut stop => None,
+                    ended = session(&mut secondary, stream, &status) => Some(ended),
+                };
+                secondary.disconnected();
+                let mut s = status.lock().expect("status lock");
+                s.connected = false;
+                s.streaming = false;
+                match ended {
+                    None => return secondary,
+                    Some(reason) => {
+                        tracing::warn!(%reason, "replication session ended");
+                        s.last_error = Some(reason);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach the primary");
+                status.lock().expect("status lock").last_error = Some(e.to_string());
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return secondary,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Runs one connection until it ends; returns why.
+async fn session(
+    secondary: &mut Secondary,
+    stream: tokio::net::TcpStream,
+    status: &Mutex<SecondaryStatus>,
+) -> String {
+    let (read, mut write) = stream.into_split();
+    let mut reader = FrameReader::new(read);
+    if let Err(e) = secondary.connect(Instant::now()) {
+        return e.to_string();
+    }
+    status.lock().expect("status lock").connected = true;
+    loop {
+        // Send what the state machine has queued, in one write.
+        let now = Instant::now();
+        let mut frames = Vec::new();
+        while let Some(frame) = secondary.poll_transmit(now) {
+            frames.push(frame);
+        }
+        if !frames.is_empty() {
+            if let Err(e) = write_frames(&mut write, &frames).await {
+                return e.to_string();
+            }
+        }
+        while let Some(event) = secondary.poll_event() {
+            match event {
+                SecondaryEvent::Disconnect { reason } => return reason,
+                SecondaryEvent::SnapshotStarted { blocks } => {
+                    tracing::info!(blocks, "full resync started");
+                    status.lock().expect("status lock").snapshots += 1;
+                }
+                SecondaryEvent::SnapshotProgress { .. } => {}
+                SecondaryEvent::Online => {
+                    tracing::info!(lsn = %secondary.engine().lsn(), "secondary online")
+                }
+            }
+        }
+        {
+            let mut s = status.lock().expect("status lock");
+            s.lsn = secondary.engine().lsn();
+            s.streaming = secondary.is_streaming();
+        }
+        let timeout = secondary
+            .poll_timeout()
+            .unwrap_or_else(|| now + Duration::from_millis(100));
+        tokio::select! {
+            frame = reader.next() => match frame {
+                Ok(Some(frame)) => secondary.handle_frame(Instant::now(), frame),
+                Ok(None) => return "the primary closed the connection".into(),
+                Err(e) => return e.to_string(),
+            },
+            _ = tokio::time::sleep_until(timeout.into()) => secondary.handle_timeout(Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! The primary controller: drives `hotblock_core::repl::Primary` over TCP.
+//!
+//! One task owns the protocol state machine (no locks around it); commits
+//! reach it through the engine's commit hook, in LSN order, and secondaries'
+//! frames through per-connection reader tasks. After each batch of inputs it
+//! writes every session's pending frames in one write, so concurrent commits
+//! share round trips (group commit). Sync committers wait on a condition
+//! variable for the quorum watermark to pass their LSN.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use hotblock_core::repl::{
+    EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
+};
+use hotblock_core::{Delta, Engine, Error, Lsn};
+use hotblock_nic_transport::tcp::{self, FrameReader};
+use hotblock_nic_transport::Secret;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// How a primary serves secondaries.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// Where secondaries connect (`--repl-listen`).
+    pub listen: SocketAddr,
+    pub secret: Secret,
+    pub protocol: PrimaryConfig,
+    /// This node's epoch history (a promoted node passes its own).
+    pub history: EpochHistory,
+}
+
+impl ReplicationConfig {
+    pub fn new(listen: SocketAddr, secret: Secret) -> Self {
+        ReplicationConfig {
+            listen,
+            secret,
+            protocol: PrimaryConfig::default(),
+            history: EpochHistory::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Input {
+    Commit(Delta),
+    Connected(u64, mpsc::UnboundedSender<Vec<u8>>),
+    Frame(u64, Frame),
+    Closed(u64),
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    acked: Lsn,
+    timed_out: Lsn,
+}
+
+#[derive(Debug)]
+struct Shared {
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+    status: Mutex<Vec<SessionStatus>>,
+    fenced: AtomicBool,
+}
+
+/// A running primary controller. Dropping it stops replication.
+#[derive(Debug)]
+pub struct Replicator {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    sync_quorum: usize,
+    sync_timeout: Duration,
+    engine: Engine,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Replicator {
+    /// Listens on `config.listen` and streams every later commit of `engine`
+    /// to the secondaries that connect.
+    pub fn start(engine: Engine, config: ReplicationConfig) -> Result<Replicator, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("hotblock-repl")
+            .enable_all()
+            .build()?;
+        let listener = runtime.block_on(TcpListener::bind(config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            sync: Mutex::new(SyncState {
+                acked: engine.lsn(),
+                timed_out: Lsn::ZERO,
+            }),
+            synced: Condvar::new(),
+            status: Mutex::new(Vec::new()),
+            fenced: AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hook_tx = tx.clone();
+        engine.set_commit_hook(Some(Arc::new(move |delta: &Delta| {
+            let _ = hook_tx.send(Input::Commit(delta.clone()));
+        })));
+        let wait = config.protocol.sync_quorum > 0;
+        let primary = Primary::new(
+            engine.clone(),
+            config.history.clone(),
+            config.protocol.clone(),
+        );
+        runtime.spawn(run(primary, rx, shared.clone(), wait));
+        runtime.spawn(accept_loop(listener, config.secret.clone(), tx));
+        tracing::info!(%local_addr, epoch = %config.history.current(), "replication listening");
+        Ok(Replicator {
+            shared,
+            local_addr,
+            sync_quorum: config.protocol.sync_quorum,
+            sync_timeout: config.protocol.sync_timeout,
+            engine,
+            _runtime: runtime,
+        })
+    }
+
+    /// The address secondaries connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Per-secondary state, as of the last timer tick.
+    pub fn status(&self) -> Vec<SessionStatus> {
+        self.shared.status.lock().expect("status lock").clone()
+    }
+
+    /// Whether a newer epoch fenced this primary.
+    pub fn is_fenced(&self) -> bool {
+        self.shared.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the commit at `lsn` is acknowledged by the sync quorum.
+    /// Returns at once when no quorum is configured.
+    pub fn wait_sync(&self, lsn: Lsn) -> Result<(), Error> {
+        if self.is_fenced() {
+            return Err(Error::Fenced);
+        }
+        if self.sync_quorum == 0 {
+            return Ok(());
+        }
+        // The protocol times the wait out; this deadline only guards against
+        // a controller that stopped.
+        let deadline = Instant::now() + self.sync_timeout * 2 + Duration::from_secs(1);
+        let mut state = self.shared.sync.lock().expect("sync lock");
+        loop {
+            if state.acked >= lsn {
+                return Ok(());
+            }
+            if state.timed_out >= lsn {
+                return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+            }
+            state = self
+                .shared
+                .synced
+                .wait_timeout(state, deadline - now)
+                .expect("sync lock")
+                .0;
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.engine.set_commit_hook(None);
+    }
+}
+
+async fn accept_loop(listener: TcpListener, secret: Secret, tx: mpsc::UnboundedSender<Input>) {
+    let mut next_conn = 0u64;
+    loop {
+        let (stream, peer) = match tcp::accept(&listener, &secret).await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "replication connection refused");
+                continue;
+            }
+        };
+        next_conn += 1;
+        let conn = next_conn;
+        tracing::info!(%peer, conn, "secondary connected");
+        let (read, mut write) = stream.into_split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        if tx.send(Input::Connected(conn, out_tx)).is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Some(bytes) = out_rx.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut reader = FrameReader::new(read);
+            loop {
+                match reader.next().await {
+                    Ok(Some(frame)) => {
+                        if tx.send(Input::Frame(conn, frame)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(conn, error = %e, "replication connection dropped");
+                        break;
+                    }
+                }
+            }
+            let _ = tx.send(Input::Closed(conn));
+        });
+    }
+}
+
+/// The controller task: owns the state machine.
+async fn run(
+    mut primary: Primary,
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    shared: Arc<Shared>,
+    wait: bool,
+) {
+    let mut writers: HashMap<SessionId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut sessions: HashMap<u64, SessionId> = HashMap::new();
+    let mut next_status = Instant::now();
+    loop {
+        let timeout = primary
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        let input = tokio::select! {
+            input = rx.recv() => match input {
+                Some(input) => Some(input),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(timeout.into()) => None,
+        };
+        let now = Instant::now();
+        let mut inputs: Vec<Input> = input.into_iter().collect();
+        // Take everything already queued: one flush serves all of it.
+        while let Ok(more) = rx.try_recv() {
+            inputs.push(more);
+        }
+        for input in inputs {
+            match input {
+                Input::Commit(delta) => primary.on_commit(now, delta, wait),
+                Input::Connected(conn, writer) => {
+                    let session = primary.connect(now);
+                    sessions.insert(conn, session);
+                    writers.insert(session, writer);
+                }
+                Input::Frame(conn, frame) => {
+                    if let Some(&session) = sessions.get(&conn) {
+                        primary.handle_frame(now, session, frame);
+                    }
+                }
+                Input::Closed(conn) => {
+                    if let Some(session) = sessions.remove(&conn) {
+                        writers.remove(&session);
+                        primary.disconnect(session);
+                    }
+                }
+            }
+        }
+        if primary.poll_timeout().is_some_and(|t| t <= now) {
+            primary.handle_timeout(now);
+        }
+        // Every session's frames, encoded into one buffer each.
+        let mut batches: HashMap<SessionId, Vec<u8>> = HashMap::new();
+        while let Some((session, frame)) = primary.poll_transmit(now) {
+            frame.encode(batches.entry(session).or_default());
+        }
+        for (session, bytes) in batches {
+            if let Some(writer) = writers.get(&session) {
+                let _ = writer.send(bytes);
+            }
+        }
+        while let Some(event) = primary.poll_event() {
+            match event {
+                PrimaryEvent::SyncAcked(lsn) => {
+                    shared.sync.lock().expect("sync lock").acked = lsn;
+                    shared.synced.notify_all();
+                }
+                PrimaryEvent::SyncTimedOut(lsn) => {
+                    tracing::warn!(%lsn, "sync commits timed out: outcome unknown");
+                    shared.sync.lock().expect("sync lock").timed_out = lsn;
+                    shared.synced.notify_all();
+                }
+                PrimaryEvent::Close { session, reason } => {
+                    tracing::info!(?session, %reason, "closing secondary session");
+                    // Dropping the writer ends the connection's writer task.
+                    writers.remove(&session);
+                    sessions.retain(|_, s| *s != session);
+                    primary.disconnect(session);
+                }
+                PrimaryEvent::Fenced(epoch) => {
+                    tracing::error!(%epoch, "a newer epoch exists: this primary is fenced");
+                    shared.fenced.store(true, Ordering::Relaxed);
+                    shared.synced.notify_all();
+                }
+                PrimaryEvent::Online(session) => tracing::info!(?session, "secondary online"),
+                PrimaryEvent::Degraded { session, degraded } => {
+                    tracing::warn!(?session, degraded, "sync secondary degraded to async")
+                }
+            }
+        }
+        if now >= next_status {
+            *shared.status.lock().expect("status lock") = primary.status(now);
+            next_status = now + Duration::from_millis(50);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Replication over real TCP on loopback: a primary and two secondaries
+//! (one sync and hot, one async and passive) converge to equal digests under
+//! concurrent writers; a restarted secondary resumes by partial resync; one
+//! that fell behind the backlog gets a snapshot; a wrong secret is refused.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId, PrimaryConfig};
+use hotblock_core::{IndexMode, Lsn};
+use hotblock_nic_transport::Secret;
+use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
+use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
+
+const SECRET: &[u8] = b"correct horse battery staple";
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn primary(backlog_bytes_max: usize, sync_quorum: usize) -> (Db, SocketAddr) {
+    let db = Db::in_memory();
+    db.create_database("t", DatabaseOptions::with_indexes(["v"]).block_size(4096))
+        .unwrap();
+    let mut config = ReplicationConfig::new("127.0.0.1:0".parse().unwrap(), Secret::new(SECRET));
+    config.protocol = PrimaryConfig {
+        sync_quorum,
+        sync_timeout: Duration::from_secs(5),
+        backlog_bytes_max,
+        ..PrimaryConfig::default()
+    };
+    let db = db.with_replication(config).unwrap();
+    let addr = db.replicator().unwrap().local_addr();
+    (db, addr)
+}
+
+fn secondary_config(
+    addr: SocketAddr,
+    node: u64,
+    mode: Mode,
+    indexes: IndexMode,
+) -> SecondaryNodeConfig {
+    SecondaryNodeConfig {
+        primary: addr,
+        secret: Secret::new(SECRET),
+        node: NodeId(node),
+        mode,
+        indexes,
+    }
+}
+
+fn write(db: &Db, writer: u32, count: u32) {
+    for i in 0..count {
+        let mut txn = db.begin("t").unwrap();
+        let v = format!("w{writer}");
+        txn.put(
+            format!("{writer}-{i}-a").as_bytes(),
+            &[Some(v.as_bytes())],
+            &[i as u8; 200],
+        )
+        .unwrap();
+        txn.put(
+            format!("{writer}-{i}-b").as_bytes(),
+            &[Some(v.as_bytes())],
+            &[i as u8; 300],
+        )
+        .unwrap();
+        txn.commit().unwrap();
+    }
+}
+
+fn converged(db: &Db, node: &SecondaryNode) -> bool {
+    node.engine().lsn() == db.lsn() && node.engine().digests() == db.engine().digests()
+}
+
+#[test]
+fn sync_and_async_secondaries_converge_resume_and_resync() {
+    let (db, addr) = primary(1 << 20, 1);
+    let sync = SecondaryNode::start(secondary_config(addr, 1, Mode::Sync, IndexMode::Maintained));
+    let passive = SecondaryNode::start(secondary_config(addr, 2, Mode::Async, IndexMode::Deferred));
+    wait_until("both secondaries online", Duration::from_secs(10), || {
+        sync.status().streaming && passive.status().streaming
+    });
+
+    // Concurrent writers; every commit returns only once the sync
+    // secondary applied it.
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let db = &db;
+            s.spawn(move || write(db, w, 100));
+        }
+    });
+    // Sync: the hot secondary holds every acknowledged commit already.
+    assert!(
+        sync.engine().lsn() >= db.lsn(),
+        "{:?} < {:?}",
+        sync.engine().lsn(),
+        db.lsn()
+    );
+    wait_until("convergence", Duration::from_secs(10), || {
+        converged(&db, &sync) && converged(&db, &passive)
+    });
+    let hot = sync.engine().database("t").unwrap();
+    assert_eq!(hot.count(), 800);
+    assert_eq!(hot.find("v", b"w2", None).unwrap().len(), 200);
+    let status = db.replicator().unwrap().status();
+    assert_eq!(status.len(), 2, "{status:?}");
+
+    // The async secondary restarts with its blocks and resumes from its LSN.
+    let stopped = passive.stop();
+    let (engine, history) = (stopped.engine().clone(), stopped.history().clone());
+    drop(stopped);
+    write(&db, 9, 50);
+    let passive = SecondaryNode::start_with(
+        engine,
+        history,
+        secondary_config(addr, 2, Mode::Async, IndexMode::Deferred),
+    );
+    wait_until("resume", Duration::from_secs(10), || {
+        converged(&db, &passive)
+    });
+    assert_eq!(
+        passive.status().snapshots,
+        0,
+        "a partial resync needs no snapshot"
+    );
+
+    // Promotion of the passive secondary: indexes built from its blocks.
+    drop(sync);
+    let (engine, history) = passive.promote(Epoch(0)).unwrap();
+    assert!(history.current() > EpochHistory::default().current());
+    let promoted = engine.database("t").unwrap();
+    assert_eq!(promoted.count(), 900);
+    assert_eq!(promoted.find("v", b"w9", None).unwrap().len(), 100);
+    let mut txn = engine.begin("t").unwrap();
+    txn.put(b"after", &[None], b"promotion").unwrap();
+    assert_eq!(txn.commit().unwrap().unwrap().lsn, db.lsn().next());
+}
+
+#[test]
+fn a_secondary_behind_the_backlog_gets_a_snapshot() {
+    // A 64 KiB backlog: a few hundred commits push the secondary out of it.
+    // No sync secondary here: commits do not wait (quorum 0).
+    let (db, addr) = primary(64 * 1024, 0);
+    let node = SecondaryNode::start(secondary_config(
+        addr,
+        3,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until("online", Duration::from_secs(10), || {
+        node.status().streaming
+    });
+    write(&db, 0, 20);
+    wait_until("convergence", Duration::from_secs(10), || {
+        converged(&db, &node)
+    });
+    let stopped = node.stop();
+    let (engine, history) = (stopped.engine().clone(), stopped.history().clone());
+    drop(stopped);
+    write(&db, 1, 400);
+    let node = SecondaryNode::start_with(
+        engine,
+        history,
+        secondary_config(addr, 3, Mode::Async, IndexMode::Maintained),
+    );
+    wait_until(
+        "convergence after snapshot",
+        Duration::from_secs(20),
+        || converged(&db, &node),
+    );
+    assert_eq!(node.status().snapshots, 1);
+    assert_eq!(node.engine().database("t").unwrap().count(), 840);
+}
+
+#[test]
+fn a_wrong_secret_is_refused_and_nothing_is_applied() {
+    let (db, addr) = primary(1 << 20, 0);
+    write(&db, 0, 3);
+    let mut config = secondary_config(addr, 4, Mode::Async, IndexMode::Maintained);
+    config.secret = Secret::new(&b"wrong"[..]);
+    let node = SecondaryNode::start(config);
+    wait_until("a refusal", Duration::from_secs(10), || {
+        node.status().last_error.is_some()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let status = node.status();
+    assert_eq!(status.connects, 0, "{status:?}");
+    assert_eq!(node.engine().lsn(), Lsn::ZERO);
+    assert!(db.replicator().unwrap().status().is_empty());
+}
