@@ -58,6 +58,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A frame already received and buffered, without waiting for more.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, TransportError> {
+        Ok(Frame::decode(&mut self.buf)?)
+    }
+
     /// The next frame, or `None` when the peer closed the connection
     /// between frames.
     pub async fn next(&mut self) -> Result<Option<Frame>, TransportError> {

@@ -231,7 +231,19 @@ async fn session(
             .unwrap_or_else(|| now + Duration::from_millis(100));
         tokio::select! {
             frame = reader.next() => match frame {
-                Ok(Some(frame)) => secondary.handle_frame(Instant::now(), frame),
+                Ok(Some(frame)) => {
+                    let now = Instant::now();
+                    secondary.handle_frame(now, frame);
+                    // Everything already received goes in before replying,
+                    // so one acknowledgement covers a burst of commits.
+                    loop {
+                        match reader.buffered() {
+                            Ok(Some(frame)) => secondary.handle_frame(now, frame),
+                            Ok(None) => break,
+                            Err(e) => return e.to_string(),
+                        }
+                    }
+                }
                 Ok(None) => return "the primary closed the connection".into(),
                 Err(e) => return e.to_string(),
             },

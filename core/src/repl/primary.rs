@@ -50,7 +50,8 @@ pub struct PrimaryConfig {
     pub heartbeat_interval: Duration,
     /// A session silent this long is closed.
     pub session_timeout: Duration,
-    /// Sync secondaries that must acknowledge a commit.
+    /// Sync secondaries that must acknowledge a commit; 0 (the default):
+    /// commits never wait, whatever the secondaries ask for.
     pub sync_quorum: usize,
     pub sync_timeout: Duration,
     pub on_sync_timeout: SyncPolicy,
@@ -62,7 +63,7 @@ impl Default for PrimaryConfig {
             backlog_bytes_max: 64 << 20,
             heartbeat_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(2),
-            sync_quorum: 1,
+            sync_quorum: 0,
             sync_timeout: Duration::from_secs(1),
             on_sync_timeout: SyncPolicy::Block,
         }
