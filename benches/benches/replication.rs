@@ -192,6 +192,11 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
 }
 
 fn report() {
+    if std::env::var("HOTBLOCK_BENCH_ONLY").as_deref() == Ok("snapshot") {
+        let (mb, secs, gbps) = snapshot_transfer(1_000_000);
+        println!("snapshot: {mb:.0} MB of blocks in {secs:.2} s = {gbps:.2} GB/s");
+        std::process::exit(0);
+    }
     let seconds: f64 = std::env::var("HOTBLOCK_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

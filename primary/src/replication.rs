@@ -44,6 +44,11 @@ impl ReplicationConfig {
     }
 }
 
+/// Bytes of frames encoded per round of the controller loop. A snapshot
+/// streams in rounds of this size instead of being encoded whole, so memory
+/// stays bounded and commits keep being served in between.
+const FLUSH_BYTES_MAX: usize = 4 << 20;
+
 #[derive(Debug)]
 enum Input {
     Commit(Delta),
@@ -234,10 +239,19 @@ async fn run(
     let mut writers: HashMap<SessionId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut sessions: HashMap<u64, SessionId> = HashMap::new();
     let mut next_status = Instant::now();
+    let mut more = false;
     loop {
-        let timeout = primary
-            .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        // With frames left over from the last round (a snapshot in
+        // progress), only look for inputs; do not wait.
+        let timeout = match more {
+            true => Instant::now(),
+            false => primary
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_millis(100)),
+        };
+        if more {
+            tokio::task::yield_now().await;
+        }
         let input = tokio::select! {
             input = rx.recv() => match input {
                 Some(input) => Some(input),
@@ -277,8 +291,17 @@ async fn run(
         }
         // Every session's frames, encoded into one buffer each.
         let mut batches: HashMap<SessionId, Vec<u8>> = HashMap::new();
+        let mut batched = 0;
+        more = false;
         while let Some((session, frame)) = primary.poll_transmit(now) {
-            frame.encode(batches.entry(session).or_default());
+            let batch = batches.entry(session).or_default();
+            let before = batch.len();
+            frame.encode(batch);
+            batched += batch.len() - before;
+            if batched >= FLUSH_BYTES_MAX {
+                more = true;
+                break;
+            }
         }
         for (session, bytes) in batches {
             if let Some(writer) = writers.get(&session) {
