@@ -98,6 +98,11 @@ pub enum Error {
     /// survive a failover: its outcome is unknown. Read it back to find out.
     #[error("commit at lsn {lsn} not acknowledged by the sync quorum in time: outcome unknown")]
     OutcomeUnknown { lsn: u64 },
+    /// Fewer secondaries than `min_secondaries` are current (within
+    /// `max_lag`): writes are refused until enough catch up (Redis's
+    /// `NOREPLICAS`).
+    #[error("not enough current secondaries to accept writes")]
+    TooFewSecondaries,
     /// A node with a newer epoch exists: this one is no longer the primary
     /// and refuses writes.
     #[error("this node is no longer the primary (a newer epoch exists)")]

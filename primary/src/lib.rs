@@ -114,6 +114,9 @@ impl Db {
     /// Begins a write transaction on `db`. Waits while another transaction
     /// on the same database is open.
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
+        if let Some(replicator) = &self.replicator {
+            replicator.check_writable()?;
+        }
         Ok(Transaction {
             owner: self,
             txn: self.engine.begin(db)?,

@@ -69,6 +69,8 @@ struct Shared {
     synced: Condvar,
     status: Mutex<Vec<SessionStatus>>,
     fenced: AtomicBool,
+    /// `Primary::accepts_writes`, as of the controller's last round.
+    writable: AtomicBool,
 }
 
 /// A running primary controller. Dropping it stops replication.
@@ -101,6 +103,7 @@ impl Replicator {
             synced: Condvar::new(),
             status: Mutex::new(Vec::new()),
             fenced: AtomicBool::new(false),
+            writable: AtomicBool::new(config.protocol.min_secondaries == 0),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let hook_tx = tx.clone();
@@ -139,6 +142,18 @@ impl Replicator {
     /// Whether a newer epoch fenced this primary.
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Whether a write may begin: not fenced, and enough current
+    /// secondaries (`min_secondaries`). Checked when a transaction begins.
+    pub fn check_writable(&self) -> Result<(), Error> {
+        if self.is_fenced() {
+            return Err(Error::Fenced);
+        }
+        if !self.shared.writable.load(Ordering::Relaxed) {
+            return Err(Error::TooFewSecondaries);
+        }
+        Ok(())
     }
 
     /// Waits until the commit at `lsn` is acknowledged by the sync quorum.
@@ -337,6 +352,9 @@ async fn run(
                 }
             }
         }
+        shared
+            .writable
+            .store(primary.accepts_writes(now), Ordering::Relaxed);
         if now >= next_status {
             *shared.status.lock().expect("status lock") = primary.status(now);
             next_status = now + Duration::from_millis(50);

@@ -193,3 +193,38 @@ fn a_wrong_secret_is_refused_and_nothing_is_applied() {
     assert_eq!(node.engine().lsn(), Lsn::ZERO);
     assert!(db.replicator().unwrap().status().is_empty());
 }
+
+#[test]
+fn writes_are_refused_without_enough_current_secondaries() {
+    let db = Db::in_memory();
+    db.create_database("t", DatabaseOptions::with_indexes(["v"]))
+        .unwrap();
+    let mut config = ReplicationConfig::new("127.0.0.1:0".parse().unwrap(), Secret::new(SECRET));
+    config.protocol = PrimaryConfig {
+        min_secondaries: 1,
+        max_lag: Duration::from_millis(300),
+        ..PrimaryConfig::default()
+    };
+    let db = db.with_replication(config).unwrap();
+    let addr = db.replicator().unwrap().local_addr();
+    assert!(matches!(
+        db.begin("t"),
+        Err(hotblock_core::Error::TooFewSecondaries)
+    ));
+    let node = SecondaryNode::start(secondary_config(
+        addr,
+        5,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until("writes accepted", Duration::from_secs(10), || {
+        db.begin("t").is_ok()
+    });
+    write(&db, 0, 10);
+    drop(node);
+    wait_until("writes refused again", Duration::from_secs(10), || {
+        matches!(db.begin("t"), Err(hotblock_core::Error::TooFewSecondaries))
+    });
+    // Reads go on meanwhile.
+    assert_eq!(db.count("t").unwrap(), 20);
+}

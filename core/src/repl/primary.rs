@@ -55,6 +55,11 @@ pub struct PrimaryConfig {
     pub sync_quorum: usize,
     pub sync_timeout: Duration,
     pub on_sync_timeout: SyncPolicy,
+    /// Writes are refused while fewer than this many secondaries are
+    /// current: online, with no commit older than `max_lag` unacknowledged
+    /// (as Redis's `min-replicas-to-write`). 0: never refused.
+    pub min_secondaries: usize,
+    pub max_lag: Duration,
 }
 
 impl Default for PrimaryConfig {
@@ -66,6 +71,8 @@ impl Default for PrimaryConfig {
             sync_quorum: 0,
             sync_timeout: Duration::from_secs(1),
             on_sync_timeout: SyncPolicy::Block,
+            min_secondaries: 0,
+            max_lag: Duration::from_secs(10),
         }
     }
 }
@@ -506,6 +513,29 @@ impl Primary {
         }
     }
 
+    /// Whether writes may go ahead: false while fewer than
+    /// `min_secondaries` secondaries are current (see `PrimaryConfig`), or
+    /// once fenced.
+    pub fn accepts_writes(&self, now: Instant) -> bool {
+        if self.fenced {
+            return false;
+        }
+        if self.config.min_secondaries == 0 {
+            return true;
+        }
+        let current = self
+            .sessions
+            .values()
+            .filter(|s| matches!(s.phase, Phase::Streaming))
+            .filter(|s| {
+                self.backlog.get(s.acked.next()).is_none_or(|oldest| {
+                    now.saturating_duration_since(oldest.committed_at) <= self.config.max_lag
+                })
+            })
+            .count();
+        current >= self.config.min_secondaries
+    }
+
     /// Per-session replication state, for `INFO replication`.
     pub fn status(&self, now: Instant) -> Vec<SessionStatus> {
         let head = self.engine.lsn();
@@ -675,4 +705,73 @@ fn next_block(engine: &Engine, db: u32, block: u32) -> Option<(DbId, BlockId, Ve
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DatabaseOptions, EngineConfig, IndexMode, Role};
+    use crate::repl::secondary::{Secondary, SecondaryConfig};
+
+    /// Moves frames both ways until neither side has anything to say.
+    fn pump(p: &mut Primary, session: SessionId, s: &mut Secondary, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some((_, frame)) = p.poll_transmit(now) {
+                s.handle_frame(now, frame);
+                moved = true;
+            }
+            while let Some(frame) = s.poll_transmit(now) {
+                p.handle_frame(now, session, frame);
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn writes_are_refused_while_too_few_secondaries_are_current() {
+        let t0 = Instant::now();
+        let engine = Engine::new(EngineConfig::default());
+        let config = PrimaryConfig {
+            min_secondaries: 1,
+            max_lag: Duration::from_millis(500),
+            ..PrimaryConfig::default()
+        };
+        let mut p = Primary::new(engine.clone(), EpochHistory::default(), config);
+        assert!(!p.accepts_writes(t0), "no secondary yet");
+        let follower = Engine::new(EngineConfig {
+            role: Role::Follower(IndexMode::Maintained),
+            ..Default::default()
+        });
+        let mut s = Secondary::new(
+            follower,
+            EpochHistory::default(),
+            SecondaryConfig::new(NodeId(1), Mode::Async),
+            t0,
+        );
+        let session = p.connect(t0);
+        s.connect(t0).unwrap();
+        pump(&mut p, session, &mut s, t0);
+        assert!(p.accepts_writes(t0));
+        // A commit the secondary never acknowledges (it is cut off).
+        let created = engine
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        p.on_commit(t0, created.delta, false);
+        assert!(p.accepts_writes(t0 + Duration::from_millis(400)));
+        assert!(
+            !p.accepts_writes(t0 + Duration::from_millis(600)),
+            "lag past max_lag"
+        );
+        // Once it catches up, writes go ahead again.
+        let t1 = t0 + Duration::from_millis(700);
+        pump(&mut p, session, &mut s, t1);
+        assert_eq!(s.engine().lsn(), engine.lsn());
+        assert!(p.accepts_writes(t1));
+        let status = p.status(t1);
+        assert_eq!((status[0].state, status[0].lag_lsn), ("online", 0));
+    }
 }

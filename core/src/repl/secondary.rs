@@ -18,6 +18,7 @@ use crate::constants::DELTA_OPS_MAX;
 use crate::database::Schema;
 use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
+use crate::error::ApplyError;
 use crate::ids::Lsn;
 use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode};
 use crate::repl::history::{Epoch, EpochHistory};
@@ -89,6 +90,10 @@ pub struct Secondary {
     /// on the current connection.
     seq_out: u64,
     seq_in: u64,
+    /// A delta failed to apply for a reason other than a gap: the blocks no
+    /// longer match the primary's history. The next connection starts from
+    /// an empty copy (full resync).
+    damaged: bool,
 }
 
 impl Secondary {
@@ -113,6 +118,7 @@ impl Secondary {
             last_sent: now,
             seq_out: 0,
             seq_in: 0,
+            damaged: false,
         }
     }
 
@@ -138,7 +144,7 @@ impl Secondary {
     /// Whether this node's blocks are a consistent copy it can vouch for
     /// (not in the middle of a snapshot).
     pub fn is_consistent(&self) -> bool {
-        !matches!(self.phase, Phase::Snapshot { .. } | Phase::AwaitSnapshot)
+        !self.damaged && !matches!(self.phase, Phase::Snapshot { .. } | Phase::AwaitSnapshot)
     }
 
     pub fn is_streaming(&self) -> bool {
@@ -153,6 +159,7 @@ impl Secondary {
         if !self.is_consistent() {
             self.engine.reset_to_snapshot(&[], Lsn::ZERO)?;
             self.engine.finish_snapshot()?;
+            self.damaged = false;
         }
         self.phase = Phase::AwaitWelcome;
         self.last_heard = now;
@@ -318,9 +325,14 @@ impl Secondary {
         }
         let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending))
             .map_err(|e| e.to_string())?;
-        self.engine
-            .apply(&delta)
-            .map_err(|e| format!("apply failed: {e}"))?;
+        if let Err(e) = self.engine.apply(&delta) {
+            // A gap heals by reconnecting; anything else means these blocks
+            // are not the primary's, and only a full resync repairs them.
+            if !matches!(e, ApplyError::LsnGap { .. }) {
+                self.damaged = true;
+            }
+            return Err(format!("apply failed: {e}"));
+        }
         match self.phase {
             Phase::Streaming => self.ack_due = true,
             _ => self.finish_snapshot_if_consistent()?,
@@ -430,5 +442,90 @@ impl Secondary {
         // The error frame still goes out before the driver closes.
         self.queue = queue;
         self.seq_out = seq_out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{DatabaseOptions, EngineConfig, IndexMode, Role};
+    use crate::ids::{BlockId, DbId};
+    use bytes::Bytes;
+
+    fn follower() -> Engine {
+        Engine::new(EngineConfig {
+            role: Role::Follower(IndexMode::Maintained),
+            ..Default::default()
+        })
+    }
+
+    fn feed(sec: &mut Secondary, now: Instant, seq: &mut u64, message: Message) {
+        let mut frame = Frame::new(sec.epoch(), message);
+        frame.seq = *seq;
+        *seq += 1;
+        sec.handle_frame(now, frame);
+    }
+
+    #[test]
+    fn a_delta_that_does_not_fit_the_blocks_forces_a_full_resync() {
+        let now = Instant::now();
+        let primary = Engine::new(EngineConfig::default());
+        let created = primary
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        let engine = follower();
+        engine.apply(&created.delta).unwrap();
+        let mut sec = Secondary::new(
+            engine,
+            EpochHistory::default(),
+            SecondaryConfig::new(NodeId(1), Mode::Async),
+            now,
+        );
+        sec.connect(now).unwrap();
+        let mut seq = 0;
+        let history = EpochHistory::default();
+        feed(
+            &mut sec,
+            now,
+            &mut seq,
+            Message::Welcome {
+                lsn: Lsn(1),
+                catch_up: CatchUp::Stream,
+                history,
+            },
+        );
+        assert!(sec.is_streaming());
+        // A write to a block this copy does not have: its blocks are not the
+        // primary's.
+        let bad = [
+            DeltaOp::TxnBegin { db: DbId(0) },
+            DeltaOp::BlockWrite {
+                db: DbId(0),
+                block: BlockId(7),
+                offset: 48,
+                bytes: Bytes::from_static(b"x"),
+            },
+            DeltaOp::TxnCommit { lsn: Lsn(2) },
+        ];
+        for op in bad {
+            feed(&mut sec, now, &mut seq, Message::Op(op));
+        }
+        assert!(matches!(sec.poll_event(), Some(SecondaryEvent::Online)));
+        assert!(matches!(
+            sec.poll_event(),
+            Some(SecondaryEvent::Disconnect { .. })
+        ));
+        assert!(!sec.is_consistent());
+        sec.disconnected();
+        // The next connection starts from the empty log.
+        sec.connect(now).unwrap();
+        while let Some(frame) = sec.poll_transmit(now) {
+            if let Message::Hello { lsn, .. } = frame.message {
+                assert_eq!(lsn, Lsn::ZERO);
+                assert!(sec.engine().databases().is_empty());
+                return;
+            }
+        }
+        panic!("no hello");
     }
 }
