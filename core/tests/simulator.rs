@@ -240,6 +240,7 @@ impl Sim {
             sync_quorum: self.quorum,
             sync_timeout: Duration::from_millis(300),
             on_sync_timeout: self.policy,
+            ..PrimaryConfig::default()
         }
     }
 
