@@ -33,6 +33,7 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
     let block_size = state.arena.block_size();
     let mut allocated: HashSet<BlockId> = HashSet::new();
     let mut freed: HashSet<BlockId> = HashSet::new();
+    let mut writes: Vec<(BlockId, usize, usize)> = Vec::new();
     let exists = |b: BlockId, allocated: &HashSet<BlockId>, freed: &HashSet<BlockId>| {
         (state.table.contains(b) || allocated.contains(&b)) && !freed.contains(&b)
     };
@@ -47,6 +48,12 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
                 }
                 if state.table.contains(*block) || allocated.contains(block) {
                     return Err(ApplyError::BlockExists { db, block: *block });
+                }
+                // Ids are allocated lowest-free-first, so a real primary's
+                // never jump past the ids in use: a sparse id would only
+                // make this node's table huge.
+                if block.0 as usize > state.table.id_bound() + allocated.len() {
+                    return Err(ApplyError::SparseBlock { db, block: *block });
                 }
                 allocated.insert(*block);
             }
@@ -67,6 +74,7 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
                         block_size,
                     });
                 }
+                writes.push((*block, *offset as usize, *offset as usize + bytes.len()));
             }
             DeltaOp::BlockFree { block, .. } => {
                 if !exists(*block, &allocated, &freed) {
@@ -78,6 +86,15 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
                 unreachable!("Delta guarantees the op sequence")
             }
         }
+    }
+    // A primary merges its writes per block; overlapping ones could index a
+    // record twice.
+    writes.sort_unstable();
+    if writes
+        .windows(2)
+        .any(|w| w[0].0 == w[1].0 && w[1].1 < w[0].2)
+    {
+        return Err(ApplyError::OverlappingWrites { db });
     }
     state
         .arena

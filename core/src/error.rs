@@ -163,6 +163,10 @@ pub enum ApplyError {
     UnknownBlock { db: DbId, block: BlockId },
     #[error("delta allocates block {block} of {db}, which exists")]
     BlockExists { db: DbId, block: BlockId },
+    #[error("delta allocates block {block} of {db}, far past the blocks in use")]
+    SparseBlock { db: DbId, block: BlockId },
+    #[error("delta writes overlapping ranges of a block of {db}")]
+    OverlappingWrites { db: DbId },
     #[error("delta writes {len} bytes at {offset} of a {block_size}-byte block")]
     OutOfBlock {
         offset: u32,

@@ -32,6 +32,12 @@ impl LocationTable {
         self.len
     }
 
+    /// One past the highest id in use: a primary never allocates above it
+    /// (it takes the lowest free id), so followers refuse ids beyond it.
+    pub fn id_bound(&self) -> usize {
+        self.slots.len()
+    }
+
     /// The id the next allocation gets: the lowest unused.
     pub fn next_id(&self) -> BlockId {
         BlockId(

@@ -363,6 +363,23 @@ fn hostile_deltas_are_rejected_without_a_trace() {
                 .encode(),
         ),
         (
+            "sparse block id (would grow the location table)",
+            RawDelta::new()
+                .op(1, &[0])
+                .op(2, &[0, 100_000])
+                .commit(lsn + 1)
+                .encode(),
+        ),
+        (
+            "overlapping writes",
+            RawDelta::new()
+                .op(1, &[0])
+                .write(0, block0, 48, b"abcd")
+                .write(0, block0, 50, b"xy")
+                .commit(lsn + 1)
+                .encode(),
+        ),
+        (
             "alloc past the block limit",
             RawDelta::new()
                 .op(1, &[0])

@@ -304,11 +304,10 @@ fn encode_delta(db: u32, lsn: u64, writes: &[(u32, u32, &[u8])]) -> Delta {
 }
 
 /// A delta that writes the same record twice (overlapping writes, which a
-/// primary never emits) is accepted and indexes the record twice in the
-/// unique index; a later, well-formed delete removes one entry only, and
-/// `get` keeps returning the tombstoned record.
+/// primary never emits) once indexed the record twice in the unique index,
+/// so that a later delete left `get` returning the tombstoned record. Such a
+/// delta is now refused, and the delete works.
 #[test]
-#[ignore = "known bug: overlapping writes in one delta double-index a record"]
 fn overlapping_writes_do_not_resurrect_deleted_records() {
     let fx = harness::fixture();
     let k = fx.deltas.len() as u64;
@@ -330,18 +329,18 @@ fn overlapping_writes_do_not_resurrect_deleted_records() {
             k + 1,
             &[(block.0, 48, record), (block.0, 48, record)],
         ))
-        .expect("accepted");
+        .expect_err("overlapping writes are refused");
     // The delete a primary would send: state byte and header.
     let mut header = BlockHeader::read(&bytes);
     header.record_count -= 1;
     header.dead_bytes += slot as u32;
-    header.lsn = Lsn(k + 2);
+    header.lsn = Lsn(k + 1);
     let mut header_bytes = [0u8; 48];
     header.write(&mut header_bytes);
     follower
         .apply(&encode_delta(
             0,
-            k + 2,
+            k + 1,
             &[(block.0, 0, &header_bytes), (block.0, 48, &[2])],
         ))
         .expect("accepted");
