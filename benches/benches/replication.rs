@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hdrhistogram::Histogram;
 use hotblock_core::repl::{Mode, NodeId, PrimaryConfig};
 use hotblock_core::IndexMode;
-use hotblock_nic_transport::Secret;
+use hotblock_nic_transport::{ConnectTo, Secret};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -59,7 +59,7 @@ fn setup(mode: Sequencing) -> Setup {
     let db = db.with_replication(config).unwrap();
     let addr = db.replicator().unwrap().local_addr();
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
-        primary: addr,
+        primary: ConnectTo::Tcp(addr.parse().unwrap()),
         secret: Secret::new(SECRET),
         node: NodeId(1),
         mode: if mode == Sequencing::Sync {
@@ -176,7 +176,7 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
     let bytes = stats.blocks * 64 * 1024;
     let start = Instant::now();
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
-        primary: db.replicator().unwrap().local_addr(),
+        primary: ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap()),
         secret: Secret::new(SECRET),
         node: NodeId(2),
         mode: Mode::Async,

@@ -1,9 +1,9 @@
 //! hotblock-nic-transport: moving replication frames between machines.
 //!
 //! Frames are encoded by `hotblock_core::repl::Frame`; this crate carries
-//! them over TCP (`TCP_NODELAY`, every batch of frames in one write), after
-//! both peers proved the shared replication secret by challenge–response
-//! (`auth`). It has no protocol logic: the state machines in
+//! them over TCP (`TCP_NODELAY`, every batch of frames in one write) or an
+//! in-process pipe (`link`), after both peers proved the shared replication
+//! secret by challenge–response (`auth`). It has no protocol logic: the state machines in
 //! `hotblock_core::repl` decide what to send.
 //!
 //! Not yet here (see the replication issue): QUIC links through `quinn`,
@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod link;
 pub mod tcp;
 
 pub use auth::Secret;
+pub use link::{connect, ConnectTo, Link, ListenOn, Listener, MemoryHub};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -17,16 +17,15 @@ use hotblock_core::repl::{
     EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
 };
 use hotblock_core::{Delta, Engine, Error, Lsn};
-use hotblock_nic_transport::tcp::{self, FrameReader};
-use hotblock_nic_transport::Secret;
-use tokio::net::TcpListener;
+use hotblock_nic_transport::tcp::FrameReader;
+use hotblock_nic_transport::{ListenOn, Listener, Secret};
 use tokio::sync::mpsc;
 
 /// How a primary serves secondaries.
 #[derive(Clone, Debug)]
 pub struct ReplicationConfig {
     /// Where secondaries connect (`--repl-listen`).
-    pub listen: SocketAddr,
+    pub listen: ListenOn,
     pub secret: Secret,
     pub protocol: PrimaryConfig,
     /// This node's epoch history (a promoted node passes its own).
@@ -34,7 +33,12 @@ pub struct ReplicationConfig {
 }
 
 impl ReplicationConfig {
+    /// Listening on TCP at `listen`.
     pub fn new(listen: SocketAddr, secret: Secret) -> Self {
+        Self::on(ListenOn::Tcp(listen), secret)
+    }
+
+    pub fn on(listen: ListenOn, secret: Secret) -> Self {
         ReplicationConfig {
             listen,
             secret,
@@ -77,7 +81,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Replicator {
     shared: Arc<Shared>,
-    local_addr: SocketAddr,
+    local_addr: String,
     sync_quorum: usize,
     sync_timeout: Duration,
     engine: Engine,
@@ -93,8 +97,10 @@ impl Replicator {
             .thread_name("hotblock-repl")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(TcpListener::bind(config.listen))?;
-        let local_addr = listener.local_addr()?;
+        let listener = runtime
+            .block_on(Listener::bind(&config.listen))
+            .map_err(io_error)?;
+        let local_addr = listener.local_addr().map_err(io_error)?;
         let shared = Arc::new(Shared {
             sync: Mutex::new(SyncState {
                 acked: engine.lsn(),
@@ -129,9 +135,9 @@ impl Replicator {
         })
     }
 
-    /// The address secondaries connect to (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    /// The address secondaries connect to (`host:port`; useful with port 0).
+    pub fn local_addr(&self) -> &str {
+        &self.local_addr
     }
 
     /// Per-secondary state, as of the last timer tick.
@@ -196,11 +202,18 @@ impl Drop for Replicator {
     }
 }
 
-async fn accept_loop(listener: TcpListener, secret: Secret, tx: mpsc::UnboundedSender<Input>) {
+fn io_error(e: hotblock_nic_transport::TransportError) -> Error {
+    match e {
+        hotblock_nic_transport::TransportError::Io(e) => Error::Io(e),
+        other => Error::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+async fn accept_loop(mut listener: Listener, secret: Secret, tx: mpsc::UnboundedSender<Input>) {
     let mut next_conn = 0u64;
     loop {
-        let (stream, peer) = match tcp::accept(&listener, &secret).await {
-            Ok(accepted) => accepted,
+        let link = match listener.accept(&secret).await {
+            Ok(link) => link,
             Err(e) => {
                 tracing::warn!(error = %e, "replication connection refused");
                 continue;
@@ -208,8 +221,9 @@ async fn accept_loop(listener: TcpListener, secret: Secret, tx: mpsc::UnboundedS
         };
         next_conn += 1;
         let conn = next_conn;
+        let peer = link.peer;
         tracing::info!(%peer, conn, "secondary connected");
-        let (read, mut write) = stream.into_split();
+        let (read, mut write) = (link.read, link.write);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         if tx.send(Input::Connected(conn, out_tx)).is_err() {
             return;

@@ -12,14 +12,13 @@
 //! databases only, QUIC, and the `hotblock-secondary` binary.
 #![forbid(unsafe_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{EpochHistory, Mode, NodeId, Secondary, SecondaryConfig, SecondaryEvent};
 use hotblock_core::{Engine, EngineConfig, Error, IndexMode, Lsn, Role};
-use hotblock_nic_transport::tcp::{self, write_frames, FrameReader};
-use hotblock_nic_transport::Secret;
+use hotblock_nic_transport::tcp::{write_frames, FrameReader};
+use hotblock_nic_transport::{ConnectTo, Link, Secret};
 use tokio::sync::oneshot;
 
 /// Reconnection backoff: first wait, and the most it grows to.
@@ -28,7 +27,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct SecondaryNodeConfig {
-    pub primary: SocketAddr,
+    pub primary: ConnectTo,
     pub secret: Secret,
     pub node: NodeId,
     pub mode: Mode,
@@ -149,15 +148,15 @@ async fn follow(
     loop {
         let connected = tokio::select! {
             _ = &mut stop => return secondary,
-            connected = tcp::connect(config.primary, &config.secret) => connected,
+            connected = hotblock_nic_transport::connect(&config.primary, &config.secret) => connected,
         };
         match connected {
-            Ok(stream) => {
+            Ok(link) => {
                 status.lock().expect("status lock").connects += 1;
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
-                    ended = session(&mut secondary, stream, &status) => Some(ended),
+                    ended = session(&mut secondary, link, &status) => Some(ended),
                 };
                 secondary.disconnected();
                 let mut s = status.lock().expect("status lock");
@@ -185,12 +184,8 @@ async fn follow(
 }
 
 /// Runs one connection until it ends; returns why.
-async fn session(
-    secondary: &mut Secondary,
-    stream: tokio::net::TcpStream,
-    status: &Mutex<SecondaryStatus>,
-) -> String {
-    let (read, mut write) = stream.into_split();
+async fn session(secondary: &mut Secondary, link: Link, status: &Mutex<SecondaryStatus>) -> String {
+    let (read, mut write) = (link.read, link.write);
     let mut reader = FrameReader::new(read);
     if let Err(e) = secondary.connect(Instant::now()) {
         return e.to_string();

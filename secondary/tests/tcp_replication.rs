@@ -3,12 +3,11 @@
 //! concurrent writers; a restarted secondary resumes by partial resync; one
 //! that fell behind the backlog gets a snapshot; a wrong secret is refused.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId, PrimaryConfig};
 use hotblock_core::{IndexMode, Lsn};
-use hotblock_nic_transport::Secret;
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -22,11 +21,20 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn primary(backlog_bytes_max: usize, sync_quorum: usize) -> (Db, SocketAddr) {
+fn primary(backlog_bytes_max: usize, sync_quorum: usize) -> (Db, ConnectTo) {
+    primary_on(
+        ListenOn::Tcp("127.0.0.1:0".parse().unwrap()),
+        backlog_bytes_max,
+        sync_quorum,
+    )
+}
+
+/// A primary listening `on` TCP or in process; returns where to connect.
+fn primary_on(on: ListenOn, backlog_bytes_max: usize, sync_quorum: usize) -> (Db, ConnectTo) {
     let db = Db::in_memory();
     db.create_database("t", DatabaseOptions::with_indexes(["v"]).block_size(4096))
         .unwrap();
-    let mut config = ReplicationConfig::new("127.0.0.1:0".parse().unwrap(), Secret::new(SECRET));
+    let mut config = ReplicationConfig::on(on.clone(), Secret::new(SECRET));
     config.protocol = PrimaryConfig {
         sync_quorum,
         sync_timeout: Duration::from_secs(5),
@@ -34,18 +42,21 @@ fn primary(backlog_bytes_max: usize, sync_quorum: usize) -> (Db, SocketAddr) {
         ..PrimaryConfig::default()
     };
     let db = db.with_replication(config).unwrap();
-    let addr = db.replicator().unwrap().local_addr();
-    (db, addr)
+    let to = match on {
+        ListenOn::Tcp(_) => ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap()),
+        ListenOn::Memory(hub) => ConnectTo::Memory(hub),
+    };
+    (db, to)
 }
 
 fn secondary_config(
-    addr: SocketAddr,
+    to: &ConnectTo,
     node: u64,
     mode: Mode,
     indexes: IndexMode,
 ) -> SecondaryNodeConfig {
     SecondaryNodeConfig {
-        primary: addr,
+        primary: to.clone(),
         secret: Secret::new(SECRET),
         node: NodeId(node),
         mode,
@@ -78,10 +89,26 @@ fn converged(db: &Db, node: &SecondaryNode) -> bool {
 }
 
 #[test]
-fn sync_and_async_secondaries_converge_resume_and_resync() {
+fn sync_and_async_secondaries_converge_resume_and_resync_over_tcp() {
     let (db, addr) = primary(1 << 20, 1);
-    let sync = SecondaryNode::start(secondary_config(addr, 1, Mode::Sync, IndexMode::Maintained));
-    let passive = SecondaryNode::start(secondary_config(addr, 2, Mode::Async, IndexMode::Deferred));
+    converge_resume_promote(db, addr);
+}
+
+#[test]
+fn sync_and_async_secondaries_converge_resume_and_resync_in_process() {
+    let (db, addr) = primary_on(ListenOn::Memory(MemoryHub::new()), 1 << 20, 1);
+    converge_resume_promote(db, addr);
+}
+
+fn converge_resume_promote(db: Db, addr: ConnectTo) {
+    let sync = SecondaryNode::start(secondary_config(
+        &addr,
+        1,
+        Mode::Sync,
+        IndexMode::Maintained,
+    ));
+    let passive =
+        SecondaryNode::start(secondary_config(&addr, 2, Mode::Async, IndexMode::Deferred));
     wait_until("both secondaries online", Duration::from_secs(10), || {
         sync.status().streaming && passive.status().streaming
     });
@@ -107,8 +134,15 @@ fn sync_and_async_secondaries_converge_resume_and_resync() {
     let hot = sync.engine().database("t").unwrap();
     assert_eq!(hot.count(), 800);
     assert_eq!(hot.find("v", b"w2", None).unwrap().len(), 200);
-    let status = db.replicator().unwrap().status();
-    assert_eq!(status.len(), 2, "{status:?}");
+    // Status is refreshed by the controller every 50 ms or so.
+    wait_until(
+        "both sessions online in the status",
+        Duration::from_secs(5),
+        || {
+            let status = db.replicator().unwrap().status();
+            status.len() == 2 && status.iter().all(|s| s.state == "online" && s.lag_lsn == 0)
+        },
+    );
 
     // The async secondary restarts with its blocks and resumes from its LSN.
     let stopped = passive.stop();
@@ -118,7 +152,7 @@ fn sync_and_async_secondaries_converge_resume_and_resync() {
     let passive = SecondaryNode::start_with(
         engine,
         history,
-        secondary_config(addr, 2, Mode::Async, IndexMode::Deferred),
+        secondary_config(&addr, 2, Mode::Async, IndexMode::Deferred),
     );
     wait_until("resume", Duration::from_secs(10), || {
         converged(&db, &passive)
@@ -147,7 +181,7 @@ fn a_secondary_behind_the_backlog_gets_a_snapshot() {
     // No sync secondary here: commits do not wait (quorum 0).
     let (db, addr) = primary(64 * 1024, 0);
     let node = SecondaryNode::start(secondary_config(
-        addr,
+        &addr,
         3,
         Mode::Async,
         IndexMode::Maintained,
@@ -166,7 +200,7 @@ fn a_secondary_behind_the_backlog_gets_a_snapshot() {
     let node = SecondaryNode::start_with(
         engine,
         history,
-        secondary_config(addr, 3, Mode::Async, IndexMode::Maintained),
+        secondary_config(&addr, 3, Mode::Async, IndexMode::Maintained),
     );
     wait_until(
         "convergence after snapshot",
@@ -181,7 +215,7 @@ fn a_secondary_behind_the_backlog_gets_a_snapshot() {
 fn a_wrong_secret_is_refused_and_nothing_is_applied() {
     let (db, addr) = primary(1 << 20, 0);
     write(&db, 0, 3);
-    let mut config = secondary_config(addr, 4, Mode::Async, IndexMode::Maintained);
+    let mut config = secondary_config(&addr, 4, Mode::Async, IndexMode::Maintained);
     config.secret = Secret::new(&b"wrong"[..]);
     let node = SecondaryNode::start(config);
     wait_until("a refusal", Duration::from_secs(10), || {
@@ -206,13 +240,13 @@ fn writes_are_refused_without_enough_current_secondaries() {
         ..PrimaryConfig::default()
     };
     let db = db.with_replication(config).unwrap();
-    let addr = db.replicator().unwrap().local_addr();
+    let addr = ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap());
     assert!(matches!(
         db.begin("t"),
         Err(hotblock_core::Error::TooFewSecondaries)
     ));
     let node = SecondaryNode::start(secondary_config(
-        addr,
+        &addr,
         5,
         Mode::Async,
         IndexMode::Maintained,

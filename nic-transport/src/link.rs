@@ -1,0 +1,179 @@
+//! Links: authenticated byte streams between a primary and a secondary,
+//! whatever carries them.
+//!
+//! A `Listener` accepts and a `connect` dials; both run the secret's
+//! challenge–response before returning a `Link`, whose halves the
+//! controllers read frames from (`FrameReader`) and write batches to. The
+//! carriers:
+//! - `Tcp`: a socket with `TCP_NODELAY`;
+//! - `Memory`: an in-process pipe (`tokio::io::duplex`), for embedding a
+//!   primary and secondaries in one process and for tests.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::{prove_as_primary, prove_as_secondary, Secret};
+use crate::tcp::HANDSHAKE_TIMEOUT;
+use crate::TransportError;
+
+pub type LinkRead = Box<dyn AsyncRead + Send + Unpin>;
+pub type LinkWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// An authenticated connection, split into halves.
+pub struct Link {
+    pub read: LinkRead,
+    pub write: LinkWrite,
+    /// Who is at the other end, for logs.
+    pub peer: String,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link").field("peer", &self.peer).finish()
+    }
+}
+
+/// Bytes buffered by an in-process pipe in each direction.
+const MEMORY_PIPE_BYTES: usize = 1 << 20;
+
+/// An in-process meeting point: a primary listens on it, secondaries in the
+/// same process connect to it. Clones are the same hub.
+#[derive(Clone)]
+pub struct MemoryHub {
+    tx: mpsc::UnboundedSender<DuplexStream>,
+    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<DuplexStream>>>>,
+}
+
+impl MemoryHub {
+    pub fn new() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        MemoryHub {
+            tx,
+            rx: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+}
+
+impl Default for MemoryHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemoryHub")
+    }
+}
+
+/// Where a primary listens for secondaries.
+#[derive(Clone, Debug)]
+pub enum ListenOn {
+    Tcp(SocketAddr),
+    Memory(MemoryHub),
+}
+
+/// Where a secondary finds its primary.
+#[derive(Clone, Debug)]
+pub enum ConnectTo {
+    Tcp(SocketAddr),
+    Memory(MemoryHub),
+}
+
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Memory(mpsc::UnboundedReceiver<DuplexStream>),
+}
+
+impl Listener {
+    pub async fn bind(on: &ListenOn) -> Result<Listener, TransportError> {
+        Ok(match on {
+            ListenOn::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr).await?),
+            ListenOn::Memory(hub) => {
+                Listener::Memory(hub.rx.lock().expect("hub lock").take().ok_or(
+                    TransportError::Auth("this memory hub already has a listener"),
+                )?)
+            }
+        })
+    }
+
+    /// `host:port` for TCP, `memory` in process.
+    pub fn local_addr(&self) -> Result<String, TransportError> {
+        Ok(match self {
+            Listener::Tcp(l) => l.local_addr()?.to_string(),
+            Listener::Memory(_) => "memory".into(),
+        })
+    }
+
+    /// The next peer that proves the secret.
+    pub async fn accept(&mut self, secret: &Secret) -> Result<Link, TransportError> {
+        match self {
+            Listener::Tcp(listener) => {
+                let (mut stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                handshake(prove_as_primary(&mut stream, secret)).await?;
+                let (read, write) = stream.into_split();
+                Ok(Link {
+                    read: Box::new(read),
+                    write: Box::new(write),
+                    peer: peer.to_string(),
+                })
+            }
+            Listener::Memory(rx) => {
+                let mut pipe = rx
+                    .recv()
+                    .await
+                    .ok_or(TransportError::Auth("memory hub closed"))?;
+                handshake(prove_as_primary(&mut pipe, secret)).await?;
+                let (read, write) = tokio::io::split(pipe);
+                Ok(Link {
+                    read: Box::new(read),
+                    write: Box::new(write),
+                    peer: "memory".into(),
+                })
+            }
+        }
+    }
+}
+
+/// Dials a primary and proves the secret.
+pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportError> {
+    match to {
+        ConnectTo::Tcp(addr) => {
+            let stream = crate::tcp::connect(*addr, secret).await?;
+            let (read, write) = stream.into_split();
+            Ok(Link {
+                read: Box::new(read),
+                write: Box::new(write),
+                peer: addr.to_string(),
+            })
+        }
+        ConnectTo::Memory(hub) => {
+            let (mut ours, theirs) = tokio::io::duplex(MEMORY_PIPE_BYTES);
+            hub.tx
+                .send(theirs)
+                .map_err(|_| TransportError::Auth("no primary listens on this memory hub"))?;
+            handshake(prove_as_secondary(&mut ours, secret)).await?;
+            let (read, write) = tokio::io::split(ours);
+            Ok(Link {
+                read: Box::new(read),
+                write: Box::new(write),
+                peer: "memory".into(),
+            })
+        }
+    }
+}
+
+async fn handshake(
+    proof: impl std::future::Future<Output = Result<(), TransportError>>,
+) -> Result<(), TransportError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, proof)
+        .await
+        .map_err(|_| TransportError::Timeout)?
+}
