@@ -6,16 +6,19 @@
 //! secret by challenge–response (`auth`). It has no protocol logic: the state machines in
 //! `hotblock_core::repl` decide what to send.
 //!
-//! Not yet here (see the replication issue): QUIC links through `quinn`,
-//! TLS for TCP, the RESP codec for client connections.
+//! QUIC links (`quic`) run under TLS 1.3 with a pinned certificate.
+//!
+//! Not yet here: TLS for TCP, the RESP codec for client connections.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod link;
+pub mod quic;
 pub mod tcp;
 
 pub use auth::Secret;
 pub use link::{connect, ConnectTo, Link, ListenOn, Listener, MemoryHub};
+pub use quic::QuicIdentity;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -30,4 +33,8 @@ pub enum TransportError {
     Frame(#[from] hotblock_core::repl::FrameError),
     #[error("handshake timed out")]
     Timeout,
+    /// TLS or QUIC refused the connection (a certificate that is not the
+    /// pinned one, say).
+    #[error("TLS: {0}")]
+    Tls(String),
 }

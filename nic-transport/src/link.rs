@@ -1,15 +1,17 @@
 //! Links: authenticated byte streams between a primary and a secondary,
 //! whatever carries them.
 //!
-//! A `Listener` accepts and a `connect` dials; both run the secret's
+//! A `Listener` accepts and `connect` dials; both run the secret's
 //! challenge–response before returning a `Link`, whose halves the
 //! controllers read frames from (`FrameReader`) and write batches to. The
 //! carriers:
 //! - `Tcp`: a socket with `TCP_NODELAY`;
+//! - `Quic`: one bidirectional QUIC stream, TLS 1.3, pinned certificate;
 //! - `Memory`: an in-process pipe (`tokio::io::duplex`), for embedding a
 //!   primary and secondaries in one process and for tests.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::{prove_as_primary, prove_as_secondary, Secret};
+use crate::quic::{self, QuicIdentity};
 use crate::tcp::HANDSHAKE_TIMEOUT;
 use crate::TransportError;
 
@@ -30,6 +33,23 @@ pub struct Link {
     pub write: LinkWrite,
     /// Who is at the other end, for logs.
     pub peer: String,
+    /// What must live as long as the halves (a QUIC endpoint and connection).
+    pub keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl Link {
+    fn new(
+        read: impl AsyncRead + Send + Unpin + 'static,
+        write: impl AsyncWrite + Send + Unpin + 'static,
+        peer: String,
+    ) -> Self {
+        Link {
+            read: Box::new(read),
+            write: Box::new(write),
+            peer,
+            keep: None,
+        }
+    }
 }
 
 impl fmt::Debug for Link {
@@ -75,6 +95,8 @@ impl fmt::Debug for MemoryHub {
 #[derive(Clone, Debug)]
 pub enum ListenOn {
     Tcp(SocketAddr),
+    /// QUIC on UDP, presenting `identity`'s certificate.
+    Quic(SocketAddr, QuicIdentity),
     Memory(MemoryHub),
 }
 
@@ -82,12 +104,15 @@ pub enum ListenOn {
 #[derive(Clone, Debug)]
 pub enum ConnectTo {
     Tcp(SocketAddr),
+    /// QUIC, accepting only the certificate with this SHA-256 fingerprint.
+    Quic(SocketAddr, [u8; 32]),
     Memory(MemoryHub),
 }
 
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
+    Quic(quinn::Endpoint),
     Memory(mpsc::UnboundedReceiver<DuplexStream>),
 }
 
@@ -95,6 +120,9 @@ impl Listener {
     pub async fn bind(on: &ListenOn) -> Result<Listener, TransportError> {
         Ok(match on {
             ListenOn::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr).await?),
+            ListenOn::Quic(addr, identity) => {
+                Listener::Quic(quic::server_endpoint(*addr, identity)?)
+            }
             ListenOn::Memory(hub) => {
                 Listener::Memory(hub.rx.lock().expect("hub lock").take().ok_or(
                     TransportError::Auth("this memory hub already has a listener"),
@@ -103,10 +131,11 @@ impl Listener {
         })
     }
 
-    /// `host:port` for TCP, `memory` in process.
+    /// `host:port` for TCP and QUIC, `memory` in process.
     pub fn local_addr(&self) -> Result<String, TransportError> {
         Ok(match self {
             Listener::Tcp(l) => l.local_addr()?.to_string(),
+            Listener::Quic(e) => e.local_addr()?.to_string(),
             Listener::Memory(_) => "memory".into(),
         })
     }
@@ -119,11 +148,38 @@ impl Listener {
                 stream.set_nodelay(true)?;
                 handshake(prove_as_primary(&mut stream, secret)).await?;
                 let (read, write) = stream.into_split();
-                Ok(Link {
-                    read: Box::new(read),
-                    write: Box::new(write),
-                    peer: peer.to_string(),
+                Ok(Link::new(read, write, peer.to_string()))
+            }
+            Listener::Quic(endpoint) => {
+                let incoming = endpoint
+                    .accept()
+                    .await
+                    .ok_or(TransportError::Auth("QUIC endpoint closed"))?;
+                let connection = incoming
+                    .await
+                    .map_err(|e| TransportError::Tls(e.to_string()))?;
+                let peer = connection.remote_address().to_string();
+                let (mut send, mut recv) = handshake(async {
+                    let (send, mut recv) = connection
+                        .accept_bi()
+                        .await
+                        .map_err(|e| TransportError::Tls(e.to_string()))?;
+                    // The secondary's opening byte is what makes the stream exist.
+                    let mut open = [0u8; 1];
+                    recv.read_exact(&mut open)
+                        .await
+                        .map_err(|e| TransportError::Tls(e.to_string()))?;
+                    Ok((send, recv))
                 })
+                .await?;
+                handshake(prove_as_primary(
+                    &mut tokio::io::join(&mut recv, &mut send),
+                    secret,
+                ))
+                .await?;
+                let mut link = Link::new(recv, send, peer);
+                link.keep = Some(Box::new(connection));
+                Ok(link)
             }
             Listener::Memory(rx) => {
                 let mut pipe = rx
@@ -132,11 +188,7 @@ impl Listener {
                     .ok_or(TransportError::Auth("memory hub closed"))?;
                 handshake(prove_as_primary(&mut pipe, secret)).await?;
                 let (read, write) = tokio::io::split(pipe);
-                Ok(Link {
-                    read: Box::new(read),
-                    write: Box::new(write),
-                    peer: "memory".into(),
-                })
+                Ok(Link::new(read, write, "memory".into()))
             }
         }
     }
@@ -148,11 +200,25 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
         ConnectTo::Tcp(addr) => {
             let stream = crate::tcp::connect(*addr, secret).await?;
             let (read, write) = stream.into_split();
-            Ok(Link {
-                read: Box::new(read),
-                write: Box::new(write),
-                peer: addr.to_string(),
-            })
+            Ok(Link::new(read, write, addr.to_string()))
+        }
+        ConnectTo::Quic(addr, fingerprint) => {
+            let (endpoint, connection) = handshake(quic::connect(*addr, *fingerprint)).await?;
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            send.write_all(&[1])
+                .await
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            handshake(prove_as_secondary(
+                &mut tokio::io::join(&mut recv, &mut send),
+                secret,
+            ))
+            .await?;
+            let mut link = Link::new(recv, send, addr.to_string());
+            link.keep = Some(Box::new((endpoint, connection)));
+            Ok(link)
         }
         ConnectTo::Memory(hub) => {
             let (mut ours, theirs) = tokio::io::duplex(MEMORY_PIPE_BYTES);
@@ -161,18 +227,14 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
                 .map_err(|_| TransportError::Auth("no primary listens on this memory hub"))?;
             handshake(prove_as_secondary(&mut ours, secret)).await?;
             let (read, write) = tokio::io::split(ours);
-            Ok(Link {
-                read: Box::new(read),
-                write: Box::new(write),
-                peer: "memory".into(),
-            })
+            Ok(Link::new(read, write, "memory".into()))
         }
     }
 }
 
-async fn handshake(
-    proof: impl std::future::Future<Output = Result<(), TransportError>>,
-) -> Result<(), TransportError> {
+async fn handshake<T>(
+    proof: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, proof)
         .await
         .map_err(|_| TransportError::Timeout)?

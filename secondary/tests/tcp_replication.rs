@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId, PrimaryConfig};
 use hotblock_core::{IndexMode, Lsn};
-use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret};
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, QuicIdentity, Secret};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -42,8 +42,12 @@ fn primary_on(on: ListenOn, backlog_bytes_max: usize, sync_quorum: usize) -> (Db
         ..PrimaryConfig::default()
     };
     let db = db.with_replication(config).unwrap();
+    let addr = db.replicator().unwrap().local_addr().to_string();
     let to = match on {
-        ListenOn::Tcp(_) => ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap()),
+        ListenOn::Tcp(_) => ConnectTo::Tcp(addr.parse().unwrap()),
+        ListenOn::Quic(_, identity) => {
+            ConnectTo::Quic(addr.parse().unwrap(), identity.fingerprint())
+        }
         ListenOn::Memory(hub) => ConnectTo::Memory(hub),
     };
     (db, to)
@@ -98,6 +102,51 @@ fn sync_and_async_secondaries_converge_resume_and_resync_over_tcp() {
 fn sync_and_async_secondaries_converge_resume_and_resync_in_process() {
     let (db, addr) = primary_on(ListenOn::Memory(MemoryHub::new()), 1 << 20, 1);
     converge_resume_promote(db, addr);
+}
+
+#[test]
+fn sync_and_async_secondaries_converge_resume_and_resync_over_quic() {
+    let identity = QuicIdentity::self_signed().unwrap();
+    let (db, addr) = primary_on(
+        ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
+        1 << 20,
+        1,
+    );
+    converge_resume_promote(db, addr);
+}
+
+#[test]
+fn quic_refuses_a_certificate_other_than_the_pinned_one() {
+    let identity = QuicIdentity::self_signed().unwrap();
+    let (db, addr) = primary_on(
+        ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
+        1 << 20,
+        0,
+    );
+    write(&db, 0, 3);
+    let ConnectTo::Quic(sockaddr, _) = addr else {
+        unreachable!()
+    };
+    let impostor = QuicIdentity::self_signed().unwrap().fingerprint();
+    let node = SecondaryNode::start(secondary_config(
+        &ConnectTo::Quic(sockaddr, impostor),
+        6,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until("a refusal", Duration::from_secs(10), || {
+        node.status().last_error.is_some()
+    });
+    let status = node.status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("fingerprint"),
+        "{status:?}"
+    );
+    assert_eq!((status.connects, node.engine().lsn()), (0, Lsn::ZERO));
 }
 
 fn converge_resume_promote(db: Db, addr: ConnectTo) {
