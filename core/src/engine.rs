@@ -127,10 +127,16 @@ pub(crate) struct CommitState {
     pub(crate) last: Lsn,
     /// With `ArenaBacking::Dir`: marks the commit in progress.
     pub(crate) control: Option<ControlPage>,
+    /// A snapshot is loading: the control page stays marked torn until it
+    /// finishes, whatever deltas apply meanwhile.
+    pub(crate) snapshotting: bool,
 }
 
 impl CommitState {
     fn begin(&mut self, lsn: Lsn) {
+        if self.snapshotting {
+            return;
+        }
         if let Some(c) = &mut self.control {
             c.begin(lsn.0);
         }
@@ -139,6 +145,9 @@ impl CommitState {
     /// A commit that changed nothing is not in progress any more.
     fn cancel(&mut self) {
         let last = self.last.0;
+        if self.snapshotting {
+            return;
+        }
         if let Some(c) = &mut self.control {
             c.begin(last);
         }
@@ -166,6 +175,7 @@ impl Engine {
                 commit: Mutex::new(CommitState {
                     last: Lsn::ZERO,
                     control: None,
+                    snapshotting: false,
                 }),
                 lsn: AtomicU64::new(0),
                 role: RwLock::new(role),
@@ -247,6 +257,15 @@ impl Engine {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// Runs `f` while no commit or apply is in progress, with the LSN of the
+    /// last one: blocks read inside `f` hold exactly the transactions up to
+    /// that LSN (snapshots read blocks this way). Keep `f` short: commits
+    /// wait meanwhile.
+    pub fn at_consistent_point<R>(&self, f: impl FnOnce(Lsn) -> R) -> R {
+        let commit = self.shared.commit.lock();
+        f(commit.last)
     }
 
     /// The LSN of the last committed (or applied) transaction.
@@ -441,7 +460,7 @@ impl Engine {
     fn publish(&self, commit: &mut CommitState, lsn: Lsn) {
         debug_assert_eq!(lsn, commit.last.next());
         commit.last = lsn;
-        if let Some(c) = &mut commit.control {
+        if let Some(c) = commit.control.as_mut().filter(|_| !commit.snapshotting) {
             c.end(lsn.0);
         }
         self.shared.lsn.store(lsn.0, Ordering::Release);

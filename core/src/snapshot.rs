@@ -52,6 +52,7 @@ impl Engine {
             if let Some(control) = &mut commit.control {
                 control.begin(u64::MAX);
             }
+            commit.snapshotting = true;
         }
         commit.last = lsn;
         self.shared().lsn.store(lsn.0, Ordering::Release);
@@ -102,6 +103,7 @@ impl Engine {
             state.tail = state.table.iter().last().map(|(b, _)| b);
         }
         let mut commit = self.shared().commit.lock();
+        commit.snapshotting = false;
         let last = commit.last.0;
         if let Some(control) = &mut commit.control {
             control.begin(last);

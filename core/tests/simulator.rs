@@ -120,6 +120,8 @@ struct Sim {
     /// above it, as a sentinel's configuration epoch does.
     operator_epoch: Epoch,
     stats: Stats,
+    /// Commits made on each node and not yet handed to its controller.
+    hook_queue: Vec<Vec<hotblock_core::Delta>>,
 }
 
 /// What a run exercised, summed over seeds and printed at the end.
@@ -203,6 +205,7 @@ impl Sim {
             log: Vec::new(),
             operator_epoch: Epoch::FIRST,
             stats: Stats::default(),
+            hook_queue: vec![Vec::new(); NODES],
         };
         let config = sim.primary_config();
         // The database was created before any secondary: its delta goes
@@ -412,12 +415,20 @@ impl Sim {
     }
 
     fn drain_primary(&mut self, p: usize) {
+        // A bounded number of frames per call, as a socket takes them: a
+        // snapshot spans many steps, with commits in between.
+        let mut budget = 1 + self.rng.below(24);
         loop {
             let now = self.instant();
             let State::Primary(primary) = &mut self.nodes[p].state else {
                 return;
             };
-            if let Some((session, frame)) = primary.poll_transmit(now) {
+            let frame = match budget {
+                0 => None,
+                _ => primary.poll_transmit(now),
+            };
+            if let Some((session, frame)) = frame {
+                budget -= 1;
                 let conn = self
                     .conns
                     .iter()
@@ -576,10 +587,10 @@ impl Sim {
             "node {p}: commit group {group}{} at {lsn:?}",
             if is_delete { " (delete)" } else { "" }
         ));
-        let State::Primary(primary) = &mut self.nodes[p].state else {
-            unreachable!()
-        };
-        primary.on_commit(now, committed.delta, true);
+        // The controller learns of commits through a queue, so the engine
+        // may run ahead of it (as with the real commit hook and channel).
+        let _ = now;
+        self.hook_queue[p].push(committed.delta);
         if is_delete {
             // Deletes are not tracked for durability; drop the group from the
             // acknowledged set once the delete is written.
@@ -642,6 +653,8 @@ impl Sim {
         if matches!(self.nodes[i].state, State::Down { .. }) {
             return;
         }
+        // Commits its controller never saw stay in its blocks only.
+        self.hook_queue[i].clear();
         let conns: Vec<u64> = self
             .conns
             .iter()
@@ -778,6 +791,7 @@ impl Sim {
         let (engine, history) = (primary.engine().clone(), primary.history().clone());
         engine.demote(IndexMode::Maintained);
         self.waiting.retain(|(node, _, _)| *node != i);
+        self.hook_queue[i].clear();
         self.note(format!(
             "node {i} demoted to secondary at {:?}",
             engine.lsn()
@@ -884,6 +898,18 @@ impl Sim {
         }
     }
 
+    /// Hands queued commits to node `p`'s controller, in order.
+    fn flush_hook(&mut self, p: usize) {
+        let now = self.instant();
+        let deltas = std::mem::take(&mut self.hook_queue[p]);
+        if let State::Primary(primary) = &mut self.nodes[p].state {
+            for delta in deltas {
+                primary.on_commit(now, delta, true);
+            }
+        }
+        self.drain_primary(p);
+    }
+
     fn tick(&mut self) {
         let now = self.instant();
         for i in 0..NODES {
@@ -972,6 +998,11 @@ impl Sim {
     fn step(&mut self) {
         self.now += Duration::from_micros(self.rng.below(20_000));
         self.deliver_due();
+        for p in 0..NODES {
+            if self.rng.chance(60) {
+                self.flush_hook(p);
+            }
+        }
         self.tick();
         let roll = self.rng.below(1000);
         match roll {
@@ -1077,6 +1108,9 @@ impl Sim {
             }
             self.now += Duration::from_millis(2);
             self.deliver_due();
+            for p in 0..NODES {
+                self.flush_hook(p);
+            }
             self.tick();
             for i in 0..NODES {
                 self.restart(i);

@@ -122,6 +122,11 @@ enum Phase {
     Streaming,
 }
 
+/// A position in (database, block) order.
+type Position = (u32, u32);
+/// `[from, to)` seen empty at an LSN.
+type Gap = (Position, Position, Lsn);
+
 #[derive(Debug)]
 struct SnapshotCursor {
     /// Next block to send: databases in id order, blocks in id order.
@@ -129,6 +134,12 @@ struct SnapshotCursor {
     block: u32,
     /// Header LSN of each block sent: deltas at or below it are in the copy.
     sent: HashMap<(DbId, BlockId), Lsn>,
+    /// Ranges of (database, block) the cursor passed with no block there,
+    /// and the LSN they were seen empty at: later deltas there are needed.
+    gaps: Vec<Gap>,
+    /// Databases the secondary knows of (from `SnapshotBegin` and forwarded
+    /// `DbCreate`s): blocks of later ones wait until their creation is sent.
+    dbs_known: u32,
     blocks_sent: u64,
     /// Set once every block is sent: the LSN the copy is consistent at.
     end: Option<Lsn>,
@@ -143,6 +154,11 @@ struct Session {
     sent: Lsn,
     acked: Lsn,
     degraded: bool,
+    /// The head LSN when the session was degraded: it counts for sync again
+    /// once it has acknowledged that far.
+    degraded_at: Lsn,
+    /// The driver's send buffer for this session is full: produce nothing.
+    paused: bool,
     /// `Online` was reported for this session.
     online: bool,
     last_heard: Instant,
@@ -167,6 +183,9 @@ pub struct Primary {
     sync_acked: Lsn,
     events: VecDeque<PrimaryEvent>,
     fenced: bool,
+    /// The session served last by `poll_transmit`, so the next call starts
+    /// after it (round robin: a snapshot does not starve live sessions).
+    last_served: SessionId,
 }
 
 impl Primary {
@@ -185,6 +204,7 @@ impl Primary {
             sync_acked: lsn,
             events: VecDeque::new(),
             fenced: false,
+            last_served: SessionId(0),
         }
     }
 
@@ -222,6 +242,8 @@ impl Primary {
                 sent: Lsn::ZERO,
                 acked: Lsn::ZERO,
                 degraded: false,
+                degraded_at: Lsn::ZERO,
+                paused: false,
                 online: false,
                 last_heard: now,
                 last_sent: now,
@@ -243,7 +265,7 @@ impl Primary {
     pub fn on_commit(&mut self, now: Instant, delta: Delta, sync: bool) {
         let lsn = delta.lsn();
         self.backlog.push(delta, now);
-        if sync {
+        if sync && self.config.sync_quorum > 0 {
             self.sync_waits
                 .push_back((lsn, now + self.config.sync_timeout));
             self.update_sync(Some(now));
@@ -296,7 +318,7 @@ impl Primary {
                     return;
                 }
                 s.acked = s.acked.max(lsn);
-                if s.degraded && s.acked >= self.engine.lsn() {
+                if s.degraded && matches!(s.phase, Phase::Streaming) && s.acked >= s.degraded_at {
                     s.degraded = false;
                     self.events.push_back(PrimaryEvent::Degraded {
                         session,
@@ -305,6 +327,9 @@ impl Primary {
                 }
                 self.update_sync(Some(now));
             }
+            // A secondary loading a snapshot says it is alive this way (an
+            // ack would count for sync before its copy is whole).
+            Message::Heartbeat { .. } => {}
             Message::Error { .. } => self.close(session, "peer reported an error"),
             _ => self.refuse(
                 session,
@@ -330,6 +355,17 @@ impl Primary {
             self.events.push_back(PrimaryEvent::Fenced(peer.current()));
             self.close(session, "peer knows a newer epoch");
             return;
+        }
+        // A node counts once: an older session of the same node (a
+        // half-open connection it already left) is closed.
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(id, s)| **id != session && s.node == Some(node))
+            .map(|(id, _)| *id)
+            .collect();
+        for old in stale {
+            self.close(old, "the same node connected again");
         }
         let shared = self.history.common_prefix(&peer, lsn);
         let stream = shared == Some(lsn) && lsn <= head && self.backlog.covers_after(lsn, head);
@@ -359,40 +395,41 @@ impl Primary {
             s.acked = lsn;
             s.phase = Phase::Streaming;
         } else {
-            let databases = self
-                .engine
-                .databases()
-                .iter()
-                .map(|db| {
-                    let schema = db.schema();
-                    DeltaOp::DbCreate {
-                        db: schema.id,
-                        name: schema.name.clone(),
-                        block_size: schema.block_size as u32,
-                        indexes: schema.indexes.clone(),
-                    }
-                })
-                .collect();
-            let blocks = self
-                .engine
-                .databases()
-                .iter()
-                .map(|db| db.stats().blocks)
-                .sum();
+            // Schemas and the LSN they hold at, read at one consistent point.
+            let (start, databases, blocks) = self.engine.at_consistent_point(|start| {
+                let dbs = self.engine.databases();
+                let ops: Vec<DeltaOp> = dbs
+                    .iter()
+                    .map(|db| {
+                        let schema = db.schema();
+                        DeltaOp::DbCreate {
+                            db: schema.id,
+                            name: schema.name.clone(),
+                            block_size: schema.block_size as u32,
+                            indexes: schema.indexes.clone(),
+                        }
+                    })
+                    .collect();
+                let blocks = dbs.iter().map(|db| db.stats().blocks).sum::<u64>();
+                (start, ops, blocks)
+            });
+            let dbs_known = databases.len() as u32;
             s.queue.push_back(Frame::new(
                 epoch,
                 Message::SnapshotBegin {
-                    lsn: head,
+                    lsn: start,
                     blocks,
                     databases,
                 },
             ));
-            s.sent = head;
+            s.sent = start;
             s.acked = Lsn::ZERO;
             s.phase = Phase::Snapshot(Box::new(SnapshotCursor {
                 db: 0,
                 block: 0,
                 sent: HashMap::new(),
+                gaps: Vec::new(),
+                dbs_known,
                 blocks_sent: 0,
                 end: None,
             }));
@@ -424,23 +461,41 @@ impl Primary {
     /// The next instant `handle_timeout` has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let sessions = self.sessions.values().flat_map(|s| {
-            [
-                s.last_heard + self.config.session_timeout,
-                s.last_sent + self.config.heartbeat_interval,
-            ]
+            // Only streaming sessions get heartbeats; others would make this
+            // instant lie in the past until they stream.
+            let heartbeat = matches!(s.phase, Phase::Streaming)
+                .then(|| s.last_sent + self.config.heartbeat_interval);
+            [Some(s.last_heard + self.config.session_timeout), heartbeat]
+                .into_iter()
+                .flatten()
         });
         sessions.chain(self.sync_waits.front().map(|w| w.1)).min()
     }
 
-    /// The next frame to send, and to which session.
+    /// Holds back (or releases) a session's frames while the driver's send
+    /// buffer for it is full, so a slow secondary bounds the memory it costs.
+    pub fn set_paused(&mut self, session: SessionId, paused: bool) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.paused = paused;
+        }
+    }
+
+    /// The next frame to send, and to which session. Sessions take turns.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<(SessionId, Frame)> {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let after = self.last_served;
+        let ids: Vec<SessionId> = self
+            .sessions
+            .range(SessionId(after.0 + 1)..)
+            .chain(self.sessions.range(..=after))
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             if let Some(mut frame) = self.next_frame(id) {
                 let s = self.sessions.get_mut(&id).expect("listed");
                 s.last_sent = now;
                 frame.seq = s.seq_out;
                 s.seq_out += 1;
+                self.last_served = id;
                 return Some((id, frame));
             }
         }
@@ -451,6 +506,9 @@ impl Primary {
         let epoch = self.history.current();
         let head = self.engine.lsn();
         let s = self.sessions.get_mut(&id)?;
+        if s.paused {
+            return None;
+        }
         if let Some(frame) = s.queue.pop_front() {
             return Some(frame);
         }
@@ -489,8 +547,20 @@ impl Primary {
         if cursor.end.is_some() {
             return None;
         }
-        match next_block(&self.engine, cursor.db, cursor.block) {
+        // Blocks are read at a consistent point `at`: each copy holds exactly
+        // the commits up to `at`, and ids passed with no block were empty at
+        // `at`; later commits there are forwarded (see `filter`).
+        let (found, at, dbs_total) = self.engine.at_consistent_point(|at| {
+            let found = next_block(&self.engine, cursor.db, cursor.block, cursor.dbs_known);
+            (found, at, self.engine.databases().len() as u32)
+        });
+        match found {
             Some((db, block, bytes, lsn)) => {
+                if (cursor.db, cursor.block) < (db.0, block.0) {
+                    cursor
+                        .gaps
+                        .push(((cursor.db, cursor.block), (db.0, block.0), at));
+                }
                 cursor.sent.insert((db, block), lsn);
                 cursor.db = db.0;
                 cursor.block = block.0 + 1;
@@ -504,11 +574,24 @@ impl Primary {
                     },
                 ))
             }
+            None if dbs_total > cursor.dbs_known => {
+                // A database created since the snapshot began: its blocks
+                // follow once its creation has been forwarded.
+                cursor
+                    .gaps
+                    .push(((cursor.db, cursor.block), (cursor.dbs_known, 0), at));
+                (cursor.db, cursor.block) = (cursor.dbs_known, 0);
+                None
+            }
             None => {
-                // Every block copy reflects the commits up to `head`; the
-                // secondary is consistent once it has applied up to it.
-                cursor.end = Some(head);
-                Some(Frame::new(epoch, Message::SnapshotEnd { lsn: head }))
+                // The copy is whole at `at`: the secondary is consistent once
+                // it has applied every delta up to it.
+                cursor
+                    .gaps
+                    .push(((cursor.db, cursor.block), (u32::MAX, u32::MAX), at));
+                (cursor.db, cursor.block) = (u32::MAX, u32::MAX);
+                cursor.end = Some(at);
+                Some(Frame::new(epoch, Message::SnapshotEnd { lsn: at }))
             }
         }
     }
@@ -543,7 +626,16 @@ impl Primary {
             .iter()
             .filter(|(_, s)| s.node.is_some())
             .map(|(id, s)| {
-                let oldest_unacked = self.backlog.get(s.acked.next()).map(|e| e.committed_at);
+                // The oldest commit not acknowledged; if the backlog no longer
+                // holds it, its oldest entry is a lower bound on the lag.
+                let oldest_unacked = (s.acked < head)
+                    .then(|| {
+                        self.backlog
+                            .get(s.acked.next())
+                            .or_else(|| self.backlog.get(self.backlog.first()?))
+                            .map(|e| e.committed_at)
+                    })
+                    .flatten();
                 SessionStatus {
                     session: *id,
                     node: s.node,
@@ -617,7 +709,9 @@ impl Primary {
         if self.sync_exempt() {
             watermark = self.engine.lsn();
         }
-        if watermark > self.sync_acked {
+        // A fenced primary's commits are not to be acknowledged any more,
+        // whoever still answers it.
+        if watermark > self.sync_acked && !self.fenced {
             self.sync_acked = watermark;
             self.events.push_back(PrimaryEvent::SyncAcked(watermark));
         }
@@ -654,8 +748,11 @@ impl Primary {
                     .filter(|(_, s)| s.mode == Mode::Sync && !s.degraded && s.acked < lsn)
                     .map(|(id, _)| *id)
                     .collect();
+                let head = self.engine.lsn();
                 for session in late {
-                    self.sessions.get_mut(&session).expect("listed").degraded = true;
+                    let s = self.sessions.get_mut(&session).expect("listed");
+                    s.degraded = true;
+                    s.degraded_at = head;
                     self.events.push_back(PrimaryEvent::Degraded {
                         session,
                         degraded: true,
@@ -668,36 +765,57 @@ impl Primary {
 }
 
 impl SnapshotCursor {
-    fn is_sent(&self, db: DbId, block: BlockId) -> bool {
-        (db.0, block.0) < (self.db, self.block)
+    /// Whether the secondary needs a change at `lsn` to this block: it got a
+    /// copy older than `lsn`, or the cursor found the id empty before `lsn`.
+    /// Blocks the cursor has not reached yet arrive later as they are then.
+    fn needs(&self, db: DbId, block: BlockId, lsn: Lsn) -> bool {
+        if let Some(copy) = self.sent.get(&(db, block)) {
+            return lsn > *copy;
+        }
+        let key = (db.0, block.0);
+        self.gaps
+            .iter()
+            .any(|(from, to, at)| *from <= key && key < *to && lsn > *at)
     }
 
-    /// The part of `delta` a snapshotting secondary needs: ops on blocks
-    /// already sent and newer than the copy sent; schema ops always.
+    /// The part of `delta` a snapshotting secondary needs; schema ops always.
     fn filter(&mut self, delta: &Delta) -> Delta {
         let lsn = delta.lsn();
-        let ops = delta
-            .ops()
-            .iter()
-            .filter(|op| match op {
+        let mut ops = Vec::with_capacity(delta.ops().len());
+        for op in delta.ops() {
+            let keep = match op {
                 DeltaOp::BlockAlloc { db, block }
                 | DeltaOp::BlockWrite { db, block, .. }
-                | DeltaOp::BlockFree { db, block } => {
-                    self.is_sent(*db, *block)
-                        && self.sent.get(&(*db, *block)).is_none_or(|copy| lsn > *copy)
+                | DeltaOp::BlockFree { db, block } => self.needs(*db, *block, lsn),
+                DeltaOp::DbCreate { db, .. } => {
+                    self.dbs_known = self.dbs_known.max(db.0 + 1);
+                    true
                 }
-                _ => true,
-            })
-            .cloned()
-            .collect();
+                DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => true,
+            };
+            if keep {
+                ops.push(op.clone());
+            }
+        }
         Delta::from_ops(ops)
     }
 }
 
 /// The first block at or after (`db`, `block`) in (database, block) order,
-/// with its bytes and the LSN of its last change.
-fn next_block(engine: &Engine, db: u32, block: u32) -> Option<(DbId, BlockId, Vec<u8>, Lsn)> {
-    for database in engine.databases().iter().skip(db as usize) {
+/// among the first `dbs` databases, with its bytes and the LSN of its last
+/// change.
+fn next_block(
+    engine: &Engine,
+    db: u32,
+    block: u32,
+    dbs: u32,
+) -> Option<(DbId, BlockId, Vec<u8>, Lsn)> {
+    for database in engine
+        .databases()
+        .iter()
+        .skip(db as usize)
+        .take(dbs.saturating_sub(db) as usize)
+    {
         let from = if database.id().0 == db { block } else { 0 };
         if let Some((id, bytes)) = database.block_at_or_after(BlockId(from)) {
             let lsn = crate::block::BlockHeader::read(&bytes).lsn;
@@ -729,6 +847,95 @@ mod tests {
                 return;
             }
         }
+    }
+
+    /// Moves at most `frames` frames from the primary, and everything back.
+    fn pump_some(
+        p: &mut Primary,
+        session: SessionId,
+        s: &mut Secondary,
+        now: Instant,
+        frames: usize,
+    ) {
+        for _ in 0..frames {
+            match p.poll_transmit(now) {
+                Some((_, frame)) => s.handle_frame(now, frame),
+                None => break,
+            }
+        }
+        while let Some(frame) = s.poll_transmit(now) {
+            p.handle_frame(now, session, frame);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_taken_while_writers_run_ahead_of_the_backlog_converges() {
+        let t0 = Instant::now();
+        let engine = Engine::new(EngineConfig::default());
+        let opts = DatabaseOptions::with_indexes(["v"]).block_size(4096);
+        // A backlog of about six deltas: a fresh secondary needs a snapshot.
+        let config = PrimaryConfig {
+            backlog_bytes_max: 20_000,
+            ..PrimaryConfig::default()
+        };
+        let mut p = Primary::new(engine.clone(), EpochHistory::default(), config);
+        p.on_commit(t0, engine.create_database("t", opts).unwrap().delta, false);
+        // Ten blocks of two 1.5 KiB records each.
+        let put = |keys: std::ops::Range<u32>, fill: u8| {
+            let mut txn = engine.begin("t").unwrap();
+            for k in keys {
+                txn.put(&k.to_be_bytes(), &[Some(&[fill])], &[fill; 1500])
+                    .unwrap();
+            }
+            txn.commit().unwrap().unwrap().delta
+        };
+        for i in 0..10u32 {
+            p.on_commit(t0, put(i * 2..i * 2 + 2, 1), false);
+        }
+        // A hole at block 1 before the snapshot starts (both its records go).
+        let mut txn = engine.begin("t").unwrap();
+        txn.delete(&2u32.to_be_bytes()).unwrap();
+        txn.delete(&3u32.to_be_bytes()).unwrap();
+        p.on_commit(t0, txn.commit().unwrap().unwrap().delta, false);
+        let follower = Engine::new(EngineConfig {
+            role: Role::Follower(IndexMode::Maintained),
+            ..Default::default()
+        });
+        let mut s = Secondary::new(
+            follower,
+            EpochHistory::default(),
+            SecondaryConfig::new(NodeId(1), Mode::Async),
+            t0,
+        );
+        let session = p.connect(t0);
+        s.connect(t0).unwrap();
+        // The hello reaches the primary; then about half the blocks go out,
+        // the cursor passing the hole at block 1.
+        pump_some(&mut p, session, &mut s, t0, 0);
+        pump_some(&mut p, session, &mut s, t0, 6);
+        assert!(!s.is_consistent(), "the snapshot is under way");
+        // Meanwhile the engine runs ahead of the controller: new records fill
+        // the hole (block 1 again, behind the cursor), both records of block
+        // 2 (already sent) go, and a record of block 8 (not sent yet) is
+        // rewritten.
+        let mut pending = vec![put(100..104, 2)];
+        let mut txn = engine.begin("t").unwrap();
+        txn.delete(&4u32.to_be_bytes()).unwrap();
+        txn.delete(&5u32.to_be_bytes()).unwrap();
+        pending.push(txn.commit().unwrap().unwrap().delta);
+        pending.push(put(16..17, 3));
+        // More of the snapshot goes out before the controller hears of them.
+        pump_some(&mut p, session, &mut s, t0, 4);
+        for delta in pending {
+            p.on_commit(t0, delta, false);
+        }
+        pump(&mut p, session, &mut s, t0);
+        assert!(s.is_streaming(), "the snapshot finished");
+        assert_eq!(s.engine().lsn(), engine.lsn());
+        assert_eq!(s.engine().digests(), engine.digests());
+        let copy = s.engine().database("t").unwrap();
+        assert_eq!(copy.count(), engine.database("t").unwrap().count());
+        assert_eq!(copy.find("v", &[2], None).unwrap().len(), 4);
     }
 
     #[test]

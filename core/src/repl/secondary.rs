@@ -363,10 +363,19 @@ impl Secondary {
             self.reset_connection();
             return;
         }
-        if now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval
-            && self.is_streaming()
-        {
-            self.ack_due = true;
+        if now.saturating_duration_since(self.last_sent) >= self.config.heartbeat_interval {
+            if self.is_streaming() {
+                self.ack_due = true;
+            } else if self.queue.is_empty() {
+                // Not acknowledging anything yet (a snapshot loads): say we
+                // are alive without counting for sync.
+                self.queue.push_back(Frame::new(
+                    self.epoch(),
+                    Message::Heartbeat {
+                        lsn: self.engine.lsn(),
+                    },
+                ));
+            }
         }
     }
 
