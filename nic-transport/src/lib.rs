@@ -17,7 +17,7 @@ pub mod quic;
 pub mod tcp;
 
 pub use auth::Secret;
-pub use link::{connect, ConnectTo, Link, ListenOn, Listener, MemoryHub};
+pub use link::{connect, ConnectTo, Incoming, Link, ListenOn, Listener, MemoryHub};
 pub use quic::QuicIdentity;
 
 #[derive(Debug, thiserror::Error)]

@@ -140,26 +140,52 @@ impl Listener {
         })
     }
 
-    /// The next peer that proves the secret.
-    pub async fn accept(&mut self, secret: &Secret) -> Result<Link, TransportError> {
-        match self {
+    /// The next peer to connect. Its handshake runs in `Incoming::finish`,
+    /// so that a slow or silent peer does not hold up the next.
+    pub async fn accept(&mut self) -> Result<Incoming, TransportError> {
+        Ok(match self {
             Listener::Tcp(listener) => {
-                let (mut stream, peer) = listener.accept().await?;
+                let (stream, peer) = listener.accept().await?;
                 stream.set_nodelay(true)?;
+                Incoming::Tcp(stream, peer)
+            }
+            Listener::Quic(endpoint) => Incoming::Quic(
+                endpoint
+                    .accept()
+                    .await
+                    .ok_or(TransportError::Auth("QUIC endpoint closed"))?,
+            ),
+            Listener::Memory(rx) => Incoming::Memory(
+                rx.recv()
+                    .await
+                    .ok_or(TransportError::Auth("memory hub closed"))?,
+            ),
+        })
+    }
+}
+
+/// A peer that connected and has yet to prove the secret.
+#[derive(Debug)]
+pub enum Incoming {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Quic(Box<quinn::Incoming>),
+    Memory(DuplexStream),
+}
+
+impl Incoming {
+    /// Runs the handshake (TLS first for QUIC, then the secret's proof).
+    pub async fn finish(self, secret: &Secret) -> Result<Link, TransportError> {
+        match self {
+            Incoming::Tcp(mut stream, peer) => {
                 handshake(prove_as_primary(&mut stream, secret)).await?;
                 let (read, write) = stream.into_split();
                 Ok(Link::new(read, write, peer.to_string()))
             }
-            Listener::Quic(endpoint) => {
-                let incoming = endpoint
-                    .accept()
-                    .await
-                    .ok_or(TransportError::Auth("QUIC endpoint closed"))?;
-                let connection = incoming
-                    .await
-                    .map_err(|e| TransportError::Tls(e.to_string()))?;
-                let peer = connection.remote_address().to_string();
-                let (mut send, mut recv) = handshake(async {
+            Incoming::Quic(incoming) => {
+                let (connection, mut send, mut recv) = handshake(async {
+                    let connection = incoming
+                        .await
+                        .map_err(|e| TransportError::Tls(e.to_string()))?;
                     let (send, mut recv) = connection
                         .accept_bi()
                         .await
@@ -169,9 +195,10 @@ impl Listener {
                     recv.read_exact(&mut open)
                         .await
                         .map_err(|e| TransportError::Tls(e.to_string()))?;
-                    Ok((send, recv))
+                    Ok((connection, send, recv))
                 })
                 .await?;
+                let peer = connection.remote_address().to_string();
                 handshake(prove_as_primary(
                     &mut tokio::io::join(&mut recv, &mut send),
                     secret,
@@ -181,11 +208,7 @@ impl Listener {
                 link.keep = Some(Box::new(connection));
                 Ok(link)
             }
-            Listener::Memory(rx) => {
-                let mut pipe = rx
-                    .recv()
-                    .await
-                    .ok_or(TransportError::Auth("memory hub closed"))?;
+            Incoming::Memory(mut pipe) => {
                 handshake(prove_as_primary(&mut pipe, secret)).await?;
                 let (read, write) = tokio::io::split(pipe);
                 Ok(Link::new(read, write, "memory".into()))

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,9 @@ const FLUSH_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug)]
 enum Input {
     Commit(Delta),
-    Connected(u64, mpsc::UnboundedSender<Vec<u8>>),
+    Connected(u64, Writer),
+    /// A paused connection's writer emptied its queue.
+    Drained(u64),
     Frame(u64, Frame),
     Closed(u64),
 }
@@ -176,6 +178,9 @@ impl Replicator {
         let deadline = Instant::now() + self.sync_timeout * 2 + Duration::from_secs(1);
         let mut state = self.shared.sync.lock().expect("sync lock");
         loop {
+            if self.is_fenced() {
+                return Err(Error::Fenced);
+            }
             if state.acked >= lsn {
                 return Ok(());
             }
@@ -209,53 +214,91 @@ fn io_error(e: hotblock_nic_transport::TransportError) -> Error {
     }
 }
 
+/// Bytes queued for one secondary past which its session is paused, and
+/// below which it resumes: a slow secondary costs at most this much memory
+/// here (the backlog aside).
+const SESSION_QUEUE_BYTES_HIGH: usize = 16 << 20;
+const SESSION_QUEUE_BYTES_LOW: usize = 4 << 20;
+
+/// The controller's handle on one connection's writer task.
+#[derive(Debug)]
+struct Writer {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    paused: Arc<AtomicBool>,
+}
+
 async fn accept_loop(mut listener: Listener, secret: Secret, tx: mpsc::UnboundedSender<Input>) {
     let mut next_conn = 0u64;
     loop {
-        let link = match listener.accept(&secret).await {
-            Ok(link) => link,
+        let incoming = match listener.accept().await {
+            Ok(incoming) => incoming,
             Err(e) => {
-                tracing::warn!(error = %e, "replication connection refused");
+                tracing::warn!(error = %e, "replication accept failed");
                 continue;
             }
         };
         next_conn += 1;
         let conn = next_conn;
-        let peer = link.peer;
-        tracing::info!(%peer, conn, "secondary connected");
-        let (read, mut write) = (link.read, link.write);
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        if tx.send(Input::Connected(conn, out_tx)).is_err() {
-            return;
-        }
+        let (tx, secret) = (tx.clone(), secret.clone());
+        // Each handshake runs on its own: a silent peer holds up no other.
         tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            while let Some(bytes) = out_rx.recv().await {
-                if write.write_all(&bytes).await.is_err() {
+            match incoming.finish(&secret).await {
+                Ok(link) => serve(conn, link, tx),
+                Err(e) => tracing::warn!(conn, error = %e, "replication connection refused"),
+            }
+        });
+    }
+}
+
+/// Starts the reader and writer tasks of an authenticated connection.
+fn serve(conn: u64, link: hotblock_nic_transport::Link, tx: mpsc::UnboundedSender<Input>) {
+    let peer = link.peer;
+    tracing::info!(%peer, conn, "secondary connected");
+    let (read, mut write, keep) = (link.read, link.write, link.keep);
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let paused = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        tx: out_tx,
+        queued: queued.clone(),
+        paused: paused.clone(),
+    };
+    if tx.send(Input::Connected(conn, writer)).is_err() {
+        return;
+    }
+    let drained = tx.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let _keep = keep;
+        while let Some(bytes) = out_rx.recv().await {
+            if write.write_all(&bytes).await.is_err() {
+                break;
+            }
+            let left = queued.fetch_sub(bytes.len(), Ordering::AcqRel) - bytes.len();
+            if left <= SESSION_QUEUE_BYTES_LOW && paused.swap(false, Ordering::AcqRel) {
+                let _ = drained.send(Input::Drained(conn));
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut reader = FrameReader::new(read);
+        loop {
+            match reader.next().await {
+                Ok(Some(frame)) => {
+                    if tx.send(Input::Frame(conn, frame)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(conn, error = %e, "replication connection dropped");
                     break;
                 }
             }
-        });
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut reader = FrameReader::new(read);
-            loop {
-                match reader.next().await {
-                    Ok(Some(frame)) => {
-                        if tx.send(Input::Frame(conn, frame)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!(conn, error = %e, "replication connection dropped");
-                        break;
-                    }
-                }
-            }
-            let _ = tx.send(Input::Closed(conn));
-        });
-    }
+        }
+        let _ = tx.send(Input::Closed(conn));
+    });
 }
 
 /// The controller task: owns the state machine.
@@ -265,7 +308,7 @@ async fn run(
     shared: Arc<Shared>,
     wait: bool,
 ) {
-    let mut writers: HashMap<SessionId, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
+    let mut writers: HashMap<SessionId, Writer> = HashMap::new();
     let mut sessions: HashMap<u64, SessionId> = HashMap::new();
     let mut next_status = Instant::now();
     let mut more = false;
@@ -302,6 +345,11 @@ async fn run(
                     sessions.insert(conn, session);
                     writers.insert(session, writer);
                 }
+                Input::Drained(conn) => {
+                    if let Some(&session) = sessions.get(&conn) {
+                        primary.set_paused(session, false);
+                    }
+                }
                 Input::Frame(conn, frame) => {
                     if let Some(&session) = sessions.get(&conn) {
                         primary.handle_frame(now, session, frame);
@@ -334,7 +382,12 @@ async fn run(
         }
         for (session, bytes) in batches {
             if let Some(writer) = writers.get(&session) {
-                let _ = writer.send(bytes);
+                let queued = writer.queued.fetch_add(bytes.len(), Ordering::AcqRel) + bytes.len();
+                if queued > SESSION_QUEUE_BYTES_HIGH {
+                    writer.paused.store(true, Ordering::Release);
+                    primary.set_paused(session, true);
+                }
+                let _ = writer.tx.send(bytes);
             }
         }
         while let Some(event) = primary.poll_event() {
