@@ -149,12 +149,12 @@ impl Listener {
                 stream.set_nodelay(true)?;
                 Incoming::Tcp(stream, peer)
             }
-            Listener::Quic(endpoint) => Incoming::Quic(
+            Listener::Quic(endpoint) => Incoming::Quic(Box::new(
                 endpoint
                     .accept()
                     .await
                     .ok_or(TransportError::Auth("QUIC endpoint closed"))?,
-            ),
+            )),
             Listener::Memory(rx) => Incoming::Memory(
                 rx.recv()
                     .await
@@ -183,7 +183,7 @@ impl Incoming {
             }
             Incoming::Quic(incoming) => {
                 let (connection, mut send, mut recv) = handshake(async {
-                    let connection = incoming
+                    let connection = (*incoming)
                         .await
                         .map_err(|e| TransportError::Tls(e.to_string()))?;
                     let (send, mut recv) = connection
