@@ -1,8 +1,8 @@
 //! Commit latency and throughput by sequencing mode — `none` (no
 //! replication), `async` (one async secondary) and `sync` (one sync
-//! secondary, quorum 1) — over TCP on loopback, with 1 and 64 writers, in
-//! one run beside a TCP ping-pong round trip (the physical floor of a sync
-//! commit) and a full-resync snapshot transfer.
+//! secondary, quorum 1) — over an in-process pipe, TCP and QUIC on loopback,
+//! with 1 and 64 writers, in one run beside a TCP ping-pong round trip (the
+//! physical floor of a sync commit) and a full-resync snapshot transfer.
 //!
 //! Run: `cargo bench -p hotblock-benches --bench replication`
 //! (`HOTBLOCK_BENCH_SECONDS=1` shortens each measured run; default 3).
@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hdrhistogram::Histogram;
 use hotblock_core::repl::{Mode, NodeId, PrimaryConfig};
 use hotblock_core::IndexMode;
-use hotblock_nic_transport::{ConnectTo, Secret};
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, QuicIdentity, Secret};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -40,7 +40,15 @@ struct Setup {
     _secondary: Option<SecondaryNode>,
 }
 
-fn setup(mode: Sequencing) -> Setup {
+/// How primary and secondary are linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Memory,
+    Tcp,
+    Quic,
+}
+
+fn setup(mode: Sequencing, transport: Transport) -> Setup {
     let db = Db::in_memory();
     db.create_database("bench", DatabaseOptions::default())
         .unwrap();
@@ -50,16 +58,29 @@ fn setup(mode: Sequencing) -> Setup {
             _secondary: None,
         };
     }
-    let mut config = ReplicationConfig::new("127.0.0.1:0".parse().unwrap(), Secret::new(SECRET));
+    let loopback = "127.0.0.1:0".parse().unwrap();
+    let identity = QuicIdentity::self_signed().unwrap();
+    let hub = MemoryHub::new();
+    let listen = match transport {
+        Transport::Memory => ListenOn::Memory(hub.clone()),
+        Transport::Tcp => ListenOn::Tcp(loopback),
+        Transport::Quic => ListenOn::Quic(loopback, identity.clone()),
+    };
+    let mut config = ReplicationConfig::on(listen, Secret::new(SECRET));
     config.protocol = PrimaryConfig {
         sync_quorum: usize::from(mode == Sequencing::Sync),
         sync_timeout: Duration::from_secs(10),
         ..PrimaryConfig::default()
     };
     let db = db.with_replication(config).unwrap();
-    let addr = db.replicator().unwrap().local_addr();
+    let addr = db.replicator().unwrap().local_addr().to_string();
+    let primary = match transport {
+        Transport::Memory => ConnectTo::Memory(hub),
+        Transport::Tcp => ConnectTo::Tcp(addr.parse().unwrap()),
+        Transport::Quic => ConnectTo::Quic(addr.parse().unwrap(), identity.fingerprint()),
+    };
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
-        primary: ConnectTo::Tcp(addr.parse().unwrap()),
+        primary,
         secret: Secret::new(SECRET),
         node: NodeId(1),
         mode: if mode == Sequencing::Sync {
@@ -204,37 +225,51 @@ fn report() {
     let (rtt50, rtt99) = tcp_ping_pong();
     println!("tcp ping-pong (64 B, loopback): p50 {rtt50:.1} µs, p99 {rtt99:.1} µs");
     println!(
-        "{:<6} {:>8} {:>12} {:>10} {:>10}",
-        "mode", "writers", "commits/s", "p50 µs", "p99 µs"
+        "{:<6} {:<9} {:>8} {:>12} {:>10} {:>10}",
+        "mode", "transport", "writers", "commits/s", "p50 µs", "p99 µs"
     );
     let mut rows = Vec::new();
-    for mode in [Sequencing::None, Sequencing::Async, Sequencing::Sync] {
-        let setup = setup(mode);
+    let runs = [(Sequencing::None, Transport::Memory)].into_iter().chain(
+        [Transport::Memory, Transport::Tcp, Transport::Quic]
+            .into_iter()
+            .flat_map(|t| [(Sequencing::Async, t), (Sequencing::Sync, t)]),
+    );
+    for (mode, transport) in runs {
+        let setup = setup(mode, transport);
         for writers in [1, 64] {
             let (ops, p50, p99) = measure(&setup.db, writers, seconds);
+            let transport_name = if mode == Sequencing::None {
+                "-".to_string()
+            } else {
+                format!("{transport:?}").to_lowercase()
+            };
             println!(
-                "{:<6} {:>8} {:>12.0} {:>10.1} {:>10.1}",
+                "{:<6} {:<9} {:>8} {:>12.0} {:>10.1} {:>10.1}",
                 format!("{mode:?}").to_lowercase(),
+                transport_name,
                 writers,
                 ops,
                 p50,
                 p99
             );
-            rows.push((mode, writers, ops, p50));
+            rows.push((mode, transport, writers, ops, p50));
         }
     }
-    let get = |m, w| {
+    let get = |m, t, w| {
         rows.iter()
-            .find(|r| r.0 == m && r.1 == w)
-            .map(|r| (r.2, r.3))
+            .find(|r| r.0 == m && (m == Sequencing::None || r.1 == t) && r.2 == w)
+            .map(|r| (r.3, r.4))
             .unwrap()
     };
-    println!(
-        "ratios: async/none (64 writers) {:.2}; sync/async (64 writers) {:.2}; sync p50 (1 writer) / tcp rtt p50 {:.2}",
-        get(Sequencing::Async, 64).0 / get(Sequencing::None, 64).0,
-        get(Sequencing::Sync, 64).0 / get(Sequencing::Async, 64).0,
-        get(Sequencing::Sync, 1).1 / rtt50,
-    );
+    for t in [Transport::Memory, Transport::Tcp, Transport::Quic] {
+        println!(
+            "ratios over {}: async/none (64 writers) {:.2}; sync/async (64 writers) {:.2}; sync p50 (1 writer) / tcp rtt p50 {:.2}",
+            format!("{t:?}").to_lowercase(),
+            get(Sequencing::Async, t, 64).0 / get(Sequencing::None, t, 64).0,
+            get(Sequencing::Sync, t, 64).0 / get(Sequencing::Async, t, 64).0,
+            get(Sequencing::Sync, t, 1).1 / rtt50,
+        );
+    }
     let (mb, secs, gbps) = snapshot_transfer(1_000_000);
     println!("snapshot: {mb:.0} MB of blocks in {secs:.2} s = {gbps:.2} GB/s");
 }
@@ -247,7 +282,7 @@ fn commits(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     for mode in [Sequencing::None, Sequencing::Async, Sequencing::Sync] {
-        let setup = setup(mode);
+        let setup = setup(mode, Transport::Tcp);
         let mut key = 1u64 << 40;
         group.bench_function(format!("{mode:?}").to_lowercase(), |b| {
             b.iter(|| {
