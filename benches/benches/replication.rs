@@ -89,6 +89,7 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
             Mode::Async
         },
         indexes: IndexMode::Deferred,
+        relay: None,
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !secondary.status().streaming {
@@ -202,6 +203,7 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
         node: NodeId(2),
         mode: Mode::Async,
         indexes: IndexMode::Deferred,
+        relay: None,
     });
     while !(secondary.status().streaming && secondary.engine().lsn() == db.lsn()) {
         std::thread::sleep(Duration::from_millis(1));

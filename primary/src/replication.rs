@@ -56,6 +56,12 @@ const FLUSH_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug)]
 enum Input {
     Commit(Delta),
+    /// A relay's upstream history changed.
+    History(EpochHistory),
+    /// A relay's log restarted (it loads a snapshot).
+    Reset,
+    /// A relay's copy is whole (true) or loading (false).
+    Available(bool),
     Connected(u64, Writer),
     /// A paused connection's writer emptied its queue.
     Drained(u64),
@@ -83,6 +89,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct Replicator {
     shared: Arc<Shared>,
+    inputs: mpsc::UnboundedSender<Input>,
     local_addr: String,
     sync_quorum: usize,
     sync_timeout: Duration,
@@ -115,6 +122,7 @@ impl Replicator {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let hook_tx = tx.clone();
+        let inputs = tx.clone();
         engine.set_commit_hook(Some(Arc::new(move |delta: &Delta| {
             let _ = hook_tx.send(Input::Commit(delta.clone()));
         })));
@@ -129,12 +137,29 @@ impl Replicator {
         tracing::info!(%local_addr, epoch = %config.history.current(), "replication listening");
         Ok(Replicator {
             shared,
+            inputs,
             local_addr,
             sync_quorum: config.protocol.sync_quorum,
             sync_timeout: config.protocol.sync_timeout,
             engine,
             _runtime: runtime,
         })
+    }
+
+    /// For a relay: frames downstream carry this (the upstream's) history.
+    pub fn set_history(&self, history: EpochHistory) {
+        let _ = self.inputs.send(Input::History(history));
+    }
+
+    /// For a relay: its log restarted from a snapshot; downstream sessions
+    /// start over.
+    pub fn reset(&self) {
+        let _ = self.inputs.send(Input::Reset);
+    }
+
+    /// For a relay: whether its copy is whole, so it may serve.
+    pub fn set_available(&self, available: bool) {
+        let _ = self.inputs.send(Input::Available(available));
     }
 
     /// The address secondaries connect to (`host:port`; useful with port 0).
@@ -340,6 +365,9 @@ async fn run(
         for input in inputs {
             match input {
                 Input::Commit(delta) => primary.on_commit(now, delta, wait),
+                Input::History(history) => primary.set_history(history),
+                Input::Reset => primary.reset(),
+                Input::Available(available) => primary.set_available(available),
                 Input::Connected(conn, writer) => {
                     let session = primary.connect(now);
                     sessions.insert(conn, session);

@@ -19,6 +19,7 @@ use hotblock_core::repl::{EpochHistory, Mode, NodeId, Secondary, SecondaryConfig
 use hotblock_core::{Engine, EngineConfig, Error, IndexMode, Lsn, Role};
 use hotblock_nic_transport::tcp::{write_frames, FrameReader};
 use hotblock_nic_transport::{ConnectTo, Link, Secret};
+use hotblock_primary::Replicator;
 use tokio::sync::oneshot;
 
 /// Reconnection backoff: first wait, and the most it grows to.
@@ -33,6 +34,10 @@ pub struct SecondaryNodeConfig {
     pub mode: Mode,
     /// `Maintained` serves reads (hot); `Deferred` keeps blocks only (passive).
     pub indexes: IndexMode,
+    /// Relay the stream to secondaries of our own (a daisy chain): where
+    /// they connect, and how they are served (never with a sync quorum: a
+    /// relay does not make its upstream's commits wait).
+    pub relay: Option<hotblock_primary::ReplicationConfig>,
 }
 
 /// What the controller says about itself.
@@ -54,6 +59,7 @@ pub struct SecondaryNode {
     status: Arc<Mutex<SecondaryStatus>>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<Secondary>>,
+    relay: Option<Arc<Replicator>>,
 }
 
 impl SecondaryNode {
@@ -84,6 +90,24 @@ impl SecondaryNode {
             SecondaryConfig::new(config.node, config.mode),
             Instant::now(),
         );
+        let relay = match &config.relay {
+            Some(relay) => {
+                let mut relay = relay.clone();
+                relay.protocol.sync_quorum = 0;
+                relay.history = secondary.history().clone();
+                match Replicator::start(engine.clone(), relay) {
+                    Ok(r) => Some(Arc::new(r)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start relaying");
+                        status.lock().expect("status lock").last_error =
+                            Some(format!("relay: {e}"));
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let thread_relay = relay.clone();
         let thread_status = status.clone();
         let handle = std::thread::Builder::new()
             .name("hotblock-secondary".into())
@@ -92,7 +116,13 @@ impl SecondaryNode {
                     .enable_all()
                     .build()
                     .expect("a tokio runtime");
-                runtime.block_on(follow(secondary, config, thread_status, stop_rx))
+                runtime.block_on(follow(
+                    secondary,
+                    config,
+                    thread_status,
+                    thread_relay,
+                    stop_rx,
+                ))
             })
             .expect("spawning the secondary thread");
         SecondaryNode {
@@ -100,6 +130,7 @@ impl SecondaryNode {
             status,
             stop: Some(stop_tx),
             handle: Some(handle),
+            relay,
         }
     }
 
@@ -109,6 +140,11 @@ impl SecondaryNode {
 
     pub fn status(&self) -> SecondaryStatus {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// The relay serving this node's own secondaries, if configured.
+    pub fn relay(&self) -> Option<&Replicator> {
+        self.relay.as_deref()
     }
 
     /// Stops following. Returns the protocol state (engine and history).
@@ -142,6 +178,7 @@ async fn follow(
     mut secondary: Secondary,
     config: SecondaryNodeConfig,
     status: Arc<Mutex<SecondaryStatus>>,
+    relay: Option<Arc<Replicator>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Secondary {
     let mut backoff = BACKOFF_MIN;
@@ -156,7 +193,7 @@ async fn follow(
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
-                    ended = session(&mut secondary, link, &status) => Some(ended),
+                    ended = session(&mut secondary, link, &status, relay.as_deref()) => Some(ended),
                 };
                 secondary.disconnected();
                 let mut s = status.lock().expect("status lock");
@@ -184,7 +221,12 @@ async fn follow(
 }
 
 /// Runs one connection until it ends; returns why.
-async fn session(secondary: &mut Secondary, link: Link, status: &Mutex<SecondaryStatus>) -> String {
+async fn session(
+    secondary: &mut Secondary,
+    link: Link,
+    status: &Mutex<SecondaryStatus>,
+    relay: Option<&Replicator>,
+) -> String {
     let (read, mut write) = (link.read, link.write);
     let mut reader = FrameReader::new(read);
     if let Err(e) = secondary.connect(Instant::now()) {
@@ -209,10 +251,18 @@ async fn session(secondary: &mut Secondary, link: Link, status: &Mutex<Secondary
                 SecondaryEvent::SnapshotStarted { blocks } => {
                     tracing::info!(blocks, "full resync started");
                     status.lock().expect("status lock").snapshots += 1;
+                    if let Some(relay) = relay {
+                        relay.reset();
+                    }
                 }
                 SecondaryEvent::SnapshotProgress { .. } => {}
                 SecondaryEvent::Online => {
-                    tracing::info!(lsn = %secondary.engine().lsn(), "secondary online")
+                    tracing::info!(lsn = %secondary.engine().lsn(), "secondary online");
+                    if let Some(relay) = relay {
+                        // Downstream frames carry the upstream's epoch.
+                        relay.set_history(secondary.history().clone());
+                        relay.set_available(true);
+                    }
                 }
             }
         }

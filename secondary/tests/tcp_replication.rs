@@ -65,6 +65,7 @@ fn secondary_config(
         node: NodeId(node),
         mode,
         indexes,
+        relay: None,
     }
 }
 
@@ -310,4 +311,57 @@ fn writes_are_refused_without_enough_current_secondaries() {
     });
     // Reads go on meanwhile.
     assert_eq!(db.count("t").unwrap(), 20);
+}
+
+#[test]
+fn a_daisy_chained_secondary_converges_through_its_relay() {
+    let (db, addr) = primary(1 << 20, 0);
+    write(&db, 0, 20);
+    // A relays to B over TCP.
+    let mut a_config = secondary_config(&addr, 7, Mode::Async, IndexMode::Maintained);
+    a_config.relay = Some(ReplicationConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Secret::new(SECRET),
+    ));
+    let a = SecondaryNode::start(a_config);
+    let relay_addr = ConnectTo::Tcp(a.relay().unwrap().local_addr().parse().unwrap());
+    let b = SecondaryNode::start(secondary_config(
+        &relay_addr,
+        8,
+        Mode::Async,
+        IndexMode::Deferred,
+    ));
+    std::thread::scope(|s| {
+        for w in 1..3 {
+            let db = &db;
+            s.spawn(move || write(db, w, 100));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(converged(&db, &a) && converged(&db, &b)) {
+        assert!(
+            Instant::now() < deadline,
+            "no convergence: primary {:?}, a {:?} {:?}, b {:?} {:?}",
+            db.lsn(),
+            a.engine().lsn(),
+            a.status(),
+            b.engine().lsn(),
+            b.status()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // B restarts and resumes from the relay.
+    let stopped = b.stop();
+    let (engine, history) = (stopped.engine().clone(), stopped.history().clone());
+    drop(stopped);
+    write(&db, 5, 30);
+    let b = SecondaryNode::start_with(
+        engine,
+        history,
+        secondary_config(&relay_addr, 8, Mode::Async, IndexMode::Deferred),
+    );
+    wait_until("the chain converges again", Duration::from_secs(20), || {
+        converged(&db, &b)
+    });
+    assert_eq!(b.status().snapshots, 0);
 }

@@ -36,10 +36,12 @@ impl Backlog {
     /// Appends the next delta; drops the oldest while over the byte bound,
     /// but always keeps the newest.
     pub(crate) fn push(&mut self, delta: Delta, now: Instant) {
-        debug_assert!(
-            self.last().is_none_or(|l| delta.lsn() == l.next()),
-            "backlog in LSN order"
-        );
+        // Deltas arrive in LSN order; after a gap (a relay that resynced)
+        // the old entries no longer lead to the new ones.
+        if self.last().is_some_and(|l| delta.lsn() != l.next()) {
+            self.entries.clear();
+            self.bytes = 0;
+        }
         let bytes = delta.encoded_len();
         self.entries.push_back(Entry {
             delta,

@@ -186,6 +186,8 @@ pub struct Primary {
     /// The session served last by `poll_transmit`, so the next call starts
     /// after it (round robin: a snapshot does not starve live sessions).
     last_served: SessionId,
+    /// False while a relay's own copy is loading: it serves nobody then.
+    available: bool,
 }
 
 impl Primary {
@@ -205,11 +207,44 @@ impl Primary {
             events: VecDeque::new(),
             fenced: false,
             last_served: SessionId(0),
+            available: true,
         }
     }
 
     pub fn epoch(&self) -> Epoch {
         self.history.current()
+    }
+
+    /// A relay (a secondary serving its own secondaries) follows its
+    /// upstream's history: frames downstream carry the upstream's epoch.
+    pub fn set_history(&mut self, history: EpochHistory) {
+        if history != self.history {
+            self.history = history;
+            let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+            for id in ids {
+                self.close(id, "the upstream history changed");
+            }
+        }
+    }
+
+    /// A relay's copy is whole again (or not): it serves secondaries only
+    /// then.
+    pub fn set_available(&mut self, available: bool) {
+        self.available = available;
+    }
+
+    /// The engine's log restarted under this controller (a relay loading a
+    /// snapshot): the backlog no longer continues it, and every session
+    /// starts over.
+    pub fn reset(&mut self) {
+        self.available = false;
+        self.backlog = Backlog::new(self.config.backlog_bytes_max);
+        self.sync_waits.clear();
+        self.sync_acked = self.engine.lsn();
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(id, "the relay is resyncing");
+        }
     }
 
     pub fn history(&self) -> &EpochHistory {
@@ -354,6 +389,14 @@ impl Primary {
             self.fenced = true;
             self.events.push_back(PrimaryEvent::Fenced(peer.current()));
             self.close(session, "peer knows a newer epoch");
+            return;
+        }
+        if !self.available {
+            self.refuse(
+                session,
+                ErrorCode::Other,
+                "resyncing from upstream; try again later",
+            );
             return;
         }
         // A node counts once: an older session of the same node (a
