@@ -56,6 +56,17 @@ pub struct EngineConfig {
     pub role: Role,
 }
 
+impl EngineConfig {
+    /// An engine that follows a primary, keeping indexes (`Maintained`) or
+    /// blocks only (`Deferred`).
+    pub fn follower(indexes: IndexMode) -> Self {
+        EngineConfig {
+            role: Role::Follower(indexes),
+            ..Self::default()
+        }
+    }
+}
+
 /// How a database is declared.
 #[derive(Clone, Debug)]
 pub struct DatabaseOptions {

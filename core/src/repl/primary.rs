@@ -871,8 +871,19 @@ fn next_block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{DatabaseOptions, EngineConfig, IndexMode, Role};
+    use crate::engine::{DatabaseOptions, EngineConfig, IndexMode};
     use crate::repl::secondary::{Secondary, SecondaryConfig};
+
+    /// A fresh async secondary with a hot follower engine.
+    fn async_secondary(now: Instant) -> Secondary {
+        let follower = Engine::new(EngineConfig::follower(IndexMode::Maintained));
+        Secondary::new(
+            follower,
+            EpochHistory::default(),
+            SecondaryConfig::new(NodeId(1), Mode::Async),
+            now,
+        )
+    }
 
     /// Moves frames both ways until neither side has anything to say.
     fn pump(p: &mut Primary, session: SessionId, s: &mut Secondary, now: Instant) {
@@ -940,16 +951,7 @@ mod tests {
         txn.delete(&2u32.to_be_bytes()).unwrap();
         txn.delete(&3u32.to_be_bytes()).unwrap();
         p.on_commit(t0, txn.commit().unwrap().unwrap().delta, false);
-        let follower = Engine::new(EngineConfig {
-            role: Role::Follower(IndexMode::Maintained),
-            ..Default::default()
-        });
-        let mut s = Secondary::new(
-            follower,
-            EpochHistory::default(),
-            SecondaryConfig::new(NodeId(1), Mode::Async),
-            t0,
-        );
+        let mut s = async_secondary(t0);
         let session = p.connect(t0);
         s.connect(t0).unwrap();
         // The hello reaches the primary; then about half the blocks go out,
@@ -992,16 +994,7 @@ mod tests {
         };
         let mut p = Primary::new(engine.clone(), EpochHistory::default(), config);
         assert!(!p.accepts_writes(t0), "no secondary yet");
-        let follower = Engine::new(EngineConfig {
-            role: Role::Follower(IndexMode::Maintained),
-            ..Default::default()
-        });
-        let mut s = Secondary::new(
-            follower,
-            EpochHistory::default(),
-            SecondaryConfig::new(NodeId(1), Mode::Async),
-            t0,
-        );
+        let mut s = async_secondary(t0);
         let session = p.connect(t0);
         s.connect(t0).unwrap();
         pump(&mut p, session, &mut s, t0);
