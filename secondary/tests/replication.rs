@@ -1,7 +1,9 @@
-//! Replication over real TCP on loopback: a primary and two secondaries
-//! (one sync and hot, one async and passive) converge to equal digests under
-//! concurrent writers; a restarted secondary resumes by partial resync; one
-//! that fell behind the backlog gets a snapshot; a wrong secret is refused.
+//! Replication over real links — TCP and QUIC on loopback, and in-process
+//! pipes: a primary and two secondaries (one sync and hot, one async and
+//! passive) converge to equal digests under concurrent writers; a restarted
+//! secondary resumes by partial resync; one that fell behind the backlog
+//! gets a snapshot; wrong secrets and certificates are refused; writes wait
+//! for `min_secondaries`; a daisy-chained secondary converges via its relay.
 
 use std::time::{Duration, Instant};
 
