@@ -67,6 +67,11 @@ fn delta_decode_corpus_replays() {
 }
 
 #[test]
+fn frame_decode_corpus_replays() {
+    replay("frame_decode", harness::frame_decode);
+}
+
+#[test]
 fn record_parse_corpus_replays() {
     replay("record_parse", harness::record_parse);
 }

@@ -10,6 +10,8 @@
 //! * [`delta_decode`]: `Delta::decode` on arbitrary bytes never panics, and
 //!   whatever it accepts re-encodes to the very same bytes and decodes back
 //!   to an equal delta.
+//! * [`frame_decode`]: replication frames decoded from arbitrary bytes never
+//!   panic, and whatever is accepted survives an encode/decode round trip.
 //! * [`record_parse`]: `RecordRef::parse` on arbitrary bytes never panics, and
 //!   every accessor of a parsed record stays inside the bytes it was given.
 //! * [`delta_apply`]: a follower engine, brought to a valid state by a prefix
@@ -51,6 +53,23 @@ pub fn delta_decode(data: &[u8]) {
     assert_eq!(again, delta, "decode(encode(d)) != d");
     // The accessors rely on the op sequence the decoder checked.
     let _ = (delta.db(), delta.lsn(), delta.write_bytes());
+}
+
+// ---------------------------------------------------------------------------
+// frame_decode
+
+/// Decodes `data` as a stream of replication frames; every frame accepted
+/// re-encodes to the bytes it came from and decodes back to itself.
+pub fn frame_decode(data: &[u8]) {
+    use hotblock_core::repl::Frame;
+    let mut buf = bytes::BytesMut::from(data);
+    // Every decoded frame consumes at least a header, so this ends.
+    while let Ok(Some(frame)) = Frame::decode(&mut buf) {
+        let encoded = frame.to_bytes();
+        let mut again = bytes::BytesMut::from(&encoded[..]);
+        let decoded = Frame::decode(&mut again).expect("a re-encoded frame decodes");
+        assert_eq!(decoded.as_ref(), Some(&frame), "decode(encode(f)) != f");
+    }
 }
 
 // ---------------------------------------------------------------------------

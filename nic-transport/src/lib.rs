@@ -8,12 +8,15 @@
 //!
 //! QUIC links (`quic`) run under TLS 1.3 with a pinned certificate.
 //!
-//! Not yet here: TLS for TCP, the RESP codec for client connections.
+//! `resp` parses client requests in the Redis protocol and encodes replies.
+//!
+//! Not yet here: TLS for TCP.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod link;
 pub mod quic;
+pub mod resp;
 pub mod tcp;
 
 pub use auth::Secret;

@@ -1,0 +1,296 @@
+//! RESP, the Redis protocol, for client connections: parsing requests with
+//! every limit named, and encoding replies.
+//!
+//! A request is an array of bulk strings (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`)
+//! or an inline command (`GET k\r\n`). The parser never allocates a
+//! declared length up front, refuses lengths past the limits before reading
+//! their bytes, parses integers strictly (no sign tricks, no overflow), and
+//! takes no nested arrays. Before a client authenticates, only a few small
+//! arguments are accepted (as Redis does). A `ProtocolError` means the
+//! stream can no longer be trusted: reply with it and close.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Limits of one client's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespLimits {
+    /// Longest bulk string (Redis's `proto-max-bulk-len`).
+    pub bulk_len_max: usize,
+    /// Most arguments in one request.
+    pub args_max: usize,
+    /// Longest inline command line.
+    pub inline_len_max: usize,
+    /// Before authentication: most arguments, and longest argument.
+    pub unauthenticated_args_max: usize,
+    pub unauthenticated_bulk_len_max: usize,
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        RespLimits {
+            bulk_len_max: 512 << 20,
+            args_max: 1024 * 1024,
+            inline_len_max: 64 * 1024,
+            unauthenticated_args_max: 10,
+            unauthenticated_bulk_len_max: 16 * 1024,
+        }
+    }
+}
+
+/// Why a request stream was refused. The message is what Redis says in the
+/// same case, after `-ERR Protocol error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("Protocol error: {0}")]
+pub struct ProtocolError(pub String);
+
+fn err<T>(message: impl Into<String>) -> Result<T, ProtocolError> {
+    Err(ProtocolError(message.into()))
+}
+
+/// Takes one whole request off the front of `buf`: `Ok(None)` if it is not
+/// all there yet (the bytes stay), the arguments otherwise. An empty inline
+/// line yields an empty request, which callers skip.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limits: &RespLimits,
+    authenticated: bool,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] == b'*' {
+        parse_multibulk(buf, limits, authenticated)
+    } else {
+        parse_inline(buf, limits)
+    }
+}
+
+/// The position of the first `\r\n` at or after `from`, looking no further
+/// than `limit` bytes.
+fn find_crlf(buf: &[u8], from: usize, limit: usize) -> Option<usize> {
+    let end = buf.len().min(from.saturating_add(limit));
+    buf[from..end]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i)
+}
+
+/// A non-negative decimal of at most 18 digits (no sign, no spaces).
+fn parse_len(digits: &[u8]) -> Option<usize> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+fn parse_multibulk(
+    buf: &mut BytesMut,
+    limits: &RespLimits,
+    authenticated: bool,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    // "*<n>\r\n": n has at most 18 digits, so the line is short.
+    let Some(eol) = find_crlf(buf, 1, 21) else {
+        return match buf.len() > 21 {
+            true => err("invalid multibulk length"),
+            false => Ok(None),
+        };
+    };
+    let count = match &buf[1..eol] {
+        b"-1" => 0,
+        digits => {
+            parse_len(digits).ok_or_else(|| ProtocolError("invalid multibulk length".into()))?
+        }
+    };
+    if count > limits.args_max {
+        return err("invalid multibulk length");
+    }
+    if !authenticated && count > limits.unauthenticated_args_max {
+        return err("unauthenticated multibulk length");
+    }
+    let bulk_max = if authenticated {
+        limits.bulk_len_max
+    } else {
+        limits.unauthenticated_bulk_len_max
+    };
+    // Check the whole request is there before taking anything.
+    let mut at = eol + 2;
+    let mut spans = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        if at >= buf.len() {
+            return Ok(None);
+        }
+        if buf[at] != b'$' {
+            return err(format!("expected '$', got '{}'", buf[at] as char));
+        }
+        let Some(eol) = find_crlf(buf, at + 1, 21) else {
+            return match buf.len() > at + 21 {
+                true => err("invalid bulk length"),
+                false => Ok(None),
+            };
+        };
+        let len = parse_len(&buf[at + 1..eol])
+            .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
+        if len > bulk_max {
+            return err(if authenticated {
+                "invalid bulk length"
+            } else {
+                "unauthenticated bulk length"
+            });
+        }
+        let start = eol + 2;
+        let Some(end) = start.checked_add(len) else {
+            return err("invalid bulk length");
+        };
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return err("bulk string not terminated by CRLF");
+        }
+        spans.push((start, end));
+        at = end + 2;
+    }
+    let request = buf.split_to(at).freeze();
+    Ok(Some(
+        spans
+            .into_iter()
+            .map(|(s, e)| request.slice(s..e))
+            .collect(),
+    ))
+}
+
+fn parse_inline(
+    buf: &mut BytesMut,
+    limits: &RespLimits,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some(eol) = buf
+        .iter()
+        .take(limits.inline_len_max + 1)
+        .position(|b| *b == b'\n')
+    else {
+        return match buf.len() > limits.inline_len_max {
+            true => err("too big inline request"),
+            false => Ok(None),
+        };
+    };
+    let line = buf.split_to(eol + 1).freeze();
+    let text = line.slice(..eol).strip_suffix_cr();
+    // Redis closes on what looks like HTTP or a cross-protocol attack.
+    if text.starts_with(b"POST ") || text.starts_with(b"GET /") || text.starts_with(b"Host:") {
+        return err("looks like HTTP: closing");
+    }
+    let args = text
+        .split(|b| *b == b' ' || *b == b'\t')
+        .filter(|a| !a.is_empty())
+        .map(|a| text.slice_ref(a))
+        .collect();
+    Ok(Some(args))
+}
+
+trait StripCr {
+    fn strip_suffix_cr(self) -> Bytes;
+}
+
+impl StripCr for Bytes {
+    fn strip_suffix_cr(mut self) -> Bytes {
+        if self.last() == Some(&b'\r') {
+            self.truncate(self.len() - 1);
+        }
+        self
+    }
+}
+
+/// A reply, in RESP2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    Bulk(Option<Bytes>),
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    pub fn ok() -> Reply {
+        Reply::Simple("OK".into())
+    }
+
+    pub fn encode(&self, out: &mut BytesMut) {
+        match self {
+            Reply::Simple(s) => {
+                out.put_u8(b'+');
+                out.put_slice(one_line(s).as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Reply::Error(s) => {
+                out.put_u8(b'-');
+                out.put_slice(one_line(s).as_bytes());
+                out.put_slice(b"\r\n");
+            }
+            Reply::Integer(i) => {
+                out.put_slice(format!(":{i}\r\n").as_bytes());
+            }
+            Reply::Bulk(None) => out.put_slice(b"$-1\r\n"),
+            Reply::Array(None) => out.put_slice(b"*-1\r\n"),
+            Reply::Bulk(Some(b)) => {
+                out.put_slice(format!("${}\r\n", b.len()).as_bytes());
+                out.put_slice(b);
+                out.put_slice(b"\r\n");
+            }
+            Reply::Array(Some(items)) => {
+                out.put_slice(format!("*{}\r\n", items.len()).as_bytes());
+                for item in items {
+                    item.encode(out);
+                }
+            }
+        }
+    }
+}
+
+/// Simple strings and errors cannot hold line breaks.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.contains(['\r', '\n']) {
+        true => s.replace(['\r', '\n'], " ").into(),
+        false => s.into(),
+    }
+}
+
+impl From<ProtocolError> for Reply {
+    fn from(e: ProtocolError) -> Reply {
+        Reply::Error(format!("ERR {e}"))
+    }
+}
+
+/// The body of the `resp_request` fuzz target (and of its corpus replay):
+/// parses `data` as a stream of requests, authenticated and not, and checks
+/// that no panic occurs, that every argument respects the limits, and that
+/// parsing only ever consumes input.
+#[doc(hidden)]
+pub fn fuzz_parse(data: &[u8]) {
+    let limits = RespLimits {
+        bulk_len_max: 1 << 16,
+        args_max: 1 << 10,
+        ..RespLimits::default()
+    };
+    for authenticated in [false, true] {
+        let mut buf = BytesMut::from(data);
+        loop {
+            let before = buf.len();
+            match parse_request(&mut buf, &limits, authenticated) {
+                Ok(Some(args)) => {
+                    assert!(buf.len() < before, "a request consumed nothing");
+                    assert!(args.len() <= limits.args_max);
+                    let max = if authenticated {
+                        limits.bulk_len_max
+                    } else {
+                        limits.unauthenticated_bulk_len_max
+                    };
+                    assert!(args
+                        .iter()
+                        .all(|a| a.len() <= max.max(limits.inline_len_max)));
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
