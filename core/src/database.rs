@@ -85,6 +85,9 @@ pub(crate) struct DbState {
     pub(crate) dead_bytes: u64,
     /// Set when a change failed half-way; the database then refuses writes.
     pub(crate) poisoned: bool,
+    /// During an incremental snapshot: blocks kept from before it that the
+    /// primary has not yet confirmed or replaced.
+    pub(crate) stale: Option<std::collections::BTreeSet<BlockId>>,
 }
 
 impl Database {

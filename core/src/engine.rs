@@ -413,6 +413,7 @@ impl Engine {
             used_bytes: 0,
             dead_bytes: 0,
             poisoned: false,
+            stale: None,
         };
         Arc::new(Database {
             schema,

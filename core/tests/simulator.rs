@@ -135,6 +135,8 @@ struct Stats {
     fenced: u64,
     crashes: u64,
     reconnects: u64,
+    /// Blocks incremental resyncs kept instead of transferring.
+    blocks_kept: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -147,6 +149,7 @@ impl std::ops::AddAssign for Stats {
         self.fenced += o.fenced;
         self.crashes += o.crashes;
         self.reconnects += o.reconnects;
+        self.blocks_kept += o.blocks_kept;
     }
 }
 
@@ -1151,6 +1154,11 @@ fn run_seed(seed: u64) -> Stats {
         sim.step();
     }
     sim.settle();
+    for node in &sim.nodes {
+        if let State::Secondary { sec, .. } = &node.state {
+            sim.stats.blocks_kept += sec.blocks_kept();
+        }
+    }
     sim.stats
 }
 
@@ -1193,7 +1201,7 @@ fn simulated_clusters_stay_safe_and_converge() {
     if seeds.len() >= 50 {
         let s = stats;
         assert!(
-            s.promotions > 0 && s.snapshots > 0 && s.fenced > 0 && s.acked > 0,
+            s.promotions > 0 && s.snapshots > 0 && s.fenced > 0 && s.acked > 0 && s.blocks_kept > 0,
             "{s:?}"
         );
     }

@@ -48,6 +48,8 @@ pub struct SecondaryStatus {
     pub lsn: Lsn,
     pub snapshots: u64,
     pub connects: u64,
+    /// Blocks that incremental resyncs found current and did not transfer.
+    pub blocks_kept: u64,
     pub last_error: Option<String>,
 }
 
@@ -270,6 +272,7 @@ async fn session(
             let mut s = status.lock().expect("status lock");
             s.lsn = secondary.engine().lsn();
             s.streaming = secondary.is_streaming();
+            s.blocks_kept = secondary.blocks_kept();
         }
         let timeout = secondary
             .poll_timeout()

@@ -26,6 +26,9 @@
 //! 0x07 SnapshotEnd    lsn u64
 //! 0x08 Error          code u16, message (the rest, UTF-8)
 //! 0x09 TxnAbort       (empty)
+//! 0x0a BlockDigests   db u32, count u32, (block u32, xxh3 u64) * count
+//! 0x0b DigestsEnd     (empty): the secondary sent all its digests
+//! 0x0c BlockSame      db u32, block u32: the copy the secondary holds is current
 //! 0x11..0x16          one delta op, encoded as in `delta.rs` (tag = type - 0x10):
 //!                     TxnBegin, BlockAlloc, BlockWrite, BlockFree, TxnCommit, DbCreate
 //! history:            count u16, (epoch u64, start lsn u64) * count
@@ -62,6 +65,12 @@ const T_SNAPSHOT_BLOCK: u8 = 0x06;
 const T_SNAPSHOT_END: u8 = 0x07;
 const T_ERROR: u8 = 0x08;
 const T_TXN_ABORT: u8 = 0x09;
+const T_BLOCK_DIGESTS: u8 = 0x0a;
+const T_DIGESTS_END: u8 = 0x0b;
+const T_BLOCK_SAME: u8 = 0x0c;
+
+/// Most (block, digest) entries in one `BlockDigests` frame (12 bytes each).
+pub const DIGESTS_PER_FRAME_MAX: usize = 64 * 1024;
 const T_OP_BASE: u8 = 0x10;
 
 /// How a secondary asks to be replicated to.
@@ -131,6 +140,18 @@ pub enum Message {
         message: String,
     },
     TxnAbort,
+    /// Digests of blocks a secondary holds, so that a snapshot sends only
+    /// the blocks that differ (incremental resync).
+    BlockDigests {
+        db: DbId,
+        entries: Vec<(BlockId, u64)>,
+    },
+    DigestsEnd,
+    /// In a snapshot: the secondary's copy of this block is current.
+    BlockSame {
+        db: DbId,
+        block: BlockId,
+    },
     /// One op of a transaction: `TxnBegin`, `BlockAlloc`, `BlockWrite`,
     /// `BlockFree`, `TxnCommit` or `DbCreate`.
     Op(DeltaOp),
@@ -261,6 +282,9 @@ impl Message {
             Message::SnapshotEnd { .. } => T_SNAPSHOT_END,
             Message::Error { .. } => T_ERROR,
             Message::TxnAbort => T_TXN_ABORT,
+            Message::BlockDigests { .. } => T_BLOCK_DIGESTS,
+            Message::DigestsEnd => T_DIGESTS_END,
+            Message::BlockSame { .. } => T_BLOCK_SAME,
             Message::Op(op) => T_OP_BASE + op_tag(op),
         }
     }
@@ -321,7 +345,19 @@ impl Message {
                 out.put_u16_le(*code as u16);
                 out.put_slice(message.as_bytes());
             }
-            Message::TxnAbort => {}
+            Message::TxnAbort | Message::DigestsEnd => {}
+            Message::BlockDigests { db, entries } => {
+                out.put_u32_le(db.0);
+                out.put_u32_le(entries.len() as u32);
+                for (block, digest) in entries {
+                    out.put_u32_le(block.0);
+                    out.put_u64_le(*digest);
+                }
+            }
+            Message::BlockSame { db, block } => {
+                out.put_u32_le(db.0);
+                out.put_u32_le(block.0);
+            }
             // The op's own encoding; its tag is carried by the frame type.
             Message::Op(op) => encode_op_body(op, out),
         }
@@ -435,6 +471,27 @@ impl Message {
                 Message::Error { code, message }
             }
             T_TXN_ABORT => Message::TxnAbort,
+            T_DIGESTS_END => Message::DigestsEnd,
+            T_BLOCK_SAME => {
+                need(&p, 8)?;
+                Message::BlockSame {
+                    db: DbId(p.get_u32_le()),
+                    block: BlockId(p.get_u32_le()),
+                }
+            }
+            T_BLOCK_DIGESTS => {
+                need(&p, 8)?;
+                let db = DbId(p.get_u32_le());
+                let count = p.get_u32_le() as usize;
+                if count > DIGESTS_PER_FRAME_MAX || p.remaining() != count * 12 {
+                    return Err(FrameError::Malformed("block digests"));
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    entries.push((BlockId(p.get_u32_le()), p.get_u64_le()));
+                }
+                Message::BlockDigests { db, entries }
+            }
             k if (T_OP_BASE + 1..=T_OP_BASE + 6).contains(&k) => {
                 let op = decode_op_body(k - T_OP_BASE, &p)
                     .map_err(|_| FrameError::Malformed("delta op"))?;
@@ -491,6 +548,15 @@ mod tests {
                 message: "old".into(),
             },
             Message::TxnAbort,
+            Message::BlockDigests {
+                db: DbId(1),
+                entries: vec![(BlockId(0), 7), (BlockId(3), u64::MAX)],
+            },
+            Message::DigestsEnd,
+            Message::BlockSame {
+                db: DbId(1),
+                block: BlockId(3),
+            },
             Message::Op(DeltaOp::TxnBegin { db: DbId(0) }),
             Message::Op(DeltaOp::BlockWrite {
                 db: DbId(0),

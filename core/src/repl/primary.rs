@@ -118,9 +118,15 @@ pub struct SessionStatus {
 #[derive(Debug)]
 enum Phase {
     AwaitHello,
+    /// Gathering the block digests of a secondary about to be snapshotted.
+    AwaitDigests(HashMap<(DbId, BlockId), u64>),
     Snapshot(Box<SnapshotCursor>),
     Streaming,
 }
+
+/// Most block digests held for one secondary: the blocks of 16 databases at
+/// their limit. A secondary claiming more is refused.
+const DIGESTS_HELD_MAX: usize = 16 * crate::constants::BLOCKS_PER_DB_MAX;
 
 /// A position in (database, block) order.
 type Position = (u32, u32);
@@ -140,7 +146,10 @@ struct SnapshotCursor {
     /// Databases the secondary knows of (from `SnapshotBegin` and forwarded
     /// `DbCreate`s): blocks of later ones wait until their creation is sent.
     dbs_known: u32,
+    /// Digests of the blocks the secondary holds: equal ones are not sent.
+    theirs: HashMap<(DbId, BlockId), u64>,
     blocks_sent: u64,
+    blocks_same: u64,
     /// Set once every block is sent: the LSN the copy is consistent at.
     end: Option<Lsn>,
 }
@@ -365,6 +374,29 @@ impl Primary {
             // A secondary loading a snapshot says it is alive this way (an
             // ack would count for sync before its copy is whole).
             Message::Heartbeat { .. } => {}
+            Message::BlockDigests { db, entries } => {
+                let Phase::AwaitDigests(theirs) = &mut s.phase else {
+                    self.refuse(session, ErrorCode::Protocol, "block digests out of place");
+                    return;
+                };
+                if theirs.len() + entries.len() > DIGESTS_HELD_MAX {
+                    self.refuse(session, ErrorCode::Protocol, "too many block digests");
+                    return;
+                }
+                theirs.extend(
+                    entries
+                        .into_iter()
+                        .map(|(block, digest)| ((db, block), digest)),
+                );
+            }
+            Message::DigestsEnd => {
+                let Phase::AwaitDigests(theirs) = &mut s.phase else {
+                    self.refuse(session, ErrorCode::Protocol, "digests end out of place");
+                    return;
+                };
+                let theirs = std::mem::take(theirs);
+                self.start_snapshot(session, theirs);
+            }
             Message::Error { .. } => self.close(session, "peer reported an error"),
             _ => self.refuse(
                 session,
@@ -438,45 +470,59 @@ impl Primary {
             s.acked = lsn;
             s.phase = Phase::Streaming;
         } else {
-            // Schemas and the LSN they hold at, read at one consistent point.
-            let (start, databases, blocks) = self.engine.at_consistent_point(|start| {
-                let dbs = self.engine.databases();
-                let ops: Vec<DeltaOp> = dbs
-                    .iter()
-                    .map(|db| {
-                        let schema = db.schema();
-                        DeltaOp::DbCreate {
-                            db: schema.id,
-                            name: schema.name.clone(),
-                            block_size: schema.block_size as u32,
-                            indexes: schema.indexes.clone(),
-                        }
-                    })
-                    .collect();
-                let blocks = dbs.iter().map(|db| db.stats().blocks).sum::<u64>();
-                (start, ops, blocks)
-            });
-            let dbs_known = databases.len() as u32;
-            s.queue.push_back(Frame::new(
-                epoch,
-                Message::SnapshotBegin {
-                    lsn: start,
-                    blocks,
-                    databases,
-                },
-            ));
-            s.sent = start;
+            // The secondary first says which blocks it holds (its digests),
+            // so that the snapshot sends only those that differ.
             s.acked = Lsn::ZERO;
-            s.phase = Phase::Snapshot(Box::new(SnapshotCursor {
-                db: 0,
-                block: 0,
-                sent: HashMap::new(),
-                gaps: Vec::new(),
-                dbs_known,
-                blocks_sent: 0,
-                end: None,
-            }));
+            s.phase = Phase::AwaitDigests(HashMap::new());
         }
+    }
+
+    /// Starts a snapshot for `session`, skipping blocks whose digests
+    /// `theirs` already matches.
+    fn start_snapshot(&mut self, session: SessionId, theirs: HashMap<(DbId, BlockId), u64>) {
+        let epoch = self.history.current();
+        // Schemas and the LSN they hold at, read at one consistent point.
+        let (start, databases, blocks) = self.engine.at_consistent_point(|start| {
+            let dbs = self.engine.databases();
+            let ops: Vec<DeltaOp> = dbs
+                .iter()
+                .map(|db| {
+                    let schema = db.schema();
+                    DeltaOp::DbCreate {
+                        db: schema.id,
+                        name: schema.name.clone(),
+                        block_size: schema.block_size as u32,
+                        indexes: schema.indexes.clone(),
+                    }
+                })
+                .collect();
+            let blocks = dbs.iter().map(|db| db.stats().blocks).sum::<u64>();
+            (start, ops, blocks)
+        });
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let dbs_known = databases.len() as u32;
+        s.queue.push_back(Frame::new(
+            epoch,
+            Message::SnapshotBegin {
+                lsn: start,
+                blocks,
+                databases,
+            },
+        ));
+        s.sent = start;
+        s.phase = Phase::Snapshot(Box::new(SnapshotCursor {
+            db: 0,
+            block: 0,
+            sent: HashMap::new(),
+            gaps: Vec::new(),
+            dbs_known,
+            theirs,
+            blocks_sent: 0,
+            blocks_same: 0,
+            end: None,
+        }));
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -569,7 +615,7 @@ impl Primary {
         // The next delta after the last one sent, if the backlog has it.
         if let Some(entry) = self.backlog.get(s.sent.next()) {
             let delta = match &mut s.phase {
-                Phase::AwaitHello => return None,
+                Phase::AwaitHello | Phase::AwaitDigests(_) => return None,
                 Phase::Streaming => entry.delta.clone(),
                 Phase::Snapshot(cursor) => cursor.filter(&entry.delta),
             };
@@ -607,6 +653,10 @@ impl Primary {
                 cursor.sent.insert((db, block), lsn);
                 cursor.db = db.0;
                 cursor.block = block.0 + 1;
+                if cursor.theirs.get(&(db, block)) == Some(&xxhash_rust::xxh3::xxh3_64(&bytes)) {
+                    cursor.blocks_same += 1;
+                    return Some(Frame::new(epoch, Message::BlockSame { db, block }));
+                }
                 cursor.blocks_sent += 1;
                 Some(Frame::new(
                     epoch,

@@ -20,7 +20,7 @@ use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
 use crate::error::ApplyError;
 use crate::ids::Lsn;
-use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode};
+use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode, DIGESTS_PER_FRAME_MAX};
 use crate::repl::history::{Epoch, EpochHistory};
 use crate::repl::NodeId;
 
@@ -94,6 +94,8 @@ pub struct Secondary {
     /// longer match the primary's history. The next connection starts from
     /// an empty copy (full resync).
     damaged: bool,
+    /// Blocks an incremental resync found current and did not transfer.
+    blocks_kept: u64,
 }
 
 impl Secondary {
@@ -119,7 +121,31 @@ impl Secondary {
             seq_out: 0,
             seq_in: 0,
             damaged: false,
+            blocks_kept: 0,
         }
+    }
+
+    /// Blocks that incremental resyncs kept rather than transferred.
+    pub fn blocks_kept(&self) -> u64 {
+        self.blocks_kept
+    }
+
+    /// Tells the primary which blocks this copy holds (by digest), ahead of
+    /// a snapshot, so it sends only those that differ.
+    fn send_digests(&mut self) {
+        let epoch = self.epoch();
+        for digest in self.engine.digests() {
+            for chunk in digest.blocks.chunks(DIGESTS_PER_FRAME_MAX) {
+                self.queue.push_back(Frame::new(
+                    epoch,
+                    Message::BlockDigests {
+                        db: digest.db,
+                        entries: chunk.to_vec(),
+                    },
+                ));
+            }
+        }
+        self.queue.push_back(Frame::new(epoch, Message::DigestsEnd));
     }
 
     pub fn engine(&self) -> &Engine {
@@ -235,7 +261,10 @@ impl Secondary {
                 self.history = history;
                 self.phase = match catch_up {
                     CatchUp::Stream => Phase::Streaming,
-                    CatchUp::Snapshot => Phase::AwaitSnapshot,
+                    CatchUp::Snapshot => {
+                        self.send_digests();
+                        Phase::AwaitSnapshot
+                    }
                 };
                 if self.phase == Phase::Streaming {
                     self.events.push_back(SecondaryEvent::Online);
@@ -268,7 +297,7 @@ impl Secondary {
                     })
                     .collect();
                 self.engine
-                    .reset_to_snapshot(&schemas, lsn)
+                    .begin_incremental_snapshot(&schemas, lsn)
                     .map_err(|e| e.to_string())?;
                 self.phase = Phase::Snapshot {
                     installed: 0,
@@ -290,6 +319,23 @@ impl Secondary {
                     .install_block(db, block, &bytes)
                     .map_err(|e| e.to_string())?;
                 *installed += 1;
+                let (installed, blocks) = (*installed, *blocks);
+                self.events
+                    .push_back(SecondaryEvent::SnapshotProgress { installed, blocks });
+            }
+            (
+                Phase::Snapshot {
+                    installed,
+                    blocks,
+                    end: None,
+                },
+                Message::BlockSame { db, block },
+            ) => {
+                self.engine
+                    .keep_block(db, block)
+                    .map_err(|e| e.to_string())?;
+                *installed += 1;
+                self.blocks_kept += 1;
                 let (installed, blocks) = (*installed, *blocks);
                 self.events
                     .push_back(SecondaryEvent::SnapshotProgress { installed, blocks });
@@ -325,6 +371,14 @@ impl Secondary {
         }
         let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending))
             .map_err(|e| e.to_string())?;
+        if matches!(self.phase, Phase::Snapshot { .. }) {
+            // A block the primary allocates anew cannot be a kept copy.
+            for op in delta.ops() {
+                if let DeltaOp::BlockAlloc { db, block } = op {
+                    self.engine.drop_stale_block(*db, *block);
+                }
+            }
+        }
         if let Err(e) = self.engine.apply(&delta) {
             // A gap heals by reconnecting; anything else means these blocks
             // are not the primary's, and only a full resync repairs them.
