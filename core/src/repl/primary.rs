@@ -321,7 +321,9 @@ impl Primary {
         let lost: Vec<SessionId> = self
             .sessions
             .iter()
-            .filter(|(_, s)| !matches!(s.phase, Phase::AwaitHello) && s.sent.next() < first)
+            .filter(|(_, s)| {
+                matches!(s.phase, Phase::Streaming | Phase::Snapshot(_)) && s.sent.next() < first
+            })
             .map(|(id, _)| *id)
             .collect();
         for session in lost {
@@ -1007,7 +1009,9 @@ mod tests {
         // The hello reaches the primary; then about half the blocks go out,
         // the cursor passing the hole at block 1.
         pump_some(&mut p, session, &mut s, t0, 0);
-        pump_some(&mut p, session, &mut s, t0, 6);
+        // Welcome; the secondary's digests come back; then blocks go out.
+        pump_some(&mut p, session, &mut s, t0, 1);
+        pump_some(&mut p, session, &mut s, t0, 5);
         assert!(!s.is_consistent(), "the snapshot is under way");
         // Meanwhile the engine runs ahead of the controller: new records fill
         // the hole (block 1 again, behind the cursor), both records of block

@@ -96,6 +96,10 @@ pub struct Secondary {
     damaged: bool,
     /// Blocks an incremental resync found current and did not transfer.
     blocks_kept: u64,
+    /// The primary's history, adopted when its snapshot starts.
+    pending_history: Option<EpochHistory>,
+    /// The highest epoch seen, kept across connections (fencing).
+    epoch_seen: Epoch,
 }
 
 impl Secondary {
@@ -122,6 +126,8 @@ impl Secondary {
             seq_in: 0,
             damaged: false,
             blocks_kept: 0,
+            pending_history: None,
+            epoch_seen: Epoch(0),
         }
     }
 
@@ -156,8 +162,11 @@ impl Secondary {
         &self.history
     }
 
+    /// The highest epoch this node has seen: it refuses frames from below
+    /// it and stamps its own frames with it. (Its history, which describes
+    /// its log, may trail it while a snapshot is pending.)
     pub fn epoch(&self) -> Epoch {
-        self.history.current()
+        self.epoch_seen.max(self.history.current())
     }
 
     /// (epoch of the last applied transaction, its LSN): the highest wins a
@@ -170,7 +179,7 @@ impl Secondary {
     /// Whether this node's blocks are a consistent copy it can vouch for
     /// (not in the middle of a snapshot).
     pub fn is_consistent(&self) -> bool {
-        !self.damaged && !matches!(self.phase, Phase::Snapshot { .. } | Phase::AwaitSnapshot)
+        !self.damaged && !matches!(self.phase, Phase::Snapshot { .. })
     }
 
     pub fn is_streaming(&self) -> bool {
@@ -213,12 +222,12 @@ impl Secondary {
         self.pending.clear();
         self.queue.clear();
         self.ack_due = false;
-        // A snapshot cut off half-way stays inconsistent until `connect`
-        // drops it.
-        if !self.is_consistent() {
-            self.phase = Phase::AwaitSnapshot;
-            return;
+        // A snapshot cut off half-way leaves a copy that is neither the old
+        // one nor the primary's: `connect` drops it.
+        if matches!(self.phase, Phase::Snapshot { .. }) {
+            self.damaged = true;
         }
+        self.pending_history = None;
         self.phase = Phase::Disconnected;
     }
 
@@ -258,10 +267,17 @@ impl Secondary {
                 if history.current() != epoch || history.current() < self.epoch() {
                     return Err("welcome with an inconsistent epoch".into());
                 }
-                self.history = history;
                 self.phase = match catch_up {
-                    CatchUp::Stream => Phase::Streaming,
+                    // Our log is a prefix of the primary's: its history is ours.
+                    CatchUp::Stream => {
+                        self.history = history;
+                        Phase::Streaming
+                    }
+                    // Our log is not (yet) the primary's: keep our history,
+                    // which describes our blocks, until the snapshot starts.
                     CatchUp::Snapshot => {
+                        self.epoch_seen = self.epoch_seen.max(history.current());
+                        self.pending_history = Some(history);
                         self.send_digests();
                         Phase::AwaitSnapshot
                     }
@@ -299,6 +315,9 @@ impl Secondary {
                 self.engine
                     .begin_incremental_snapshot(&schemas, lsn)
                     .map_err(|e| e.to_string())?;
+                if let Some(history) = self.pending_history.take() {
+                    self.history = history;
+                }
                 self.phase = Phase::Snapshot {
                     installed: 0,
                     blocks,
@@ -485,7 +504,8 @@ impl Secondary {
         }
         self.pending.clear();
         let lsn = self.engine.promote()?;
-        self.history.promote(lsn, self.config.node, at_least);
+        self.history
+            .promote(lsn, self.config.node, at_least.max(self.epoch()));
         Ok((self.engine, self.history))
     }
 
