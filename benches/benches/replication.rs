@@ -90,6 +90,7 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
         },
         indexes: IndexMode::Deferred,
         relay: None,
+        databases: Vec::new(),
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !secondary.status().streaming {
@@ -204,6 +205,7 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
         mode: Mode::Async,
         indexes: IndexMode::Deferred,
         relay: None,
+        databases: Vec::new(),
     });
     while !(secondary.status().streaming && secondary.engine().lsn() == db.lsn()) {
         std::thread::sleep(Duration::from_millis(1));

@@ -165,9 +165,23 @@ impl CommitState {
     }
 }
 
+impl Catalog {
+    pub(crate) fn get(&self, id: DbId) -> Option<Arc<Database>> {
+        let i = self.by_id.binary_search_by_key(&id, |d| d.id()).ok()?;
+        Some(self.by_id[i].clone())
+    }
+
+    /// The id after the highest in use.
+    pub(crate) fn next_id(&self) -> DbId {
+        self.by_id.last().map_or(DbId(0), |d| DbId(d.id().0 + 1))
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Catalog {
     pub(crate) by_name: HashMap<String, Arc<Database>>,
+    /// In increasing id order. Ids are dense on a primary; a secondary that
+    /// subscribes to some databases only holds a sparse subset.
     pub(crate) by_id: Vec<Arc<Database>>,
 }
 
@@ -304,7 +318,7 @@ impl Engine {
     }
 
     pub fn database_by_id(&self, id: DbId) -> Option<Arc<Database>> {
-        self.shared.catalog.read().by_id.get(id.0 as usize).cloned()
+        self.shared.catalog.read().get(id)
     }
 
     /// Every database, in id order.
@@ -353,7 +367,7 @@ impl Engine {
             });
         }
         let schema = Schema {
-            id: DbId(catalog.by_id.len() as u32),
+            id: catalog.next_id(),
             name: name.to_string(),
             block_size: options.block_size,
             indexes: options.indexes,
@@ -500,8 +514,15 @@ impl Engine {
         }, _] = delta.ops()
         {
             let mut catalog = self.shared.catalog.write();
-            if *db != DbId(catalog.by_id.len() as u32) || catalog.by_name.contains_key(name) {
+            // Ids rise; a subscribing secondary may skip some.
+            if *db < catalog.next_id() || catalog.by_name.contains_key(name) {
                 return Err(ApplyError::DatabaseExists(*db));
+            }
+            if catalog.by_id.len() >= DATABASES_MAX {
+                return Err(ApplyError::Engine(Error::TooMany {
+                    what: "databases",
+                    max: DATABASES_MAX,
+                }));
             }
             let block_size = *block_size as usize;
             if !block_size.is_power_of_two()
@@ -543,6 +564,30 @@ impl Engine {
                 return Err(e.into());
             }
         }
+        self.publish(&mut commit, lsn);
+        self.run_hook(delta);
+        Ok(lsn)
+    }
+
+    /// Takes an empty transaction (`TxnBegin`, `TxnCommit`) as applied: a
+    /// secondary that subscribes to some databases receives the others'
+    /// transactions this way, so that its LSNs follow the primary's.
+    pub fn skip(&self, delta: &Delta) -> Result<Lsn, ApplyError> {
+        if self.role() == Role::Primary {
+            return Err(ApplyError::Engine(Error::ReadOnly));
+        }
+        if delta.ops().len() != 2 {
+            return Err(ApplyError::WrongDatabase(delta.db()));
+        }
+        let mut commit = self.shared.commit.lock();
+        let lsn = delta.lsn();
+        if lsn != commit.last.next() {
+            return Err(ApplyError::LsnGap {
+                applied: commit.last,
+                got: lsn,
+            });
+        }
+        commit.begin(lsn);
         self.publish(&mut commit, lsn);
         self.run_hook(delta);
         Ok(lsn)

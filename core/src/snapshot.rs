@@ -42,15 +42,15 @@ impl Engine {
         let mut catalog = self.shared().catalog.write();
         let old = std::mem::take(&mut catalog.by_id);
         catalog.by_name = HashMap::new();
-        for (i, schema) in schemas.iter().enumerate() {
-            if schema.id != DbId(i as u32) || catalog.by_name.contains_key(&schema.name) {
+        for schema in schemas {
+            if schema.id < catalog.next_id() || catalog.by_name.contains_key(&schema.name) {
                 return Err(Error::Corrupt {
                     db: schema.id,
                     block: BlockId(0),
                     why: "snapshot schemas out of order or named twice".into(),
                 });
             }
-            let kept = old.get(i).filter(|d| keep && d.schema == *schema).cloned();
+            let kept = old.iter().find(|d| keep && d.schema == *schema).cloned();
             let db = match kept {
                 Some(db) => {
                     let mut state = db.state.write();

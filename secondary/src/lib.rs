@@ -38,6 +38,9 @@ pub struct SecondaryNodeConfig {
     /// they connect, and how they are served (never with a sync quorum: a
     /// relay does not make its upstream's commits wait).
     pub relay: Option<hotblock_primary::ReplicationConfig>,
+    /// Replicate these databases only (by name); empty: all. The others'
+    /// transactions arrive empty, so LSNs still follow the primary's.
+    pub databases: Vec<String>,
 }
 
 /// What the controller says about itself.
@@ -89,7 +92,10 @@ impl SecondaryNode {
         let secondary = Secondary::new(
             engine.clone(),
             history,
-            SecondaryConfig::new(config.node, config.mode),
+            SecondaryConfig {
+                databases: config.databases.clone(),
+                ..SecondaryConfig::new(config.node, config.mode)
+            },
             Instant::now(),
         );
         let relay = match &config.relay {

@@ -68,6 +68,7 @@ fn secondary_config(
         mode,
         indexes,
         relay: None,
+        databases: Vec::new(),
     }
 }
 
@@ -91,8 +92,12 @@ fn write(db: &Db, writer: u32, count: u32) {
     }
 }
 
+/// Streaming (so no snapshot is half-done), at the primary's LSN, with its
+/// digests.
 fn converged(db: &Db, node: &SecondaryNode) -> bool {
-    node.engine().lsn() == db.lsn() && node.engine().digests() == db.engine().digests()
+    node.status().streaming
+        && node.engine().lsn() == db.lsn()
+        && node.engine().digests() == db.engine().digests()
 }
 
 #[test]
@@ -369,4 +374,59 @@ fn a_daisy_chained_secondary_converges_through_its_relay() {
         converged(&db, &b)
     });
     assert_eq!(b.status().snapshots, 0);
+}
+
+#[test]
+fn a_secondary_can_subscribe_to_some_databases_only() {
+    // A small backlog, so that the restart below needs a snapshot too.
+    let (db, addr) = primary(32 * 1024, 0);
+    db.create_database("other", DatabaseOptions::default())
+        .unwrap();
+    let mut config = secondary_config(&addr, 9, Mode::Async, IndexMode::Maintained);
+    config.databases = vec!["t".into()];
+    let node = SecondaryNode::start(config.clone());
+    let write_other = |n: u32| {
+        for i in 0..n {
+            db.put("other", format!("o{i}").as_bytes(), &[], &[1; 300])
+                .unwrap();
+        }
+    };
+    write(&db, 0, 30);
+    write_other(30);
+    let caught_up = |node: &SecondaryNode| {
+        node.status().streaming
+            && node.engine().lsn() == db.lsn()
+            && node.engine().digest("t").ok() == db.engine().digest("t").ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !caught_up(&node) {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber did not catch up: primary {:?}, node {:?} {:?}",
+            db.lsn(),
+            node.engine().lsn(),
+            node.status()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        node.engine().database("other").is_err(),
+        "an unsubscribed database arrived"
+    );
+    assert_eq!(node.engine().database("t").unwrap().count(), 60);
+    // Restarted past the backlog: a snapshot of the subscribed database.
+    let stopped = node.stop();
+    let (engine, history) = (stopped.engine().clone(), stopped.history().clone());
+    drop(stopped);
+    write(&db, 1, 100);
+    write_other(100);
+    let node = SecondaryNode::start_with(engine, history, config);
+    wait_until(
+        "the subscriber catches up again",
+        Duration::from_secs(10),
+        || caught_up(&node),
+    );
+    assert_eq!(node.status().snapshots, 1);
+    assert!(node.engine().database("other").is_err());
+    assert_eq!(node.engine().database("t").unwrap().count(), 260);
 }

@@ -17,7 +17,9 @@
 //! Message types and payloads:
 //!
 //! ```text
-//! 0x01 Hello          node u64, lsn u64, mode u8 (1 sync, 2 async), history
+//! 0x01 Hello          node u64, lsn u64, mode u8 (1 sync, 2 async), history,
+//!                     count u16, (name_len u8, name) * count: databases to
+//!                     replicate (none: all)
 //! 0x02 Welcome        lsn u64, catch_up u8 (0 stream, 1 snapshot), history
 //! 0x03 Ack            lsn u64
 //! 0x04 Heartbeat      lsn u64
@@ -110,6 +112,8 @@ pub enum Message {
         lsn: Lsn,
         mode: Mode,
         history: EpochHistory,
+        /// The databases to replicate; empty: all.
+        databases: Vec<String>,
     },
     Welcome {
         lsn: Lsn,
@@ -296,6 +300,7 @@ impl Message {
                 lsn,
                 mode,
                 history,
+                databases,
             } => {
                 out.put_u64_le(node.0);
                 out.put_u64_le(lsn.0);
@@ -304,6 +309,11 @@ impl Message {
                     Mode::Async => 2,
                 });
                 history.encode(out);
+                out.put_u16_le(databases.len() as u16);
+                for name in databases {
+                    out.put_u8(name.len() as u8);
+                    out.put_slice(name.as_bytes());
+                }
             }
             Message::Welcome {
                 lsn,
@@ -389,11 +399,26 @@ impl Message {
                     _ => return Err(FrameError::Malformed("mode")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
+                need(&p, 2)?;
+                let count = p.get_u16_le() as usize;
+                if count > DATABASES_MAX {
+                    return Err(FrameError::Malformed("too many databases"));
+                }
+                let mut databases = Vec::new();
+                for _ in 0..count {
+                    need(&p, 1)?;
+                    let len = p.get_u8() as usize;
+                    need(&p, len)?;
+                    let name = String::from_utf8(p.split_to(len).to_vec())
+                        .map_err(|_| FrameError::Malformed("database name"))?;
+                    databases.push(name);
+                }
                 Message::Hello {
                     node,
                     lsn,
                     mode,
                     history,
+                    databases,
                 }
             }
             T_WELCOME => {
@@ -519,6 +544,7 @@ mod tests {
                 lsn: Lsn(3),
                 mode: Mode::Sync,
                 history: history.clone(),
+                databases: vec!["users".into()],
             },
             Message::Welcome {
                 lsn: Lsn(10),

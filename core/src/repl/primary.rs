@@ -21,7 +21,7 @@
 //! (and only if newer than the copy sent), so the secondary reaches the
 //! state of one LSN once it has applied everything up to `SnapshotEnd`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::delta::{Delta, DeltaOp};
@@ -176,6 +176,9 @@ struct Session {
     /// Sequence numbers of the next frame out and the next frame expected.
     seq_out: u64,
     seq_in: u64,
+    /// The databases this secondary replicates (by name); `None`: all.
+    /// Transactions of the others reach it empty, so its LSNs follow ours.
+    subscription: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug)]
@@ -294,6 +297,7 @@ impl Primary {
                 queue: VecDeque::new(),
                 seq_out: 0,
                 seq_in: 0,
+                subscription: None,
             },
         );
         id
@@ -354,7 +358,11 @@ impl Primary {
                 lsn,
                 mode,
                 history,
-            } => self.hello(now, session, node, lsn, mode, history),
+                databases,
+            } => {
+                s.subscription = (!databases.is_empty()).then(|| databases.into_iter().collect());
+                self.hello(now, session, node, lsn, mode, history)
+            }
             _ if frame.epoch < current => {
                 self.refuse(session, ErrorCode::StaleEpoch, "frame from an older epoch");
             }
@@ -483,9 +491,17 @@ impl Primary {
     /// `theirs` already matches.
     fn start_snapshot(&mut self, session: SessionId, theirs: HashMap<(DbId, BlockId), u64>) {
         let epoch = self.history.current();
+        let subscription = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.subscription.clone());
         // Schemas and the LSN they hold at, read at one consistent point.
-        let (start, databases, blocks) = self.engine.at_consistent_point(|start| {
-            let dbs = self.engine.databases();
+        let (start, databases, blocks, dbs_known) = self.engine.at_consistent_point(|start| {
+            let mut dbs = self.engine.databases();
+            // Every database existing now is known, subscribed or not: the
+            // cursor only waits for ones created later.
+            let dbs_known = dbs.last().map_or(0, |d| d.id().0 + 1);
+            dbs.retain(|db| subscribed(&subscription, db.name()));
             let ops: Vec<DeltaOp> = dbs
                 .iter()
                 .map(|db| {
@@ -499,12 +515,11 @@ impl Primary {
                 })
                 .collect();
             let blocks = dbs.iter().map(|db| db.stats().blocks).sum::<u64>();
-            (start, ops, blocks)
+            (start, ops, blocks, dbs_known)
         });
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        let dbs_known = databases.len() as u32;
         s.queue.push_back(Frame::new(
             epoch,
             Message::SnapshotBegin {
@@ -621,6 +636,13 @@ impl Primary {
                 Phase::Streaming => entry.delta.clone(),
                 Phase::Snapshot(cursor) => cursor.filter(&entry.delta),
             };
+            let delta = match wants(&self.engine, &s.subscription, &delta) {
+                true => delta,
+                false => Delta::from_ops(vec![
+                    DeltaOp::TxnBegin { db: delta.db() },
+                    DeltaOp::TxnCommit { lsn: delta.lsn() },
+                ]),
+            };
             s.sent = delta.lsn();
             s.queue.extend(
                 delta
@@ -642,7 +664,13 @@ impl Primary {
         // the commits up to `at`, and ids passed with no block were empty at
         // `at`; later commits there are forwarded (see `filter`).
         let (found, at, dbs_total) = self.engine.at_consistent_point(|at| {
-            let found = next_block(&self.engine, cursor.db, cursor.block, cursor.dbs_known);
+            let found = next_block(
+                &self.engine,
+                cursor.db,
+                cursor.block,
+                cursor.dbs_known,
+                &s.subscription,
+            );
             (found, at, self.engine.databases().len() as u32)
         });
         match found {
@@ -896,21 +924,45 @@ impl SnapshotCursor {
     }
 }
 
+fn subscribed(subscription: &Option<BTreeSet<String>>, name: &str) -> bool {
+    subscription
+        .as_ref()
+        .is_none_or(|names| names.contains(name))
+}
+
+/// Whether a session with `subscription` gets `delta` whole (or empty).
+fn wants(engine: &Engine, subscription: &Option<BTreeSet<String>>, delta: &Delta) -> bool {
+    if subscription.is_none() {
+        return true;
+    }
+    let name = match &delta.ops()[1] {
+        DeltaOp::DbCreate { name, .. } => name.clone(),
+        _ => match engine.database_by_id(delta.db()) {
+            Some(db) => db.name().to_string(),
+            None => return false,
+        },
+    };
+    subscribed(subscription, &name)
+}
+
 /// The first block at or after (`db`, `block`) in (database, block) order,
-/// among the first `dbs` databases, with its bytes and the LSN of its last
-/// change.
+/// among databases with ids below `dbs` that `subscription` takes, with its
+/// bytes and the LSN of its last change.
 fn next_block(
     engine: &Engine,
     db: u32,
     block: u32,
     dbs: u32,
+    subscription: &Option<BTreeSet<String>>,
 ) -> Option<(DbId, BlockId, Vec<u8>, Lsn)> {
-    for database in engine
-        .databases()
+    let databases = engine.databases();
+    for database in databases
         .iter()
-        .skip(db as usize)
-        .take(dbs.saturating_sub(db) as usize)
+        .filter(|d| d.id().0 >= db && d.id().0 < dbs)
     {
+        if !subscribed(subscription, database.name()) {
+            continue;
+        }
         let from = if database.id().0 == db { block } else { 0 };
         if let Some((id, bytes)) = database.block_at_or_after(BlockId(from)) {
             let lsn = crate::block::BlockHeader::read(&bytes).lsn;

@@ -28,6 +28,8 @@ use crate::repl::NodeId;
 pub struct SecondaryConfig {
     pub node: NodeId,
     pub mode: Mode,
+    /// Replicate these databases only (by name); empty: all.
+    pub databases: Vec<String>,
     /// An acknowledgement (which doubles as a heartbeat) goes out at least
     /// this often.
     pub heartbeat_interval: Duration,
@@ -40,6 +42,7 @@ impl SecondaryConfig {
         SecondaryConfig {
             node,
             mode,
+            databases: Vec::new(),
             heartbeat_interval: Duration::from_millis(100),
             primary_timeout: Duration::from_secs(2),
         }
@@ -206,6 +209,7 @@ impl Secondary {
                 lsn: self.engine.lsn(),
                 mode: self.config.mode,
                 history: self.history.clone(),
+                databases: self.config.databases.clone(),
             },
         ));
         Ok(())
@@ -398,7 +402,15 @@ impl Secondary {
                 }
             }
         }
-        if let Err(e) = self.engine.apply(&delta) {
+        // A subscriber gets other databases' transactions empty.
+        let skip = !self.config.databases.is_empty()
+            && delta.ops().len() == 2
+            && self.engine.database_by_id(delta.db()).is_none();
+        let applied = match skip {
+            true => self.engine.skip(&delta),
+            false => self.engine.apply(&delta),
+        };
+        if let Err(e) = applied {
             // A gap heals by reconnecting; anything else means these blocks
             // are not the primary's, and only a full resync repairs them.
             if !matches!(e, ApplyError::LsnGap { .. }) {
