@@ -103,6 +103,30 @@ impl Engine {
             .collect()
     }
 
+    /// Fault injection for tests: flips the bits of `mask` in one byte of a
+    /// block, bypassing every check, as a memory fault would. Returns whether
+    /// the block exists.
+    #[doc(hidden)]
+    pub fn inject_fault_flip_byte(
+        &self,
+        db: DbId,
+        block: BlockId,
+        offset: usize,
+        mask: u8,
+    ) -> bool {
+        let Some(database) = self.database_by_id(db) else {
+            return false;
+        };
+        let mut state = database.state.write();
+        let Some(slot) = state.table.get(block) else {
+            return false;
+        };
+        let bytes = state.slot_bytes_mut(slot);
+        let at = offset % bytes.len();
+        bytes[at] ^= mask.max(1);
+        true
+    }
+
     /// The bytes of one block, as this node holds them (for verification and
     /// repair by the replication layer).
     pub fn block_bytes(&self, db: &str, block: BlockId) -> Result<Option<Vec<u8>>, Error> {

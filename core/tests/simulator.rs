@@ -9,7 +9,10 @@
 //!   promotion while a node that held it is alive;
 //! - nodes at equal LSN on the same history hold equal block digests;
 //! - no node ever shows part of a transaction;
-//! - no node's epoch goes backwards.
+//! - no node's epoch goes backwards;
+//! - a byte flipped in a secondary's blocks is found by the primary's
+//!   periodic digests and repaired by a resync (the node is left out of the
+//!   other checks until then).
 //!
 //! Then a liveness phase heals everything and checks that every node
 //! converges to the primary's digests.
@@ -123,6 +126,9 @@ struct Sim {
     stats: Stats,
     /// Commits made on each node and not yet handed to its controller.
     hook_queue: Vec<Vec<hotblock_core::Delta>>,
+    /// Nodes with a byte flipped in their blocks, not yet caught by
+    /// verification: left out of the checks (and of promotion) meanwhile.
+    corrupted: BTreeMap<usize, u64>,
 }
 
 /// What a run exercised, summed over seeds and printed at the end.
@@ -138,6 +144,8 @@ struct Stats {
     reconnects: u64,
     /// Blocks incremental resyncs kept instead of transferring.
     blocks_kept: u64,
+    /// Flipped bytes that verification found.
+    repaired: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -151,6 +159,7 @@ impl std::ops::AddAssign for Stats {
         self.crashes += o.crashes;
         self.reconnects += o.reconnects;
         self.blocks_kept += o.blocks_kept;
+        self.repaired += o.repaired;
     }
 }
 
@@ -210,6 +219,7 @@ impl Sim {
             operator_epoch: Epoch::FIRST,
             stats: Stats::default(),
             hook_queue: vec![Vec::new(); NODES],
+            corrupted: BTreeMap::new(),
         };
         let config = sim.primary_config();
         // The database was created before any secondary: its delta goes
@@ -247,6 +257,7 @@ impl Sim {
             sync_quorum: self.quorum,
             sync_timeout: Duration::from_millis(300),
             on_sync_timeout: self.policy,
+            verify_interval: Some(Duration::from_millis(150)),
             ..PrimaryConfig::default()
         }
     }
@@ -528,7 +539,7 @@ impl Sim {
         let holders = (0..NODES)
             .filter(|&i| i != p && self.nodes[i].mode == Mode::Sync)
             .filter(|&i| matches!(self.nodes[i].state, State::Secondary { .. }))
-            .filter(|&i| self.holds(i, group))
+            .filter(|&i| self.applied(i, group))
             .count();
         if holders < self.quorum {
             self.fail(&format!(
@@ -537,7 +548,14 @@ impl Sim {
         }
     }
 
+    /// Whether node `i` holds `group`, counting only nodes whose blocks are
+    /// trustworthy (a node with a flipped byte is left out until repaired).
     fn holds(&self, i: usize, group: u64) -> bool {
+        !self.corrupted.contains_key(&i) && self.applied(i, group)
+    }
+
+    /// Whether node `i` applied `group` (whatever else its blocks hold).
+    fn applied(&self, i: usize, group: u64) -> bool {
         let Some(engine) = self.engine_of(i) else {
             return false;
         };
@@ -692,6 +710,10 @@ impl Sim {
         };
         self.waiting.retain(|(node, _, _)| *node != i);
         self.stats.crashes += 1;
+        // A copy that started over empty is clean again.
+        if !keep || !matches!(engine.role(), Role::Primary) && engine.lsn() == Lsn::ZERO {
+            self.corrupted.remove(&i);
+        }
         self.note(format!(
             "node {i} crashed (blocks {}, epoch {})",
             if keep { "kept" } else { "lost" },
@@ -818,7 +840,7 @@ impl Sim {
             }
         }
         let candidates: Vec<usize> = (0..NODES)
-            .filter(|&i| !self.isolated.contains(&i))
+            .filter(|&i| !self.isolated.contains(&i) && !self.corrupted.contains_key(&i))
             .filter(|&i| matches!(&self.nodes[i].state, State::Secondary { sec, .. } if sec.is_consistent()))
             .collect();
         let Some(&best) = candidates.iter().max_by_key(|&&i| {
@@ -834,8 +856,11 @@ impl Sim {
         // quorum needs promotion to consult enough secondaries to meet every
         // quorum, which this operator does not do, and `Degrade` trades
         // durability for availability.
+        // "Live" holders are those whose copy can be trusted: reachable, and
+        // not a secondary that found its own blocks damaged.
         let live: Vec<usize> = (0..NODES)
             .filter(|&i| !self.isolated.contains(&i))
+            .filter(|&i| !matches!(&self.nodes[i].state, State::Secondary { sec, .. } if !sec.is_consistent()))
             .collect();
         let durable = self.policy == SyncPolicy::Block && self.quorum == 2;
         let must_keep: Vec<u64> = match durable {
@@ -950,7 +975,23 @@ impl Sim {
                 self.nodes[i].epoch_seen = e;
             }
         }
+        // A corruption that verification caught is repaired by the resync
+        // it triggers (a damaged copy starts over empty).
+        let caught: Vec<usize> = self
+            .corrupted
+            .iter()
+            .filter(|&(&i, &before)| {
+                matches!(&self.nodes[i].state, State::Secondary { sec, .. } if sec.blocks_diverged() > before)
+            })
+            .map(|(&i, _)| i)
+            .collect();
+        for i in caught {
+            self.corrupted.remove(&i);
+            self.stats.repaired += 1;
+            self.note(format!("node {i}: verification caught the flipped byte"));
+        }
         let consistent: Vec<usize> = (0..NODES)
+            .filter(|&i| !self.corrupted.contains_key(&i))
             .filter(|&i| match &self.nodes[i].state {
                 State::Primary(_) => true,
                 State::Secondary { sec, .. } => sec.is_consistent(),
@@ -1056,6 +1097,33 @@ impl Sim {
                     let id = ids[self.rng.below(ids.len() as u64) as usize];
                     let c = self.conns.get_mut(&id).unwrap();
                     c.clogged = !c.clogged;
+                }
+            }
+            700..=709 => {
+                // A byte flipped in a secondary's memory (row 13): the
+                // primary's periodic digests must find it.
+                let i = self.rng.below(NODES as u64) as usize;
+                let (at, mask, pick) = (
+                    self.rng.next() as usize,
+                    self.rng.below(255) as u8 + 1,
+                    self.rng.next(),
+                );
+                if let State::Secondary { sec, .. } = &self.nodes[i].state {
+                    if sec.is_streaming() && !self.corrupted.contains_key(&i) {
+                        let blocks = sec
+                            .engine()
+                            .digests()
+                            .into_iter()
+                            .flat_map(|d| d.blocks.into_iter().map(move |(b, _)| (d.db, b)))
+                            .collect::<Vec<_>>();
+                        if !blocks.is_empty() {
+                            let (db, block) = blocks[(pick % blocks.len() as u64) as usize];
+                            let before = sec.blocks_diverged();
+                            sec.engine().inject_fault_flip_byte(db, block, at, mask);
+                            self.corrupted.insert(i, before);
+                            self.note(format!("node {i}: flipped a byte of block {block:?}"));
+                        }
+                    }
                 }
             }
             685..=699 => {
@@ -1206,6 +1274,7 @@ fn simulated_clusters_stay_safe_and_converge() {
                 && s.snapshots > 0
                 && s.acked > 0
                 && s.blocks_kept > 0
+                && s.repaired > 0
                 && (s.fenced > 0 || seeds.len() < 200),
             "{s:?}"
         );

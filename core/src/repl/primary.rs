@@ -60,6 +60,10 @@ pub struct PrimaryConfig {
     /// (as Redis's `min-replicas-to-write`). 0: never refused.
     pub min_secondaries: usize,
     pub max_lag: Duration,
+    /// How often a caught-up secondary is sent the digests of every block at
+    /// the LSN it has reached, to compare with its own (silent divergence:
+    /// a byte changed in its memory). `None`: never.
+    pub verify_interval: Option<Duration>,
 }
 
 impl Default for PrimaryConfig {
@@ -73,6 +77,7 @@ impl Default for PrimaryConfig {
             on_sync_timeout: SyncPolicy::Block,
             min_secondaries: 0,
             max_lag: Duration::from_secs(10),
+            verify_interval: None,
         }
     }
 }
@@ -179,6 +184,8 @@ struct Session {
     /// The databases this secondary replicates (by name); `None`: all.
     /// Transactions of the others reach it empty, so its LSNs follow ours.
     subscription: Option<BTreeSet<String>>,
+    /// When the secondary was last sent digests to verify its blocks.
+    last_verified: Instant,
 }
 
 #[derive(Debug)]
@@ -298,6 +305,7 @@ impl Primary {
                 seq_out: 0,
                 seq_in: 0,
                 subscription: None,
+                last_verified: now,
             },
         );
         id
@@ -561,7 +569,64 @@ impl Primary {
         for id in silent {
             self.close(id, "secondary silent past the session timeout");
         }
+        if let Some(interval) = self.config.verify_interval {
+            self.send_verification(now, interval);
+        }
         self.update_sync(Some(now));
+    }
+
+    /// Sends every caught-up secondary due for it the digests of its blocks
+    /// at the LSN it has reached; it compares them with its own and resyncs
+    /// on a difference.
+    fn send_verification(&mut self, now: Instant, interval: Duration) {
+        let epoch = self.history.current();
+        let engine = &self.engine;
+        for s in self.sessions.values_mut() {
+            if !matches!(s.phase, Phase::Streaming) || !s.queue.is_empty() || s.paused {
+                continue;
+            }
+            if now.saturating_duration_since(s.last_verified) < interval {
+                continue;
+            }
+            // Only a session sent everything up to the consistent point can
+            // compare: its next frames follow exactly that state.
+            let digests = engine.at_consistent_point(|at| {
+                (at == s.sent).then(|| {
+                    engine
+                        .databases()
+                        .iter()
+                        .filter(|db| subscribed(&s.subscription, db.name()))
+                        .map(|db| db.digest(|| at))
+                        .collect::<Vec<_>>()
+                })
+            });
+            let Some(digests) = digests else { continue };
+            s.last_verified = now;
+            for digest in digests {
+                for chunk in digest
+                    .blocks
+                    .chunks(crate::repl::frame::DIGESTS_PER_FRAME_MAX)
+                {
+                    s.queue.push_back(Frame::new(
+                        epoch,
+                        Message::BlockDigests {
+                            db: digest.db,
+                            entries: chunk.to_vec(),
+                        },
+                    ));
+                }
+                if digest.blocks.is_empty() {
+                    s.queue.push_back(Frame::new(
+                        epoch,
+                        Message::BlockDigests {
+                            db: digest.db,
+                            entries: vec![],
+                        },
+                    ));
+                }
+            }
+            s.queue.push_back(Frame::new(epoch, Message::DigestsEnd));
+        }
     }
 
     /// The next instant `handle_timeout` has work to do.
@@ -571,6 +636,14 @@ impl Primary {
             // instant lie in the past until they stream.
             let heartbeat = matches!(s.phase, Phase::Streaming)
                 .then(|| s.last_sent + self.config.heartbeat_interval);
+            let verify = self
+                .config
+                .verify_interval
+                .filter(|_| matches!(s.phase, Phase::Streaming));
+            let heartbeat = match (heartbeat, verify) {
+                (Some(h), Some(v)) => Some(h.min(s.last_verified + v)),
+                (h, _) => h,
+            };
             [Some(s.last_heard + self.config.session_timeout), heartbeat]
                 .into_iter()
                 .flatten()

@@ -19,7 +19,7 @@ use crate::database::Schema;
 use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
 use crate::error::ApplyError;
-use crate::ids::Lsn;
+use crate::ids::{BlockId, DbId, Lsn};
 use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode, DIGESTS_PER_FRAME_MAX};
 use crate::repl::history::{Epoch, EpochHistory};
 use crate::repl::NodeId;
@@ -103,6 +103,10 @@ pub struct Secondary {
     pending_history: Option<EpochHistory>,
     /// The highest epoch seen, kept across connections (fencing).
     epoch_seen: Epoch,
+    /// Digests received for verification, compared at `DigestsEnd`.
+    verifying: Vec<(DbId, Vec<(BlockId, u64)>)>,
+    /// Blocks found to differ from the primary's by verification.
+    blocks_diverged: u64,
 }
 
 impl Secondary {
@@ -131,7 +135,52 @@ impl Secondary {
             blocks_kept: 0,
             pending_history: None,
             epoch_seen: Epoch(0),
+            verifying: Vec::new(),
+            blocks_diverged: 0,
         }
+    }
+
+    /// Blocks that verification found to differ from the primary's.
+    pub fn blocks_diverged(&self) -> u64 {
+        self.blocks_diverged
+    }
+
+    /// Compares the primary's block digests with ours, at the same LSN. A
+    /// difference means our blocks changed under us: stop, say which, and
+    /// resync.
+    fn verify(&mut self) -> Result<(), String> {
+        let theirs = std::mem::take(&mut self.verifying);
+        let mut differ = Vec::new();
+        for (db, entries) in &theirs {
+            let ours = self
+                .engine
+                .database_by_id(*db)
+                .map(|d| d.digest(|| self.engine.lsn()));
+            let ours: Vec<(BlockId, u64)> = ours.map(|d| d.blocks).unwrap_or_default();
+            let theirs_map: std::collections::BTreeMap<BlockId, u64> =
+                entries.iter().copied().collect();
+            let ours_map: std::collections::BTreeMap<BlockId, u64> = ours.iter().copied().collect();
+            for (block, digest) in &theirs_map {
+                if ours_map.get(block) != Some(digest) {
+                    differ.push((*db, *block));
+                }
+            }
+            for block in ours_map.keys() {
+                if !theirs_map.contains_key(block) {
+                    differ.push((*db, *block));
+                }
+            }
+        }
+        if differ.is_empty() {
+            return Ok(());
+        }
+        self.blocks_diverged += differ.len() as u64;
+        self.damaged = true;
+        Err(format!(
+            "verification: {} block(s) differ from the primary's, first {:?}; resyncing",
+            differ.len(),
+            differ[0]
+        ))
     }
 
     /// Blocks that incremental resyncs kept rather than transferred.
@@ -232,6 +281,7 @@ impl Secondary {
             self.damaged = true;
         }
         self.pending_history = None;
+        self.verifying.clear();
         self.phase = Phase::Disconnected;
     }
 
@@ -370,6 +420,14 @@ impl Secondary {
             (Phase::Streaming | Phase::Snapshot { .. }, Message::Op(op)) => self.receive_op(op)?,
             (Phase::Streaming | Phase::Snapshot { .. }, Message::TxnAbort) => self.pending.clear(),
             (Phase::Streaming, Message::Heartbeat { .. }) => self.ack_due = true,
+            // Verification: the primary's digests at the LSN we are at.
+            (Phase::Streaming, Message::BlockDigests { db, entries }) => {
+                if !self.pending.is_empty() {
+                    return Err("block digests inside a transaction".into());
+                }
+                self.verifying.push((db, entries));
+            }
+            (Phase::Streaming, Message::DigestsEnd) => self.verify()?,
             (Phase::Snapshot { .. } | Phase::AwaitSnapshot, Message::Heartbeat { .. }) => {}
             (_, Message::Error { message, .. }) => {
                 return Err(format!("primary refused: {message}"))
