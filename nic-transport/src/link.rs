@@ -106,6 +106,8 @@ pub enum ConnectTo {
     Tcp(SocketAddr),
     /// QUIC, accepting only the certificate with this SHA-256 fingerprint.
     Quic(SocketAddr, [u8; 32]),
+    /// QUIC, accepting a certificate for a name, signed by a CA.
+    QuicCa(SocketAddr, quic::Trust),
     Memory(MemoryHub),
 }
 
@@ -225,8 +227,13 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
             let (read, write) = stream.into_split();
             Ok(Link::new(read, write, addr.to_string()))
         }
-        ConnectTo::Quic(addr, fingerprint) => {
-            let (endpoint, connection) = handshake(quic::connect(*addr, *fingerprint)).await?;
+        ConnectTo::Quic(_, _) | ConnectTo::QuicCa(_, _) => {
+            let (addr, trust) = match to {
+                ConnectTo::Quic(addr, fingerprint) => (addr, quic::Trust::Pinned(*fingerprint)),
+                ConnectTo::QuicCa(addr, trust) => (addr, trust.clone()),
+                _ => unreachable!(),
+            };
+            let (endpoint, connection) = handshake(quic::connect(*addr, &trust)).await?;
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await

@@ -47,6 +47,15 @@ impl QuicIdentity {
         })
     }
 
+    /// A certificate (signed by a CA the secondaries trust) and its PKCS#8
+    /// key, both DER.
+    pub fn from_der(cert: Vec<u8>, key_pkcs8: Vec<u8>) -> Self {
+        QuicIdentity {
+            cert: CertificateDer::from(cert),
+            key: Arc::new(key_pkcs8),
+        }
+    }
+
     /// SHA-256 of the certificate: what secondaries pin.
     pub fn fingerprint(&self) -> [u8; 32] {
         Sha256::digest(self.cert.as_ref()).into()
@@ -77,20 +86,45 @@ pub(crate) fn server_endpoint(
     )?)
 }
 
-/// Connects to `addr`, accepting only a certificate with `fingerprint`.
+/// How a secondary recognises its primary's certificate.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Exactly the certificate with this SHA-256 fingerprint.
+    Pinned([u8; 32]),
+    /// A certificate for `server_name` signed by this CA (DER).
+    Ca { ca: Vec<u8>, server_name: String },
+}
+
+/// Connects to `addr`, accepting only a certificate `trust` accepts.
 pub(crate) async fn connect(
     addr: SocketAddr,
-    fingerprint: [u8; 32],
+    trust: &Trust,
 ) -> Result<(quinn::Endpoint, quinn::Connection), TransportError> {
-    let tls = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TransportError::Tls(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint,
-            provider: provider(),
-        }))
-        .with_no_client_auth();
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    let (tls, server_name) = match trust {
+        Trust::Pinned(fingerprint) => (
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Pinned {
+                    fingerprint: *fingerprint,
+                    provider: provider(),
+                }))
+                .with_no_client_auth(),
+            SERVER_NAME.to_string(),
+        ),
+        Trust::Ca { ca, server_name } => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots
+                .add(CertificateDer::from(ca.clone()))
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            (
+                builder.with_root_certificates(roots).with_no_client_auth(),
+                server_name.clone(),
+            )
+        }
+    };
     let quic = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let bind: SocketAddr = if addr.is_ipv4() {
         "0.0.0.0:0"
@@ -102,7 +136,7 @@ pub(crate) async fn connect(
     let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
     let connection = endpoint
-        .connect(addr, SERVER_NAME)
+        .connect(addr, &server_name)
         .map_err(|e| TransportError::Tls(e.to_string()))?
         .await
         .map_err(|e| TransportError::Tls(e.to_string()))?;

@@ -430,3 +430,77 @@ fn a_secondary_can_subscribe_to_some_databases_only() {
     assert!(node.engine().database("other").is_err());
     assert_eq!(node.engine().database("t").unwrap().count(), 260);
 }
+
+/// A CA and a certificate it signed for `name`: (CA DER, leaf DER, leaf key DER).
+fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    (
+        ca.der().to_vec(),
+        leaf.der().to_vec(),
+        leaf_key.serialize_der(),
+    )
+}
+
+#[test]
+fn quic_with_a_configured_ca_accepts_its_certificates_only() {
+    use hotblock_nic_transport::quic::Trust;
+    let (ca, leaf, key) = ca_and_leaf("primary.example");
+    let identity = QuicIdentity::from_der(leaf, key);
+    let (db, addr) = primary_on(
+        ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
+        1 << 20,
+        0,
+    );
+    write(&db, 0, 10);
+    let ConnectTo::Quic(sockaddr, _) = addr else {
+        unreachable!()
+    };
+    let trusted = ConnectTo::QuicCa(
+        sockaddr,
+        Trust::Ca {
+            ca,
+            server_name: "primary.example".into(),
+        },
+    );
+    let node = SecondaryNode::start(secondary_config(
+        &trusted,
+        10,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until(
+        "convergence over QUIC with a CA",
+        Duration::from_secs(10),
+        || converged(&db, &node),
+    );
+    // Another CA's trust refuses the same primary.
+    let (other_ca, _, _) = ca_and_leaf("primary.example");
+    let untrusted = ConnectTo::QuicCa(
+        sockaddr,
+        Trust::Ca {
+            ca: other_ca,
+            server_name: "primary.example".into(),
+        },
+    );
+    let refused = SecondaryNode::start(secondary_config(
+        &untrusted,
+        11,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until("a refusal", Duration::from_secs(10), || {
+        refused.status().last_error.is_some()
+    });
+    assert_eq!(
+        (refused.status().connects, refused.engine().lsn()),
+        (0, Lsn::ZERO)
+    );
+}
