@@ -495,17 +495,8 @@ impl Engine {
     /// Applies a primary's delta. It must carry the LSN after this engine's.
     /// A delta that fails its checks changes nothing.
     pub fn apply(&self, delta: &Delta) -> Result<Lsn, ApplyError> {
-        if self.role() == Role::Primary {
-            return Err(ApplyError::Engine(Error::ReadOnly));
-        }
-        let mut commit = self.shared.commit.lock();
         let lsn = delta.lsn();
-        if lsn != commit.last.next() {
-            return Err(ApplyError::LsnGap {
-                applied: commit.last,
-                got: lsn,
-            });
-        }
+        let mut commit = self.lock_next(lsn)?;
         if let [_, DeltaOp::DbCreate {
             db,
             name,
@@ -569,6 +560,22 @@ impl Engine {
         Ok(lsn)
     }
 
+    /// The commit lock of a follower about to take the delta at `lsn`, which
+    /// must follow the last one.
+    fn lock_next(&self, lsn: Lsn) -> Result<parking_lot::MutexGuard<'_, CommitState>, ApplyError> {
+        if self.role() == Role::Primary {
+            return Err(ApplyError::Engine(Error::ReadOnly));
+        }
+        let commit = self.shared.commit.lock();
+        if lsn != commit.last.next() {
+            return Err(ApplyError::LsnGap {
+                applied: commit.last,
+                got: lsn,
+            });
+        }
+        Ok(commit)
+    }
+
     /// Takes an empty transaction (`TxnBegin`, `TxnCommit`) as applied: a
     /// secondary that subscribes to some databases receives the others'
     /// transactions this way, so that its LSNs follow the primary's.
@@ -579,14 +586,8 @@ impl Engine {
         if delta.ops().len() != 2 {
             return Err(ApplyError::WrongDatabase(delta.db()));
         }
-        let mut commit = self.shared.commit.lock();
         let lsn = delta.lsn();
-        if lsn != commit.last.next() {
-            return Err(ApplyError::LsnGap {
-                applied: commit.last,
-                got: lsn,
-            });
-        }
+        let mut commit = self.lock_next(lsn)?;
         commit.begin(lsn);
         self.publish(&mut commit, lsn);
         self.run_hook(delta);
