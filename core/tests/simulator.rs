@@ -78,6 +78,10 @@ struct Node {
     state: State,
     mode: Mode,
     epoch_seen: Epoch,
+    /// The highest epoch this node was told of or saw, kept across
+    /// restarts even when its blocks are lost (as a node keeps its fencing
+    /// epoch apart from its data).
+    fence: Epoch,
 }
 
 struct Conn {
@@ -230,6 +234,7 @@ impl Sim {
             state: State::Primary(primary),
             mode: Mode::Sync,
             epoch_seen: Epoch::FIRST,
+            fence: Epoch::FIRST,
         });
         for i in 1..NODES {
             // Nodes 1 and 2 are sync, node 3 async.
@@ -244,6 +249,7 @@ impl Sim {
                 state: State::Secondary { sec, conn: None },
                 mode,
                 epoch_seen: Epoch::FIRST,
+                fence: Epoch::FIRST,
             });
         }
         sim
@@ -780,12 +786,13 @@ impl Sim {
             engine.lsn()
         ));
         let mode = self.nodes[i].mode;
-        let sec = Secondary::new(
+        let mut sec = Secondary::new(
             engine,
             history,
             SecondaryConfig::new(NodeId(i as u64), mode),
             now,
         );
+        sec.observe_epoch(self.nodes[i].fence);
         self.nodes[i].state = State::Secondary { sec, conn: None };
     }
 
@@ -822,25 +829,33 @@ impl Sim {
             "node {i} demoted to secondary at {:?}",
             engine.lsn()
         ));
-        let sec = Secondary::new(
+        let mut sec = Secondary::new(
             engine,
             history,
             SecondaryConfig::new(NodeId(i as u64), self.nodes[i].mode),
             self.instant(),
         );
+        sec.observe_epoch(self.nodes[i].fence);
         self.nodes[i].state = State::Secondary { sec, conn: None };
     }
 
     /// Promotes the live, consistent secondary with the highest (epoch, LSN),
     /// after turning reachable stale primaries into secondaries.
     fn promote(&mut self) {
+        self.promote_among(false);
+    }
+
+    /// Promotes as `promote` does; with `corrupted_too`, also a node whose
+    /// flipped byte went unnoticed (no primary was there to verify it): the
+    /// operator cannot tell, and its blocks become the reference.
+    fn promote_among(&mut self, corrupted_too: bool) {
         for i in 0..NODES {
             if i != self.leader && !self.isolated.contains(&i) {
                 self.demote(i);
             }
         }
         let candidates: Vec<usize> = (0..NODES)
-            .filter(|&i| !self.isolated.contains(&i) && !self.corrupted.contains_key(&i))
+            .filter(|&i| !self.isolated.contains(&i) && (corrupted_too || !self.corrupted.contains_key(&i)))
             .filter(|&i| matches!(&self.nodes[i].state, State::Secondary { sec, .. } if sec.is_consistent()))
             .collect();
         let Some(&best) = candidates.iter().max_by_key(|&&i| {
@@ -862,7 +877,10 @@ impl Sim {
             .filter(|&i| !self.isolated.contains(&i))
             .filter(|&i| !matches!(&self.nodes[i].state, State::Secondary { sec, .. } if !sec.is_consistent()))
             .collect();
-        let durable = self.policy == SyncPolicy::Block && self.quorum == 2;
+        let durable = self.policy == SyncPolicy::Block
+            && self.quorum == 2
+            && !self.corrupted.contains_key(&best);
+        self.corrupted.remove(&best);
         let must_keep: Vec<u64> = match durable {
             true => self
                 .acked
@@ -897,9 +915,20 @@ impl Sim {
             history.current(),
             engine.lsn()
         ));
+        let epoch = history.current();
         let primary = Primary::new(engine, history, self.primary_config());
         self.nodes[best].state = State::Primary(primary);
         self.leader = best;
+        // The operator tells every secondary it reaches of the new epoch, so
+        // an old primary can no longer count their acknowledgements.
+        let reachable: Vec<usize> = (0..NODES).filter(|i| !self.isolated.contains(i)).collect();
+        for i in reachable {
+            self.nodes[i].fence = self.nodes[i].fence.max(epoch);
+            if let State::Secondary { sec, .. } = &mut self.nodes[i].state {
+                sec.observe_epoch(epoch);
+            }
+            self.drain_secondary(i);
+        }
         // Commits waiting on other primaries can no longer be acknowledged
         // by this cluster's sync secondaries once they follow the new one.
         for g in must_keep {
@@ -964,6 +993,14 @@ impl Sim {
 
     fn check(&mut self) {
         for i in 0..NODES {
+            let seen = match &self.nodes[i].state {
+                State::Secondary { sec, .. } => Some(sec.epoch()),
+                State::Primary(p) => Some(p.epoch()),
+                State::Down { .. } => None,
+            };
+            if let Some(seen) = seen {
+                self.nodes[i].fence = self.nodes[i].fence.max(seen);
+            }
             if let Some(h) = self.history_of(i) {
                 let e = h.current();
                 if e < self.nodes[i].epoch_seen {
@@ -1170,7 +1207,22 @@ impl Sim {
                 self.restart(old);
                 self.promote();
                 if !matches!(self.nodes[self.leader].state, State::Primary(_)) {
-                    self.fail("no node left to promote");
+                    self.promote_among(true);
+                }
+                if !matches!(self.nodes[self.leader].state, State::Primary(_)) {
+                    let states: Vec<String> = (0..NODES)
+                        .map(|i| match &self.nodes[i].state {
+                            State::Primary(_) => "primary".to_string(),
+                            State::Secondary { sec, .. } => format!(
+                                "secondary consistent={} corrupted={} lsn={:?}",
+                                sec.is_consistent(),
+                                self.corrupted.contains_key(&i),
+                                sec.engine().lsn()
+                            ),
+                            State::Down { .. } => "down".to_string(),
+                        })
+                        .collect();
+                    self.fail(&format!("no node left to promote: {states:?}"));
                 }
             }
             if !committed {

@@ -70,9 +70,12 @@ impl Backlog {
         self.entries.get(i)
     }
 
-    /// Whether a node at `lsn` can catch up from here alone.
+    /// Whether a node at `lsn` (at most `head`, the engine's LSN) can catch
+    /// up from here alone: nothing after `lsn` has been evicted. Entries
+    /// past the last one held are commits the controller has yet to be
+    /// handed (it may lag the engine); they will arrive in order.
     pub(crate) fn covers_after(&self, lsn: Lsn, head: Lsn) -> bool {
-        lsn == head || self.get(lsn.next()).is_some()
+        lsn == head || self.first().is_some_and(|first| lsn.next() >= first)
     }
 
     /// Bytes of the entries after `lsn`: a session's unacknowledged bytes.

@@ -140,6 +140,23 @@ impl Secondary {
         }
     }
 
+    /// Learns of a newer epoch from outside the stream (whoever runs a
+    /// failover tells every secondary it reaches): from now on frames of
+    /// older epochs are refused, so an old primary can no longer count this
+    /// secondary's acknowledgements. The current connection, if from an
+    /// older epoch, is dropped.
+    pub fn observe_epoch(&mut self, epoch: Epoch) {
+        if epoch > self.epoch() {
+            self.epoch_seen = epoch;
+            if !matches!(self.phase, Phase::Disconnected) {
+                self.events.push_back(SecondaryEvent::Disconnect {
+                    reason: format!("epoch {epoch} announced"),
+                });
+                self.reset_connection();
+            }
+        }
+    }
+
     /// Blocks that verification found to differ from the primary's.
     pub fn blocks_diverged(&self) -> u64 {
         self.blocks_diverged
