@@ -20,7 +20,9 @@
 //! `cargo test --test simulator` runs `SEEDS` seeds. For a long run:
 //! `HOTBLOCK_SIM_SEEDS=20000 cargo test --release --test simulator -- --nocapture`;
 //! one seed: `HOTBLOCK_SIM_SEED=1234 cargo test --test simulator`. A failing
-//! seed is printed; add it to `REGRESSION_SEEDS`.
+//! seed is printed; add it to `REGRESSION_SEEDS`. On a failure the last
+//! `HOTBLOCK_SIM_LOG` (default 40) lines of the run's log are printed;
+//! `HOTBLOCK_SIM_TRACE=1` adds every frame sent to that log.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
