@@ -695,13 +695,7 @@ impl Sim {
             self.close_conn(c, "node crashed");
         }
         let keep = self.rng.chance(70);
-        let state = std::mem::replace(
-            &mut self.nodes[i].state,
-            State::Down {
-                engine: None,
-                history: EpochHistory::default(),
-            },
-        );
+        let state = self.take_state(i);
         let (engine, history) = match state {
             State::Primary(p) => (p.engine().clone(), p.history().clone()),
             State::Secondary { sec, .. } => {
@@ -745,26 +739,17 @@ impl Sim {
         if !matches!(self.nodes[i].state, State::Down { .. }) {
             return;
         }
-        let State::Down { engine, history } = std::mem::replace(
-            &mut self.nodes[i].state,
-            State::Down {
-                engine: None,
-                history: EpochHistory::default(),
-            },
-        ) else {
+        let State::Down { engine, history } = self.take_state(i) else {
             unreachable!()
         };
-        let now = self.instant();
         let config = self.primary_config();
         if self.leader == i {
             if let Some(engine) = engine {
                 if engine.role() == Role::Primary {
                     // The primary restarts as primary: no failover happened.
                     self.note(format!("node {i} restarts as primary"));
-                    let mut primary = Primary::new(engine, history, config);
-                    // Its backlog is gone; secondaries resync by snapshot.
-                    let _ = &mut primary;
-                    self.nodes[i].state = State::Primary(primary);
+                    // Its backlog is gone: secondaries behind it resync.
+                    self.nodes[i].state = State::Primary(Primary::new(engine, history, config));
                     return;
                 }
                 self.nodes[i].state = State::Down {
@@ -787,15 +772,27 @@ impl Sim {
             "node {i} restarts as secondary at {:?}",
             engine.lsn()
         ));
-        let mode = self.nodes[i].mode;
-        let mut sec = Secondary::new(
-            engine,
-            history,
-            SecondaryConfig::new(NodeId(i as u64), mode),
-            now,
-        );
-        sec.observe_epoch(self.nodes[i].fence);
+        let sec = self.secondary_for(i, engine, history);
         self.nodes[i].state = State::Secondary { sec, conn: None };
+    }
+
+    /// Node `i`'s state, leaving it down with nothing (the caller puts the
+    /// next state in).
+    fn take_state(&mut self, i: usize) -> State {
+        let down = State::Down {
+            engine: None,
+            history: EpochHistory::default(),
+        };
+        std::mem::replace(&mut self.nodes[i].state, down)
+    }
+
+    /// A secondary for node `i` over `engine`, knowing the node's fencing
+    /// epoch.
+    fn secondary_for(&self, i: usize, engine: Engine, history: EpochHistory) -> Secondary {
+        let config = SecondaryConfig::new(NodeId(i as u64), self.nodes[i].mode);
+        let mut sec = Secondary::new(engine, history, config, self.instant());
+        sec.observe_epoch(self.nodes[i].fence);
+        sec
     }
 
     /// Turns a live primary other than the leader into a secondary, keeping
@@ -813,13 +810,7 @@ impl Sim {
         for c in conns {
             self.close_conn(c, "primary demoted");
         }
-        let state = std::mem::replace(
-            &mut self.nodes[i].state,
-            State::Down {
-                engine: None,
-                history: EpochHistory::default(),
-            },
-        );
+        let state = self.take_state(i);
         let State::Primary(primary) = state else {
             unreachable!()
         };
@@ -831,13 +822,7 @@ impl Sim {
             "node {i} demoted to secondary at {:?}",
             engine.lsn()
         ));
-        let mut sec = Secondary::new(
-            engine,
-            history,
-            SecondaryConfig::new(NodeId(i as u64), self.nodes[i].mode),
-            self.instant(),
-        );
-        sec.observe_epoch(self.nodes[i].fence);
+        let sec = self.secondary_for(i, engine, history);
         self.nodes[i].state = State::Secondary { sec, conn: None };
     }
 
@@ -897,13 +882,7 @@ impl Sim {
             let c = *c;
             self.close_conn(c, "promotion");
         }
-        let state = std::mem::replace(
-            &mut self.nodes[best].state,
-            State::Down {
-                engine: None,
-                history: EpochHistory::default(),
-            },
-        );
+        let state = self.take_state(best);
         let State::Secondary { sec, .. } = state else {
             unreachable!()
         };

@@ -274,6 +274,18 @@ impl Frame {
     }
 }
 
+/// A `u16` count of databases, at most `DATABASES_MAX`.
+fn database_count(p: &mut Bytes) -> Result<usize, FrameError> {
+    if p.remaining() < 2 {
+        return Err(FrameError::Malformed("payload too short"));
+    }
+    let count = p.get_u16_le() as usize;
+    if count > DATABASES_MAX {
+        return Err(FrameError::Malformed("too many databases"));
+    }
+    Ok(count)
+}
+
 impl Message {
     fn type_code(&self) -> u8 {
         match self {
@@ -399,11 +411,7 @@ impl Message {
                     _ => return Err(FrameError::Malformed("mode")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
-                need(&p, 2)?;
-                let count = p.get_u16_le() as usize;
-                if count > DATABASES_MAX {
-                    return Err(FrameError::Malformed("too many databases"));
-                }
+                let count = database_count(&mut p)?;
                 let mut databases = Vec::new();
                 for _ in 0..count {
                     need(&p, 1)?;
@@ -449,10 +457,7 @@ impl Message {
                 need(&p, 18)?;
                 let lsn = Lsn(p.get_u64_le());
                 let blocks = p.get_u64_le();
-                let count = p.get_u16_le() as usize;
-                if count > DATABASES_MAX {
-                    return Err(FrameError::Malformed("too many databases"));
-                }
+                let count = database_count(&mut p)?;
                 let mut databases = Vec::new();
                 for _ in 0..count {
                     need(&p, 2)?;
