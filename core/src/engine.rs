@@ -117,16 +117,28 @@ pub(crate) struct Shared {
     hook: HookSlot,
 }
 
+/// One commit hook per purpose, run in this order: a delta reaches the
+/// local log before it reaches secondaries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookPurpose {
+    /// Appending deltas to the local log (`--data-dir`).
+    Persistence = 0,
+    /// Streaming deltas to secondaries.
+    Replication = 1,
+}
+
 #[derive(Default)]
-struct HookSlot(RwLock<Option<CommitHook>>);
+struct HookSlot(RwLock<[Option<CommitHook>; 2]>);
 
 impl std::fmt::Debug for HookSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.read().is_some() {
-            "HookSlot(set)"
-        } else {
-            "HookSlot(none)"
-        })
+        let hooks = self.0.read();
+        write!(
+            f,
+            "HookSlot(persistence: {}, replication: {})",
+            hooks[0].is_some(),
+            hooks[1].is_some()
+        )
     }
 }
 
@@ -598,12 +610,12 @@ impl Engine {
     /// order, while the commit lock is held (and no database lock): the
     /// place to hand deltas to replication in order. The hook must be quick
     /// and must not call back into this engine's writers.
-    pub fn set_commit_hook(&self, hook: Option<CommitHook>) {
-        *self.shared.hook.0.write() = hook;
+    pub fn set_commit_hook(&self, purpose: HookPurpose, hook: Option<CommitHook>) {
+        self.shared.hook.0.write()[purpose as usize] = hook;
     }
 
     fn run_hook(&self, delta: &Delta) {
-        if let Some(hook) = &*self.shared.hook.0.read() {
+        for hook in self.shared.hook.0.read().iter().flatten() {
             hook(delta);
         }
     }

@@ -65,7 +65,7 @@ pub use block::{BlockHeader, BLOCK_FORMAT_VERSION};
 pub use database::{Database, DbStats, ReadView, Schema};
 pub use delta::{Delta, DeltaOp, DELTA_FORMAT_VERSION};
 pub use digest::DbDigest;
-pub use engine::{CommitHook, DatabaseOptions, Engine, EngineConfig, IndexMode, Role};
+pub use engine::{CommitHook, DatabaseOptions, Engine, EngineConfig, HookPurpose, IndexMode, Role};
 pub use error::{ApplyError, DeltaDecodeError, Error, RecordDecodeError};
 pub use ids::{BlockId, DbId, Lsn, RecordId};
 pub use record::{EncodedRecord, Record, RecordRef, RECORD_FORMAT_VERSION};

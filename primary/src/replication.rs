@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hotblock_core::repl::{
     EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
 };
-use hotblock_core::{Delta, Engine, Error, Lsn};
+use hotblock_core::{Delta, Engine, Error, HookPurpose, Lsn};
 use hotblock_nic_transport::tcp::FrameReader;
 use hotblock_nic_transport::{ListenOn, Listener, Secret};
 use tokio::sync::mpsc;
@@ -123,9 +123,12 @@ impl Replicator {
         let (tx, rx) = mpsc::unbounded_channel();
         let hook_tx = tx.clone();
         let inputs = tx.clone();
-        engine.set_commit_hook(Some(Arc::new(move |delta: &Delta| {
-            let _ = hook_tx.send(Input::Commit(delta.clone()));
-        })));
+        engine.set_commit_hook(
+            HookPurpose::Replication,
+            Some(Arc::new(move |delta: &Delta| {
+                let _ = hook_tx.send(Input::Commit(delta.clone()));
+            })),
+        );
         let wait = config.protocol.sync_quorum > 0;
         let primary = Primary::new(
             engine.clone(),
@@ -228,7 +231,7 @@ impl Replicator {
 
 impl Drop for Replicator {
     fn drop(&mut self) {
-        self.engine.set_commit_hook(None);
+        self.engine.set_commit_hook(HookPurpose::Replication, None);
     }
 }
 
