@@ -91,6 +91,8 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
         indexes: IndexMode::Deferred,
         relay: None,
         databases: Vec::new(),
+        persister: None,
+        progress_bar: false,
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !secondary.status().streaming {
@@ -206,6 +208,8 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
         indexes: IndexMode::Deferred,
         relay: None,
         databases: Vec::new(),
+        persister: None,
+        progress_bar: false,
     });
     while !(secondary.status().streaming && secondary.engine().lsn() == db.lsn()) {
         std::thread::sleep(Duration::from_millis(1));

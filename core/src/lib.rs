@@ -54,6 +54,7 @@ mod error;
 mod ids;
 mod index;
 mod location;
+pub mod persist;
 mod record;
 pub mod repl;
 mod snapshot;

@@ -21,11 +21,14 @@
 //! [`hotblock_core`]; see its crate documentation.
 #![forbid(unsafe_code)]
 
+pub mod node;
 mod replication;
 
 use std::sync::Arc;
 
-pub use replication::{ReplicationConfig, Replicator};
+use hotblock_core::persist::Persister;
+
+pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
 use hotblock_core::Txn;
 pub use hotblock_core::{
@@ -60,6 +63,7 @@ pub struct Db {
     engine: Engine,
     config: Arc<DbConfig>,
     replicator: Option<Arc<Replicator>>,
+    persister: Option<Persister>,
 }
 
 impl Db {
@@ -74,7 +78,40 @@ impl Db {
             engine,
             config: Arc::new(config),
             replicator: None,
+            persister: None,
         }
+    }
+
+    /// Makes every commit wait for the local log as its fsync policy says
+    /// (`Persister::wait_durable`) before it returns, and refuses writes
+    /// once the log cannot be written. The persister must already be
+    /// attached to this Db's engine.
+    pub fn with_persistence(mut self, persister: Persister) -> Db {
+        self.persister = Some(persister);
+        self
+    }
+
+    pub fn persister(&self) -> Option<&Persister> {
+        self.persister.as_ref()
+    }
+
+    /// Waits until the commit at `lsn` is as durable as configured: in the
+    /// local log (per its fsync policy), then on the sync quorum. The async
+    /// counterpart of what `Transaction::commit` does after committing.
+    pub async fn wait_committed(&self, lsn: Lsn) -> Result<(), Error> {
+        if let Some(p) = &self.persister {
+            if p.needs_wait(lsn) {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || p.wait_durable(lsn))
+                    .await
+                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
+                    .map_err(persist_error)?;
+            }
+        }
+        if let Some(replicator) = &self.replicator {
+            replicator.wait_sync_async(lsn).await?;
+        }
+        Ok(())
     }
 
     /// Starts serving secondaries. From now on every commit is streamed to
@@ -116,6 +153,9 @@ impl Db {
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
         if let Some(replicator) = &self.replicator {
             replicator.check_writable()?;
+        }
+        if let Some(p) = &self.persister {
+            p.check_healthy().map_err(persist_error)?;
         }
         Ok(Transaction {
             owner: self,
@@ -188,12 +228,26 @@ impl Transaction<'_> {
     /// With replication and a sync quorum, returns once the quorum applied
     /// the transaction, or fails with `Error::OutcomeUnknown`.
     pub fn commit(self) -> Result<Option<Committed>, Error> {
-        let db = self.txn.database().clone();
-        let committed = self.txn.commit()?;
+        let owner = self.owner;
+        let committed = self.commit_local()?;
         if let Some(c) = &committed {
-            if let Some(replicator) = &self.owner.replicator {
+            if let Some(p) = &owner.persister {
+                p.wait_durable(c.lsn).map_err(persist_error)?;
+            }
+            if let Some(replicator) = &owner.replicator {
                 replicator.wait_sync(c.lsn)?;
             }
+        }
+        Ok(committed)
+    }
+
+    /// Commits in memory and returns at once, without waiting for the disk
+    /// or the sync quorum: nobody may be told the transaction is committed
+    /// until `Db::wait_committed(lsn)` returns.
+    pub fn commit_local(self) -> Result<Option<Committed>, Error> {
+        let db = self.txn.database().clone();
+        let committed = self.txn.commit()?;
+        if committed.is_some() {
             self.owner.after_commit(&db)?;
         }
         Ok(committed)
@@ -213,4 +267,9 @@ impl std::ops::DerefMut for Transaction<'_> {
     fn deref_mut(&mut self) -> &mut Txn {
         &mut self.txn
     }
+}
+
+/// The local log failed: writes stop (as Redis's `MISCONF`).
+fn persist_error(e: hotblock_core::persist::PersistError) -> Error {
+    Error::Io(std::io::Error::other(e.to_string()))
 }

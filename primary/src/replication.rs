@@ -75,14 +75,36 @@ struct SyncState {
     timed_out: Lsn,
 }
 
+/// What async waiters (`WAIT`, sync commits of the RESP server) watch: the
+/// controller publishes it after every round that changed it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AckProgress {
+    /// Every commit up to here is acknowledged by the sync quorum.
+    pub quorum_acked: Lsn,
+    /// Sync commits up to here timed out: their outcome is unknown.
+    pub timed_out: Lsn,
+    pub fenced: bool,
+    /// The acknowledged LSN of each streaming secondary.
+    pub secondaries: Vec<Lsn>,
+}
+
+impl AckProgress {
+    /// Secondaries that acknowledged `lsn` or later.
+    pub fn count_at_least(&self, lsn: Lsn) -> usize {
+        self.secondaries.iter().filter(|&&a| a >= lsn).count()
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     sync: Mutex<SyncState>,
     synced: Condvar,
     status: Mutex<Vec<SessionStatus>>,
+    addresses: Mutex<HashMap<SessionId, String>>,
     fenced: AtomicBool,
     /// `Primary::accepts_writes`, as of the controller's last round.
     writable: AtomicBool,
+    progress: tokio::sync::watch::Sender<AckProgress>,
 }
 
 /// A running primary controller. Dropping it stops replication.
@@ -117,8 +139,13 @@ impl Replicator {
             }),
             synced: Condvar::new(),
             status: Mutex::new(Vec::new()),
+            addresses: Mutex::new(HashMap::new()),
             fenced: AtomicBool::new(false),
             writable: AtomicBool::new(config.protocol.min_secondaries == 0),
+            progress: tokio::sync::watch::Sender::new(AckProgress {
+                quorum_acked: engine.lsn(),
+                ..Default::default()
+            }),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let hook_tx = tx.clone();
@@ -175,6 +202,18 @@ impl Replicator {
         self.shared.status.lock().expect("status lock").clone()
     }
 
+    /// Per-secondary state with each secondary's address.
+    pub fn secondaries(&self) -> Vec<(SessionStatus, String)> {
+        let addresses = self.shared.addresses.lock().expect("address lock");
+        self.status()
+            .into_iter()
+            .map(|s| {
+                let address = addresses.get(&s.session).cloned().unwrap_or_default();
+                (s, address)
+            })
+            .collect()
+    }
+
     /// Whether a newer epoch fenced this primary.
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::Relaxed)
@@ -190,6 +229,47 @@ impl Replicator {
             return Err(Error::TooFewSecondaries);
         }
         Ok(())
+    }
+
+    /// Acknowledgement progress, for async waiters.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<AckProgress> {
+        self.shared.progress.subscribe()
+    }
+
+    /// The sync quorum commits wait for (0: none).
+    pub fn sync_quorum(&self) -> usize {
+        self.sync_quorum
+    }
+
+    /// `wait_sync` for async callers: the same outcome without blocking a
+    /// thread.
+    pub async fn wait_sync_async(&self, lsn: Lsn) -> Result<(), Error> {
+        if self.is_fenced() {
+            return Err(Error::Fenced);
+        }
+        if self.sync_quorum == 0 {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.sync_timeout * 2 + Duration::from_secs(1);
+        let mut rx = self.shared.progress.subscribe();
+        loop {
+            {
+                let p = rx.borrow_and_update();
+                if p.fenced {
+                    return Err(Error::Fenced);
+                }
+                if p.quorum_acked >= lsn {
+                    return Ok(());
+                }
+                if p.timed_out >= lsn {
+                    return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Error::OutcomeUnknown { lsn: lsn.0 }),
+            }
+        }
     }
 
     /// Waits until the commit at `lsn` is acknowledged by the sync quorum.
@@ -251,6 +331,8 @@ const SESSION_QUEUE_BYTES_LOW: usize = 4 << 20;
 /// The controller's handle on one connection's writer task.
 #[derive(Debug)]
 struct Writer {
+    /// The peer's address, for `INFO replication`.
+    peer: String,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
     paused: Arc<AtomicBool>,
@@ -288,6 +370,7 @@ fn serve(conn: u64, link: hotblock_nic_transport::Link, tx: mpsc::UnboundedSende
     let queued = Arc::new(AtomicUsize::new(0));
     let paused = Arc::new(AtomicBool::new(false));
     let writer = Writer {
+        peer: peer.to_string(),
         tx: out_tx,
         queued: queued.clone(),
         paused: paused.clone(),
@@ -453,8 +536,27 @@ async fn run(
         shared
             .writable
             .store(primary.accepts_writes(now), Ordering::Relaxed);
+        let (quorum_acked, timed_out) = {
+            let sync = shared.sync.lock().expect("sync lock");
+            (sync.acked, sync.timed_out)
+        };
+        let progress = AckProgress {
+            quorum_acked,
+            timed_out,
+            fenced: shared.fenced.load(Ordering::Relaxed),
+            secondaries: primary.acked_lsns(),
+        };
+        shared.progress.send_if_modified(|p| {
+            let changed = *p != progress;
+            *p = progress;
+            changed
+        });
         if now >= next_status {
             *shared.status.lock().expect("status lock") = primary.status(now);
+            *shared.addresses.lock().expect("address lock") = writers
+                .iter()
+                .map(|(session, w)| (*session, w.peer.clone()))
+                .collect();
             next_status = now + Duration::from_millis(50);
         }
     }

@@ -7,15 +7,23 @@
 //! is `hotblock_core::repl::Secondary`; this crate drives it over TCP,
 //! reconnecting with backoff.
 //!
-//! Not yet here (see the replication and node issues): persistence to a
-//! data directory, relaying to downstream secondaries, subscribing to some
-//! databases only, QUIC, and the `hotblock-secondary` binary.
+//! With a [`Persister`] (`--data-dir`), every applied transaction is also
+//! appended to the local log, acknowledgements wait for it under
+//! `fsync always`, a full resync stops logging until it completes and is
+//! checkpointed, and the epoch history is saved whenever it changes, before
+//! any transaction of the new epoch is logged.
 #![forbid(unsafe_code)]
+
+mod follower;
+pub use follower::NodeFollower;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotblock_core::repl::{EpochHistory, Mode, NodeId, Secondary, SecondaryConfig, SecondaryEvent};
+use hotblock_core::persist::{PersistedState, Persister};
+use hotblock_core::repl::{
+    Epoch, EpochHistory, Message, Mode, NodeId, Secondary, SecondaryConfig, SecondaryEvent,
+};
 use hotblock_core::{Engine, EngineConfig, Error, IndexMode, Lsn, Role};
 use hotblock_nic_transport::tcp::{write_frames, FrameReader};
 use hotblock_nic_transport::{ConnectTo, Link, Secret};
@@ -41,6 +49,12 @@ pub struct SecondaryNodeConfig {
     /// Replicate these databases only (by name); empty: all. The others'
     /// transactions arrive empty, so LSNs still follow the primary's.
     pub databases: Vec<String>,
+    /// Log applied transactions here (`--data-dir`); the engine passed to
+    /// `start_with` must be the one this persister recovered.
+    pub persister: Option<Persister>,
+    /// Show snapshot loading as a progress bar (on a terminal) instead of
+    /// log lines.
+    pub progress_bar: bool,
 }
 
 /// What the controller says about itself.
@@ -53,6 +67,8 @@ pub struct SecondaryStatus {
     pub connects: u64,
     /// Blocks that incremental resyncs found current and did not transfer.
     pub blocks_kept: u64,
+    /// The highest epoch this secondary has seen.
+    pub epoch: Epoch,
     pub last_error: Option<String>,
 }
 
@@ -74,18 +90,22 @@ impl SecondaryNode {
             role: Role::Follower(config.indexes),
             ..Default::default()
         });
-        Self::start_with(engine, EpochHistory::default(), config)
+        Self::start_with(engine, EpochHistory::default(), Epoch(0), config)
     }
 
     /// Starts following with an existing follower engine (a restart that
     /// kept its blocks): it resumes from the engine's LSN.
+    /// `epoch_seen` is the highest epoch it knew of before (saved with its
+    /// data directory): frames from older epochs stay refused.
     pub fn start_with(
         engine: Engine,
         history: EpochHistory,
+        epoch_seen: Epoch,
         config: SecondaryNodeConfig,
     ) -> SecondaryNode {
         let status = Arc::new(Mutex::new(SecondaryStatus {
             lsn: engine.lsn(),
+            epoch: history.current(),
             ..Default::default()
         }));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -98,6 +118,8 @@ impl SecondaryNode {
             },
             Instant::now(),
         );
+        let mut secondary = secondary;
+        secondary.observe_epoch(epoch_seen);
         let relay = match &config.relay {
             Some(relay) => {
                 let mut relay = relay.clone();
@@ -190,6 +212,11 @@ async fn follow(
     mut stop: oneshot::Receiver<()>,
 ) -> Secondary {
     let mut backoff = BACKOFF_MIN;
+    let mut persist = Persist {
+        persister: config.persister.as_ref(),
+        saved: (secondary.history().clone(), secondary.epoch()),
+        resyncing: false,
+    };
     loop {
         let connected = tokio::select! {
             _ = &mut stop => return secondary,
@@ -201,7 +228,7 @@ async fn follow(
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
-                    ended = session(&mut secondary, link, &status, relay.as_deref()) => Some(ended),
+                    ended = session(&mut secondary, link, &config, &mut persist, &status, relay.as_deref()) => Some(ended),
                 };
                 secondary.disconnected();
                 let mut s = status.lock().expect("status lock");
@@ -232,6 +259,8 @@ async fn follow(
 async fn session(
     secondary: &mut Secondary,
     link: Link,
+    config: &SecondaryNodeConfig,
+    persist: &mut Persist<'_>,
     status: &Mutex<SecondaryStatus>,
     relay: Option<&Replicator>,
 ) -> String {
@@ -241,6 +270,7 @@ async fn session(
         return e.to_string();
     }
     status.lock().expect("status lock").connected = true;
+    let mut progress = Progress::new(config.progress_bar);
     loop {
         // Send what the state machine has queued, in one write.
         let now = Instant::now();
@@ -249,6 +279,12 @@ async fn session(
             frames.push(frame);
         }
         if !frames.is_empty() {
+            // An acknowledgement promises the transaction is on disk too.
+            if let Some(p) = persist.persister {
+                if let Err(e) = p.wait_durable(secondary.engine().lsn()) {
+                    return format!("local log: {e}");
+                }
+            }
             if let Err(e) = write_frames(&mut write, &frames).await {
                 return e.to_string();
             }
@@ -258,14 +294,21 @@ async fn session(
                 SecondaryEvent::Disconnect { reason } => return reason,
                 SecondaryEvent::SnapshotStarted { blocks } => {
                     tracing::info!(blocks, "full resync started");
+                    progress.start(blocks);
                     status.lock().expect("status lock").snapshots += 1;
                     if let Some(relay) = relay {
                         relay.reset();
                     }
                 }
-                SecondaryEvent::SnapshotProgress { .. } => {}
+                SecondaryEvent::SnapshotProgress { installed, blocks } => {
+                    progress.update(installed, blocks)
+                }
                 SecondaryEvent::Online => {
-                    tracing::info!(lsn = %secondary.engine().lsn(), "secondary online");
+                    progress.finish();
+                    tracing::info!(lsn = %secondary.engine().lsn(), epoch = %secondary.epoch(), "secondary online");
+                    if let Err(e) = persist.online(secondary) {
+                        return e;
+                    }
                     if let Some(relay) = relay {
                         // Downstream frames carry the upstream's epoch.
                         relay.set_history(secondary.history().clone());
@@ -279,6 +322,7 @@ async fn session(
             s.lsn = secondary.engine().lsn();
             s.streaming = secondary.is_streaming();
             s.blocks_kept = secondary.blocks_kept();
+            s.epoch = secondary.epoch();
         }
         let timeout = secondary
             .poll_timeout()
@@ -287,12 +331,18 @@ async fn session(
             frame = reader.next() => match frame {
                 Ok(Some(frame)) => {
                     let now = Instant::now();
-                    secondary.handle_frame(now, frame);
+                    if let Err(e) = persist.handle_frame(secondary, now, frame) {
+                        return e;
+                    }
                     // Everything already received goes in before replying,
                     // so one acknowledgement covers a burst of commits.
                     loop {
                         match reader.buffered() {
-                            Ok(Some(frame)) => secondary.handle_frame(now, frame),
+                            Ok(Some(frame)) => {
+                                if let Err(e) = persist.handle_frame(secondary, now, frame) {
+                                    return e;
+                                }
+                            }
                             Ok(None) => break,
                             Err(e) => return e.to_string(),
                         }
@@ -302,6 +352,121 @@ async fn session(
                 Err(e) => return e.to_string(),
             },
             _ = tokio::time::sleep_until(timeout.into()) => secondary.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// What a secondary with a data directory does around the protocol.
+struct Persist<'a> {
+    persister: Option<&'a Persister>,
+    /// The history and epoch last saved.
+    saved: (EpochHistory, Epoch),
+    /// A full resync is loading: the log is stopped until it completes.
+    resyncing: bool,
+}
+
+impl Persist<'_> {
+    fn handle_frame(
+        &mut self,
+        secondary: &mut Secondary,
+        now: Instant,
+        frame: hotblock_core::repl::Frame,
+    ) -> Result<(), String> {
+        let Some(p) = self.persister else {
+            secondary.handle_frame(now, frame);
+            return Ok(());
+        };
+        if matches!(frame.message, Message::SnapshotBegin { .. }) {
+            // The blocks are about to be replaced piecemeal: keep the files
+            // at the last whole state until the new one is complete.
+            p.begin_resync();
+            self.resyncing = true;
+        }
+        secondary.handle_frame(now, frame);
+        self.save_if_changed(secondary)
+    }
+
+    /// The history is saved before any transaction of a new epoch is
+    /// logged, so a restart never claims a tail under the wrong epoch.
+    fn save_if_changed(&mut self, secondary: &Secondary) -> Result<(), String> {
+        let (Some(p), false) = (self.persister, self.resyncing) else {
+            return Ok(());
+        };
+        let now = (secondary.history().clone(), secondary.epoch());
+        if now != self.saved {
+            p.save_state(&PersistedState {
+                history: now.0.clone(),
+                epoch_seen: now.1,
+            })
+            .map_err(|e| format!("saving the epoch history: {e}"))?;
+            self.saved = now;
+        }
+        Ok(())
+    }
+
+    fn online(&mut self, secondary: &Secondary) -> Result<(), String> {
+        let Some(p) = self.persister else {
+            return Ok(());
+        };
+        if std::mem::take(&mut self.resyncing) {
+            let started = Instant::now();
+            let lsn = p
+                .checkpoint(secondary.engine())
+                .map_err(|e| format!("writing the snapshot after a resync: {e}"))?;
+            tracing::info!(%lsn, ms = started.elapsed().as_millis() as u64, "resync saved to the data directory");
+            self.saved.0 = EpochHistory::default();
+        }
+        self.save_if_changed(secondary)
+    }
+}
+
+/// Snapshot loading, shown as a bar on a terminal or as log lines.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    use_bar: bool,
+    /// The last tenth logged.
+    logged: u64,
+}
+
+impl Progress {
+    fn new(use_bar: bool) -> Self {
+        Progress {
+            bar: None,
+            use_bar,
+            logged: 0,
+        }
+    }
+
+    fn start(&mut self, blocks: u64) {
+        self.logged = 0;
+        if self.use_bar {
+            let bar = indicatif::ProgressBar::new(blocks);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "loading snapshot {bar:40} {pos}/{len} blocks {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            self.bar = Some(bar);
+        }
+    }
+
+    fn update(&mut self, installed: u64, blocks: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_position(installed),
+            None => {
+                let tenth = installed * 10 / blocks.max(1);
+                if tenth > self.logged {
+                    self.logged = tenth;
+                    tracing::info!(installed, blocks, "loading snapshot: {}%", tenth * 10);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }

@@ -69,6 +69,8 @@ fn secondary_config(
         indexes,
         relay: None,
         databases: Vec::new(),
+        persister: None,
+        progress_bar: false,
     }
 }
 
@@ -209,6 +211,7 @@ fn converge_resume_promote(db: Db, addr: ConnectTo) {
     let passive = SecondaryNode::start_with(
         engine,
         history,
+        Epoch(0),
         secondary_config(&addr, 2, Mode::Async, IndexMode::Deferred),
     );
     wait_until("resume", Duration::from_secs(10), || {
@@ -257,6 +260,7 @@ fn a_secondary_behind_the_backlog_gets_a_snapshot() {
     let node = SecondaryNode::start_with(
         engine,
         history,
+        Epoch(0),
         secondary_config(&addr, 3, Mode::Async, IndexMode::Maintained),
     );
     wait_until(
@@ -368,6 +372,7 @@ fn a_daisy_chained_secondary_converges_through_its_relay() {
     let b = SecondaryNode::start_with(
         engine,
         history,
+        Epoch(0),
         secondary_config(&relay_addr, 8, Mode::Async, IndexMode::Deferred),
     );
     wait_until("the chain converges again", Duration::from_secs(20), || {
@@ -420,7 +425,7 @@ fn a_secondary_can_subscribe_to_some_databases_only() {
     drop(stopped);
     write(&db, 1, 100);
     write_other(100);
-    let node = SecondaryNode::start_with(engine, history, config);
+    let node = SecondaryNode::start_with(engine, history, Epoch(0), config);
     wait_until(
         "the subscriber catches up again",
         Duration::from_secs(10),

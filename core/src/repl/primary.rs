@@ -815,6 +815,16 @@ impl Primary {
         current >= self.config.min_secondaries
     }
 
+    /// The acknowledged LSN of every streaming secondary (for `WAIT`): cheap
+    /// enough to ask after every round.
+    pub fn acked_lsns(&self) -> Vec<Lsn> {
+        self.sessions
+            .values()
+            .filter(|s| s.node.is_some() && matches!(s.phase, Phase::Streaming))
+            .map(|s| s.acked)
+            .collect()
+    }
+
     /// Per-session replication state, for `INFO replication`.
     pub fn status(&self, now: Instant) -> Vec<SessionStatus> {
         let head = self.engine.lsn();

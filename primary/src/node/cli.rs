@@ -1,0 +1,188 @@
+//! What `hotblock-node` and `hotblock-secondary` share at their command
+//! line: the config file, sizes, secrets, logging and the loopback rule.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// Parses the command line; with `--config FILE`, the file's settings are
+/// read first and the command line's win.
+///
+/// The file is TOML with the flags' names as keys (`repl-listen =
+/// "127.0.0.1:7380"`, `sync-quorum = 1`, `serve-reads = true`). Each key
+/// becomes the flag it names, placed before the real arguments, so clap
+/// checks the file exactly as it checks flags (an unknown key is an unknown
+/// flag) and a later flag overrides it. Environment variables
+/// (`HOTBLOCK_PASSWORD`, `HOTBLOCK_REPL_SECRET`) count only where neither
+/// gives the setting.
+pub fn parse_with_config<A: Parser>(config_of: impl Fn(&A) -> Option<&std::path::Path>) -> A {
+    let args = A::parse();
+    let Some(path) = config_of(&args) else {
+        return args;
+    };
+    let from_file = match config_args(path) {
+        Ok(from_file) => from_file,
+        Err(e) => A::command()
+            .error(
+                clap::error::ErrorKind::Io,
+                format!("config file {}: {e}", path.display()),
+            )
+            .exit(),
+    };
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let program = argv.remove(0);
+    A::parse_from(std::iter::once(program).chain(from_file).chain(argv))
+}
+
+/// A TOML file's settings as `--key value` arguments.
+pub fn config_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut out = Vec::new();
+    for (key, value) in table {
+        if key == "config" {
+            return Err("a config file cannot name another (config)".into());
+        }
+        let flag = OsString::from(format!("--{key}"));
+        match value {
+            toml::Value::Boolean(true) => out.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => out.extend([flag, s.into()]),
+            toml::Value::Integer(i) => out.extend([flag, i.to_string().into()]),
+            toml::Value::Array(items) => {
+                let items: Vec<String> = items
+                    .iter()
+                    .map(|v| match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.extend([flag, items.join(",").into()]);
+            }
+            other => return Err(format!("{key}: unsupported value {other}")),
+        }
+    }
+    Ok(out)
+}
+
+/// A byte count: `1048576`, `64kb`, `512mb`, `2gb` (powers of 1024, as
+/// Redis reads `maxmemory`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    let (digits, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (try 1048576, 64kb, 512mb, 2gb)"))?;
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        "t" | "tb" => 1 << 40,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (b, kb, mb, gb, tb)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Logs to stderr through `tracing`; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// A port open beyond this machine needs a password: refuse to bind one
+/// without (Redis's protected mode, made an error).
+pub fn check_exposure(
+    what: &str,
+    addr: SocketAddr,
+    has_secret: bool,
+    flag: &str,
+) -> Result<(), String> {
+    if addr.ip().is_loopback() || has_secret {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to listen for {what} on {addr}, beyond loopback, without {flag}"
+    ))
+}
+
+/// The replication secret, or the empty one on loopback (logged).
+pub fn repl_secret(secret: Option<&str>) -> hotblock_nic_transport::Secret {
+    match secret {
+        Some(s) => hotblock_nic_transport::Secret::new(s.as_bytes().to_vec()),
+        None => {
+            tracing::warn!(
+                "no --repl-secret (or HOTBLOCK_REPL_SECRET): replication is authenticated with the empty secret; use one outside a test"
+            );
+            hotblock_nic_transport::Secret::new(Vec::new())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_redis() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64kb"), Ok(64 << 10));
+        assert_eq!(parse_size("512MB"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999tb").is_err());
+    }
+
+    #[test]
+    fn config_keys_become_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\nsync-quorum = 2\nserve-reads = true\nfast = false\ndatabases = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let args: Vec<String> = config_args(&path)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--databases",
+                "a,b",
+                "--listen",
+                "127.0.0.1:1",
+                "--serve-reads",
+                "--sync-quorum",
+                "2"
+            ]
+        );
+        std::fs::write(&path, "config = \"other.toml\"\n").unwrap();
+        assert!(config_args(&path).is_err());
+        std::fs::write(&path, "listen = \n").unwrap();
+        assert!(config_args(&path).is_err());
+    }
+
+    #[test]
+    fn only_loopback_goes_without_a_secret() {
+        let lo: SocketAddr = "127.0.0.1:7379".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:7379".parse().unwrap();
+        assert!(check_exposure("clients", lo, false, "--requirepass").is_ok());
+        assert!(check_exposure("clients", any, true, "--requirepass").is_ok());
+        let e = check_exposure("clients", any, false, "--requirepass").unwrap_err();
+        assert!(e.contains("--requirepass"), "{e}");
+    }
+}

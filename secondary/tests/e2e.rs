@@ -1,0 +1,512 @@
+//! End to end: the real binaries on loopback, a real Redis client.
+
+mod cluster;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cluster::{wait_until, Proc};
+use redis::{Commands, Value};
+
+fn err_text(e: redis::RedisError) -> String {
+    format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+}
+
+#[test]
+fn kv_records_transactions_and_errors_over_resp() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &[]);
+    let mut c = node.client();
+
+    let () = c.set("k", "v1").unwrap();
+    assert_eq!(
+        c.get::<_, Option<String>>("k").unwrap().as_deref(),
+        Some("v1")
+    );
+    assert_eq!(c.exists::<_, i64>(&["k", "nope"][..]).unwrap(), 1);
+    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 1);
+    assert_eq!(c.del::<_, i64>(&["k", "nope"][..]).unwrap(), 1);
+    assert_eq!(c.get::<_, Option<String>>("k").unwrap(), None);
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("k")
+        .arg("a")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(nx.as_deref(), Some("OK"));
+    let nx: Option<String> = redis::cmd("SET")
+        .arg("k")
+        .arg("b")
+        .arg("NX")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(nx, None, "NX refuses an existing key");
+    assert_eq!(c.get::<_, String>("k").unwrap(), "a");
+
+    // Records with non-unique keys.
+    let () = redis::cmd("DB.CREATE")
+        .arg("users")
+        .arg("city")
+        .arg("team")
+        .query(&mut c)
+        .unwrap();
+    let e = redis::cmd("DB.CREATE")
+        .arg("users")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("already exists"));
+    for (k, city, team) in [
+        ("ada", "london", "engines"),
+        ("alan", "london", "codes"),
+        ("grace", "nyc", "compilers"),
+    ] {
+        let () = redis::cmd("REC.PUT")
+            .arg("users")
+            .arg(k)
+            .arg(format!("{{\"name\":\"{k}\"}}"))
+            .arg("city")
+            .arg(city)
+            .arg("team")
+            .arg(team)
+            .query(&mut c)
+            .unwrap();
+    }
+    let mut london: Vec<String> = redis::cmd("REC.FIND")
+        .arg("users")
+        .arg("city")
+        .arg("london")
+        .query(&mut c)
+        .unwrap();
+    london.sort();
+    assert_eq!(london, ["ada", "alan"]);
+    let one: Vec<String> = redis::cmd("REC.FIND")
+        .arg("users")
+        .arg("city")
+        .arg("london")
+        .arg("LIMIT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    let rec: Vec<Option<String>> = redis::cmd("REC.GET")
+        .arg("users")
+        .arg("grace")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        rec,
+        [
+            Some("{\"name\":\"grace\"}"),
+            Some("city"),
+            Some("nyc"),
+            Some("team"),
+            Some("compilers")
+        ]
+        .map(|s| s.map(String::from))
+    );
+    assert_eq!(
+        redis::cmd("REC.COUNT")
+            .arg("users")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        redis::cmd("REC.DEL")
+            .arg("users")
+            .arg("alan")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        redis::cmd("REC.GET")
+            .arg("users")
+            .arg("alan")
+            .query::<Value>(&mut c)
+            .unwrap(),
+        Value::Nil
+    );
+    let dbs: BTreeSet<String> = redis::cmd("DB.LIST").query(&mut c).unwrap();
+    assert_eq!(dbs, ["0", "users"].map(String::from).into());
+    let e = redis::cmd("REC.PUT")
+        .arg("users")
+        .arg("x")
+        .arg("p")
+        .arg("planet")
+        .arg("mars")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("no index 'planet'"));
+
+    // MULTI/EXEC: one transaction, one LSN.
+    let before = node.lsn();
+    let replies: (String, String, i64) = redis::pipe()
+        .atomic()
+        .set("m1", "1")
+        .set("m2", "2")
+        .del("k")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(replies, ("OK".into(), "OK".into(), 1));
+    assert_eq!(node.lsn(), before + 1, "three writes, one LSN");
+    // A bad command aborts the whole transaction; nothing runs.
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("SET").arg("m3").arg("3").query(&mut c).unwrap();
+    assert!(redis::cmd("NOSUCH").query::<Value>(&mut c).is_err());
+    let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert!(err_text(e).contains("EXECABORT"));
+    assert_eq!(c.get::<_, Option<String>>("m3").unwrap(), None);
+    // One database per transaction.
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("SET").arg("m4").arg("4").query(&mut c).unwrap();
+    let e = redis::cmd("REC.PUT")
+        .arg("users")
+        .arg("z")
+        .arg("p")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("one database"));
+    assert!(redis::cmd("EXEC").query::<Value>(&mut c).is_err());
+
+    // Errors keep the connection usable.
+    let e = redis::cmd("GET").query::<Value>(&mut c).unwrap_err();
+    assert!(err_text(e).contains("wrong number of arguments"));
+    let e = redis::cmd("FLY")
+        .arg("me")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).contains("unknown command 'FLY'"));
+    let big = vec![b'x'; 70_000];
+    let e = redis::cmd("SET")
+        .arg("big")
+        .arg(&big[..])
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    let e = err_text(e);
+    assert!(e.contains("block"), "{e}");
+    assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+
+    let info = node.info("replication");
+    for field in ["role", "epoch", "lsn", "connected_secondaries"] {
+        assert!(info.contains_key(field), "INFO replication lacks {field}");
+    }
+    assert_eq!(info["role"], "primary");
+    let keyspace = node.info("keyspace");
+    assert!(keyspace["db_users"].starts_with("keys=2,"), "{keyspace:?}");
+}
+
+#[test]
+fn passwords_are_required_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &["--requirepass", "s3cret"]);
+    let mut c = node.client();
+    let e = c.get::<_, Value>("k").unwrap_err();
+    assert!(err_text(e).starts_with("NOAUTH"));
+    let e = redis::cmd("AUTH")
+        .arg("wrong")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err_text(e).starts_with("WRONGPASS"));
+    let () = redis::cmd("AUTH").arg("s3cret").query(&mut c).unwrap();
+    let () = c.set("k", "v").unwrap();
+    // A client library's own AUTH (from the URL) works too.
+    let mut c2 = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", node.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(c2.get::<_, String>("k").unwrap(), "v");
+}
+
+/// Writers run against a sync primary; it is killed with SIGKILL; the sync
+/// secondary is promoted: every write that got OK is there.
+#[test]
+fn sync_failover_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--sync-quorum", "1", "--sync-timeout-ms", "2000"],
+    );
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &["--mode", "sync"]);
+    wait_until("the secondary is online", Duration::from_secs(20), || {
+        node.info("replication")
+            .get("connected_secondaries")
+            .map(String::as_str)
+            == Some("1")
+            && node
+                .info("replication")
+                .get("secondary0")
+                .is_some_and(|l| l.contains("state=online"))
+    });
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (acked, stop, port) = (acked.clone(), stop.clone(), node.port);
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-{i}");
+                    match c.set::<_, _, ()>(&key, i) {
+                        Ok(()) => acked.lock().unwrap().push(key),
+                        Err(_) => return,
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    wait_until("writes", Duration::from_secs(20), || {
+        acked.lock().unwrap().len() >= 400
+    });
+    node.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    secondary.promote();
+    let acked = acked.lock().unwrap().clone();
+    let mut c = secondary.client();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|k| !c.exists::<_, bool>(k.as_str()).unwrap())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged writes lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(secondary.info("replication")["role"], "primary");
+    // The promoted node takes writes.
+    let () = c.set("after", "failover").unwrap();
+}
+
+/// Async replication under load: the primary reports lag, and once the
+/// writes stop, a secondary and a secondary of that secondary converge.
+#[test]
+fn async_secondaries_and_a_daisy_chain_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &[]);
+    let first = Proc::secondary(dir.path(), node.repl_port, &["--serve-reads"]);
+    let second = Proc::secondary(dir.path(), first.repl_port, &[]);
+    let mut c = node.client();
+    let () = redis::cmd("DB.CREATE")
+        .arg("t")
+        .arg("group")
+        .query(&mut c)
+        .unwrap();
+    let mut saw_secondary_line = false;
+    for batch in 0..50 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            pipe.cmd("REC.PUT")
+                .arg("t")
+                .arg(format!("{batch}-{i}"))
+                .arg("payload")
+                .arg("group")
+                .arg(i % 7)
+                .ignore();
+        }
+        let () = pipe.query(&mut c).unwrap();
+        let info = node.info("replication");
+        if let Some(line) = info.get("secondary0") {
+            for field in [
+                "id=",
+                "addr=127.0.0.1:",
+                "mode=async",
+                "state=",
+                "acked_lsn=",
+                "lag_lsn=",
+                "lag_ms=",
+            ] {
+                assert!(line.contains(field), "{line} lacks {field}");
+            }
+            saw_secondary_line = true;
+        }
+    }
+    assert!(saw_secondary_line);
+    let lsn = node.lsn();
+    wait_until("the chain converges", Duration::from_secs(30), || {
+        first.lsn() == lsn && second.lsn() == lsn
+    });
+    assert_eq!(first.digest(), node.digest());
+    assert_eq!(second.digest(), node.digest());
+    // The hot secondary answers reads; the passive one refuses them.
+    let found: Vec<String> = redis::cmd("REC.FIND")
+        .arg("t")
+        .arg("group")
+        .arg("3")
+        .query(&mut first.client())
+        .unwrap();
+    assert_eq!(found.len(), 50 * (0..100).filter(|i| i % 7 == 3).count());
+    let e = redis::cmd("REC.COUNT")
+        .arg("t")
+        .query::<i64>(&mut second.client())
+        .unwrap_err();
+    assert!(err_text(e).contains("passive"));
+    // Writes to a secondary are refused.
+    let e = first.client().set::<_, _, ()>("x", "y").unwrap_err();
+    assert!(err_text(e).starts_with("READONLY"));
+}
+
+/// Both nodes killed with SIGKILL; the secondary restarts from its data
+/// directory alone (the primary stays down): same LSN, every record, and
+/// it can still be promoted. The node restarts from its own as well.
+#[test]
+fn data_directories_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node_dir, sec_dir) = (dir.path().join("node"), dir.path().join("sec"));
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::create_dir(&sec_dir).unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &[
+            "--data-dir",
+            node_dir.to_str().unwrap(),
+            "--sync-quorum",
+            "1",
+        ],
+    );
+    let mut secondary = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &[
+            "--mode",
+            "sync",
+            "--data-dir",
+            sec_dir.to_str().unwrap(),
+            "--fsync",
+            "always",
+        ],
+    );
+    let mut c = node.client();
+    let () = redis::cmd("DB.CREATE")
+        .arg("t")
+        .arg("group")
+        .query(&mut c)
+        .unwrap();
+    for i in 0..300 {
+        let () = redis::cmd("REC.PUT")
+            .arg("t")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"))
+            .arg("group")
+            .arg(i % 3)
+            .query(&mut c)
+            .unwrap();
+    }
+    for i in 0..100 {
+        let () = c.set(format!("s{i}"), i).unwrap();
+    }
+    let lsn = node.lsn();
+    wait_until(
+        "the secondary has everything",
+        Duration::from_secs(20),
+        || secondary.lsn() == lsn,
+    );
+    let digest = node.digest();
+    node.kill9();
+    secondary.kill9();
+
+    secondary.start();
+    assert_eq!(secondary.lsn(), lsn, "the secondary recovers its LSN");
+    assert_eq!(secondary.digest(), digest, "and its blocks");
+    secondary.promote();
+    let mut s = secondary.client();
+    assert_eq!(
+        redis::cmd("REC.COUNT")
+            .arg("t")
+            .query::<i64>(&mut s)
+            .unwrap(),
+        300
+    );
+    let group: Vec<String> = redis::cmd("REC.FIND")
+        .arg("t")
+        .arg("group")
+        .arg("1")
+        .query(&mut s)
+        .unwrap();
+    assert_eq!(group.len(), 100);
+    assert_eq!(s.get::<_, i64>("s99").unwrap(), 99);
+
+    drop(secondary);
+    let node = {
+        node.start();
+        node
+    };
+    assert_eq!(node.lsn(), lsn, "the node recovers its LSN");
+    assert_eq!(node.digest(), digest);
+    assert_eq!(
+        redis::cmd("REC.GET")
+            .arg("t")
+            .arg("k7")
+            .query::<Vec<String>>(&mut node.client())
+            .unwrap()[0],
+        "v7"
+    );
+}
+
+/// After a failover the old primary, which committed writes its secondary
+/// never got (async), rejoins as a secondary of the new primary: those
+/// writes are discarded and its blocks end digest-equal.
+#[test]
+fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a_dir).unwrap();
+    std::fs::create_dir(&b_dir).unwrap();
+    let mut a = Proc::node(dir.path(), &["--data-dir", a_dir.to_str().unwrap()]);
+    let mut b = Proc::secondary(
+        dir.path(),
+        a.repl_port,
+        &["--data-dir", b_dir.to_str().unwrap()],
+    );
+    let mut ca = a.client();
+    for i in 0..200 {
+        let () = ca.set(format!("shared{i}"), i).unwrap();
+    }
+    let lsn = a.lsn();
+    wait_until("b caught up", Duration::from_secs(20), || b.lsn() == lsn);
+    // b stops hearing from a; a goes on alone, then dies.
+    b.kill9();
+    for i in 0..50 {
+        let () = ca.set(format!("lost{i}"), i).unwrap();
+    }
+    assert!(a.lsn() > lsn);
+    a.kill9();
+    // b comes back from its data directory and is promoted.
+    b.start();
+    b.promote();
+    let mut cb = b.client();
+    for i in 0..30 {
+        let () = cb.set(format!("new{i}"), i).unwrap();
+    }
+    // a rejoins as b's secondary, from its own data directory.
+    let old = Proc::secondary(
+        dir.path(),
+        b.repl_port,
+        &["--data-dir", a_dir.to_str().unwrap(), "--serve-reads"],
+    );
+    let lsn = b.lsn();
+    wait_until("the old primary converges", Duration::from_secs(30), || {
+        old.lsn() == lsn
+    });
+    assert_eq!(old.digest(), b.digest());
+    let mut co = old.client();
+    assert_eq!(
+        co.get::<_, Option<i64>>("lost0").unwrap(),
+        None,
+        "the divergent tail is gone"
+    );
+    assert_eq!(co.get::<_, i64>("new29").unwrap(), 29);
+    assert_eq!(co.get::<_, i64>("shared199").unwrap(), 199);
+    assert!(old.info("replication")["epoch"].parse::<u64>().unwrap() > 0);
+}
