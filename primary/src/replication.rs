@@ -322,6 +322,11 @@ fn io_error(e: hotblock_nic_transport::TransportError) -> Error {
     }
 }
 
+/// How stale the per-secondary status behind `INFO replication` may be:
+/// refreshed at most this often after acknowledgements, and every 50 ms
+/// regardless.
+const STATUS_FRESH: Duration = Duration::from_millis(1);
+
 /// Bytes queued for one secondary past which its session is paused, and
 /// below which it resumes: a slow secondary costs at most this much memory
 /// here (the backlog aside).
@@ -422,6 +427,7 @@ async fn run(
     let mut writers: HashMap<SessionId, Writer> = HashMap::new();
     let mut sessions: HashMap<u64, SessionId> = HashMap::new();
     let mut next_status = Instant::now();
+    let mut last_status = Instant::now();
     let mut more = false;
     loop {
         // With frames left over from the last round (a snapshot in
@@ -448,6 +454,8 @@ async fn run(
         while let Ok(more) = rx.try_recv() {
             inputs.push(more);
         }
+        // Acknowledgements arrived: INFO and ROLE should show them soon.
+        let heard = inputs.iter().any(|i| matches!(i, Input::Frame(..)));
         for input in inputs {
             match input {
                 Input::Commit(delta) => primary.on_commit(now, delta, wait),
@@ -551,7 +559,8 @@ async fn run(
             *p = progress;
             changed
         });
-        if now >= next_status {
+        if now >= next_status || (heard && now >= last_status + STATUS_FRESH) {
+            last_status = now;
             *shared.status.lock().expect("status lock") = primary.status(now);
             *shared.addresses.lock().expect("address lock") = writers
                 .iter()
