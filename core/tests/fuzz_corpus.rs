@@ -81,6 +81,86 @@ fn delta_apply_corpus_replays() {
     replay("delta_apply", harness::delta_apply);
 }
 
+#[test]
+fn persist_snapshot_corpus_replays() {
+    replay("persist_snapshot", harness::persist_snapshot);
+}
+
+#[test]
+fn persist_log_corpus_replays() {
+    replay("persist_log", harness::persist_log);
+}
+
+/// Writes real data-directory files (a snapshot, a log, a state file) as
+/// seeds of the `persist_*` targets, with a torn and a flipped variant.
+/// `cargo test -p hotblock-core --test fuzz_corpus -- --ignored write_persist_seed_corpus`
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand"]
+fn write_persist_seed_corpus() {
+    use hotblock_core::persist::{PersistConfig, Persister};
+    use hotblock_core::{DatabaseOptions, EngineConfig, IndexMode, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let (persister, engine, _) = Persister::open(
+        PersistConfig::new(dir.path()),
+        EngineConfig {
+            role: Role::Follower(IndexMode::Deferred),
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
+    engine.promote().unwrap();
+    persister.attach(&engine);
+    engine
+        .create_database("users", DatabaseOptions::with_indexes(["city"]).block_size(4096))
+        .unwrap();
+    let put = |key: &str, city: &str| {
+        let mut txn = engine.begin("users").unwrap();
+        txn.put(key.as_bytes(), &[Some(city.as_bytes())], b"{}").unwrap();
+        txn.commit().unwrap();
+    };
+    put("ada", "london");
+    put("alan", "london");
+    persister.checkpoint(&engine).unwrap();
+    put("grace", "nyc");
+    let mut txn = engine.begin("users").unwrap();
+    txn.delete(b"ada").unwrap();
+    txn.commit().unwrap();
+    persister.wait_durable(engine.lsn()).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = corpus_dir(target);
+        fs::create_dir_all(&dir).expect("create corpus dir");
+        fs::write(dir.join(name), data).expect("write seed");
+    };
+    for (name, bytes) in &files {
+        let target = match name {
+            n if n.starts_with("snapshot-") => "persist_snapshot",
+            n if n.starts_with("log-") || n == "state.hb" => "persist_log",
+            _ => continue,
+        };
+        let stem = name.split('-').next().unwrap().trim_end_matches(".hb");
+        let lsn = name.trim_start_matches(|c: char| !c.is_ascii_digit()).trim_end_matches(".hb");
+        let lsn = match lsn.trim_start_matches('0') {
+            "" => "0",
+            n => n,
+        };
+        let base = format!("seed-{stem}-lsn{lsn}");
+        write(target, &base, bytes);
+        if bytes.len() > 8 {
+            write(target, &format!("{base}-torn"), &bytes[..bytes.len() - 3]);
+            let mut flipped = bytes.clone();
+            let mid = flipped.len() / 2;
+            flipped[mid] ^= 0x40;
+            write(target, &format!("{base}-flipped"), &flipped);
+        }
+    }
+}
+
 /// The harness's fixture covers every kind of op, so mutating its deltas
 /// reaches every branch of apply.
 #[test]

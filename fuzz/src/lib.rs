@@ -73,6 +73,20 @@ pub fn frame_decode(data: &[u8]) {
 }
 
 // ---------------------------------------------------------------------------
+// persist_snapshot, persist_log
+
+/// Decodes `data` as a data directory's snapshot file: an error or a
+/// snapshot, never a panic or an allocation beyond the declared limits.
+pub fn persist_snapshot(data: &[u8]) {
+    hotblock_core::persist::fuzz_load_snapshot(data);
+}
+
+/// Decodes `data` as a data directory's log file (and as its state file).
+pub fn persist_log(data: &[u8]) {
+    hotblock_core::persist::fuzz_load_log(data);
+}
+
+// ---------------------------------------------------------------------------
 // record_parse
 
 /// Parses `data` as a record; on success touches every accessor, and checks
