@@ -111,11 +111,15 @@ fn write_persist_seed_corpus() {
     engine.promote().unwrap();
     persister.attach(&engine);
     engine
-        .create_database("users", DatabaseOptions::with_indexes(["city"]).block_size(4096))
+        .create_database(
+            "users",
+            DatabaseOptions::with_indexes(["city"]).block_size(4096),
+        )
         .unwrap();
     let put = |key: &str, city: &str| {
         let mut txn = engine.begin("users").unwrap();
-        txn.put(key.as_bytes(), &[Some(city.as_bytes())], b"{}").unwrap();
+        txn.put(key.as_bytes(), &[Some(city.as_bytes())], b"{}")
+            .unwrap();
         txn.commit().unwrap();
     };
     put("ada", "london");
@@ -129,7 +133,12 @@ fn write_persist_seed_corpus() {
     let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir.path())
         .unwrap()
         .flatten()
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     files.sort();
     let write = |target: &str, name: &str, data: &[u8]| {
@@ -144,7 +153,9 @@ fn write_persist_seed_corpus() {
             _ => continue,
         };
         let stem = name.split('-').next().unwrap().trim_end_matches(".hb");
-        let lsn = name.trim_start_matches(|c: char| !c.is_ascii_digit()).trim_end_matches(".hb");
+        let lsn = name
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .trim_end_matches(".hb");
         let lsn = match lsn.trim_start_matches('0') {
             "" => "0",
             n => n,

@@ -510,3 +510,116 @@ fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
     assert_eq!(co.get::<_, i64>("shared199").unwrap(), 199);
     assert!(old.info("replication")["epoch"].parse::<u64>().unwrap() > 0);
 }
+
+/// `SHUTDOWN` and SIGTERM stop a node cleanly (exit 0); `WAIT` counts the
+/// secondaries that applied this client's last write; a bad data directory
+/// or config is refused at start with an error that names it.
+#[test]
+fn clean_stops_wait_and_start_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut node = Proc::node(dir.path(), &["--data-dir", data.to_str().unwrap()]);
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &[]);
+    let mut c = node.client();
+    let () = c.set("k", "v").unwrap();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut c).unwrap();
+    assert_eq!(n, 1, "the secondary acknowledged the write");
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(100).query(&mut c).unwrap();
+    assert_eq!(n, 1, "there is only one secondary: WAIT times out with 1");
+    let e = redis::cmd("WAIT")
+        .arg(1)
+        .arg(0)
+        .query::<i64>(&mut secondary.client())
+        .unwrap_err();
+    assert!(err_text(e).contains("replica"));
+
+    // SIGTERM: exit 0, and the data directory has everything.
+    let lsn = node.lsn();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(node.wait_exit().success(), "{}", node.log_text());
+    node.start();
+    assert_eq!(node.lsn(), lsn);
+    assert_eq!(node.client().get::<_, String>("k").unwrap(), "v");
+    // SHUTDOWN: exit 0.
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut node.client());
+    assert!(node.wait_exit().success(), "{}", node.log_text());
+
+    // Start errors name the problem and exit non-zero.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(cluster::binary("hotblock-node"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let port = format!("127.0.0.1:{}", cluster::free_port());
+    let missing = dir.path().join("nope");
+    let err = run(&["--listen", &port, "--data-dir", missing.to_str().unwrap()]);
+    assert!(err.contains("does not exist"), "{err}");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = run(&["--listen", &port, "--data-dir", file.to_str().unwrap()]);
+    assert!(err.contains("not a directory"), "{err}");
+    let err = run(&["--listen", "0.0.0.0:0"]);
+    assert!(err.contains("without --requirepass"), "{err}");
+    let err = run(&["--maxmemory", "12 parsecs"]);
+    assert!(
+        err.contains("--maxmemory") && err.contains("unknown unit"),
+        "{err}"
+    );
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "sync-quorom = 1\n").unwrap();
+    let err = run(&["--config", config.to_str().unwrap()]);
+    assert!(err.contains("sync-quorom"), "{err}");
+}
+
+/// Settings from a `--config` file apply, and flags override them.
+#[test]
+fn a_config_file_sets_what_flags_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "requirepass = \"from-file\"\nmaxclients = 1\nblock-size = 8192\n",
+    )
+    .unwrap();
+    let node = Proc::node(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--maxclients", "5"],
+    );
+    let mut c = node.client();
+    let e = c.get::<_, Value>("k").unwrap_err();
+    assert!(
+        err_text(e).starts_with("NOAUTH"),
+        "requirepass came from the file"
+    );
+    let () = redis::cmd("AUTH").arg("from-file").query(&mut c).unwrap();
+    let clients: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(clients, ["maxclients", "5"], "the flag won over the file");
+    // block-size came from the file: a 6000-byte value fits 8192-byte blocks of a new database.
+    let () = redis::cmd("DB.CREATE").arg("big").query(&mut c).unwrap();
+    let () = redis::cmd("REC.PUT")
+        .arg("big")
+        .arg("k")
+        .arg(vec![b'x'; 6000])
+        .query(&mut c)
+        .unwrap();
+    let e = redis::cmd("REC.PUT")
+        .arg("big")
+        .arg("k2")
+        .arg(vec![b'x'; 9000])
+        .query::<()>(&mut c)
+        .unwrap_err();
+    let e = err_text(e);
+    assert!(e.contains("8192"), "{e}");
+}
