@@ -106,6 +106,10 @@ impl Db {
                     .await
                     .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
                     .map_err(persist_error)?;
+            } else {
+                // The append may have failed even where nothing waits for
+                // an fsync: never OK a transaction the log lacks.
+                p.check_healthy().map_err(persist_error)?;
             }
         }
         if let Some(replicator) = &self.replicator {
@@ -139,8 +143,21 @@ impl Db {
         self.engine.lsn()
     }
 
+    /// Creates a database, in a transaction of its own (refused when a
+    /// write would be: fenced, too few secondaries, a failed log).
     pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, Error> {
+        self.check_writable()?;
         Ok(self.engine.create_database(name, options)?.lsn)
+    }
+
+    fn check_writable(&self) -> Result<(), Error> {
+        if let Some(replicator) = &self.replicator {
+            replicator.check_writable()?;
+        }
+        if let Some(p) = &self.persister {
+            p.check_healthy().map_err(persist_error)?;
+        }
+        Ok(())
     }
 
     /// A handle to one database, for repeated queries without a name lookup.
@@ -151,12 +168,7 @@ impl Db {
     /// Begins a write transaction on `db`. Waits while another transaction
     /// on the same database is open.
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
-        if let Some(replicator) = &self.replicator {
-            replicator.check_writable()?;
-        }
-        if let Some(p) = &self.persister {
-            p.check_healthy().map_err(persist_error)?;
-        }
+        self.check_writable()?;
         Ok(Transaction {
             owner: self,
             txn: self.engine.begin(db)?,
@@ -207,11 +219,14 @@ impl Db {
         self.engine.stats(db)
     }
 
-    fn after_commit(&self, db: &Database) -> Result<(), Error> {
+    /// Housekeeping after a commit. The commit stands whatever happens
+    /// here, so a failure is logged, not returned.
+    fn after_commit(&self, db: &Database) {
         if self.config.auto_compact && db.needs_compaction() {
-            self.engine.compact(db.name(), AUTO_COMPACT_BLOCKS_MAX)?;
+            if let Err(e) = self.engine.compact(db.name(), AUTO_COMPACT_BLOCKS_MAX) {
+                tracing::warn!(db = db.name(), error = %e, "compaction after a commit failed");
+            }
         }
-        Ok(())
     }
 }
 
@@ -248,7 +263,7 @@ impl Transaction<'_> {
         let db = self.txn.database().clone();
         let committed = self.txn.commit()?;
         if committed.is_some() {
-            self.owner.after_commit(&db)?;
+            self.owner.after_commit(&db);
         }
         Ok(committed)
     }

@@ -515,7 +515,9 @@ async fn run(
         while let Some(event) = primary.poll_event() {
             match event {
                 PrimaryEvent::SyncAcked(lsn) => {
-                    shared.sync.lock().expect("sync lock").acked = lsn;
+                    let mut sync = shared.sync.lock().expect("sync lock");
+                    sync.acked = sync.acked.max(lsn);
+                    drop(sync);
                     shared.synced.notify_all();
                 }
                 PrimaryEvent::SyncTimedOut(lsn) => {

@@ -272,26 +272,15 @@ async fn session(
     status.lock().expect("status lock").connected = true;
     let mut progress = Progress::new(config.progress_bar);
     loop {
-        // Send what the state machine has queued, in one write.
-        let now = Instant::now();
-        let mut frames = Vec::new();
-        while let Some(frame) = secondary.poll_transmit(now) {
-            frames.push(frame);
-        }
-        if !frames.is_empty() {
-            // An acknowledgement promises the transaction is on disk too.
-            if let Some(p) = persist.persister {
-                if let Err(e) = p.wait_durable(secondary.engine().lsn()) {
-                    return format!("local log: {e}");
-                }
-            }
-            if let Err(e) = write_frames(&mut write, &frames).await {
-                return e.to_string();
-            }
-        }
+        // Events first: the end of a resync is checkpointed to disk before
+        // the acknowledgement that follows it goes out.
+        let mut disconnect = None;
         while let Some(event) = secondary.poll_event() {
             match event {
-                SecondaryEvent::Disconnect { reason } => return reason,
+                SecondaryEvent::Disconnect { reason } => {
+                    disconnect = Some(reason);
+                    break;
+                }
                 SecondaryEvent::SnapshotStarted { blocks } => {
                     tracing::info!(blocks, "full resync started");
                     progress.start(blocks);
@@ -316,6 +305,27 @@ async fn session(
                     }
                 }
             }
+        }
+        // Send what the state machine has queued, in one write (an error
+        // frame before a disconnect included).
+        let now = Instant::now();
+        let mut frames = Vec::new();
+        while let Some(frame) = secondary.poll_transmit(now) {
+            frames.push(frame);
+        }
+        if !frames.is_empty() {
+            // An acknowledgement promises the transaction is on disk too.
+            if let (Some(p), None) = (persist.persister, &disconnect) {
+                if let Err(e) = p.wait_durable(secondary.engine().lsn()) {
+                    return format!("local log: {e}");
+                }
+            }
+            if let Err(e) = write_frames(&mut write, &frames).await {
+                return e.to_string();
+            }
+        }
+        if let Some(reason) = disconnect {
+            return reason;
         }
         {
             let mut s = status.lock().expect("status lock");
@@ -408,11 +418,15 @@ impl Persist<'_> {
         let Some(p) = self.persister else {
             return Ok(());
         };
-        if std::mem::take(&mut self.resyncing) {
+        if self.resyncing {
+            // The flag stays set until the checkpoint succeeds: a failed
+            // one leaves the files at the state before the resync, which
+            // the saved history still describes.
             let started = Instant::now();
             let lsn = p
                 .checkpoint(secondary.engine())
                 .map_err(|e| format!("writing the snapshot after a resync: {e}"))?;
+            self.resyncing = false;
             tracing::info!(%lsn, ms = started.elapsed().as_millis() as u64, "resync saved to the data directory");
             self.saved.0 = EpochHistory::default();
         }

@@ -10,8 +10,19 @@ use std::time::Duration;
 use cluster::{wait_until, Proc};
 use redis::{Commands, Value};
 
-fn err_text(e: redis::RedisError) -> String {
+fn err_text(e: &redis::RedisError) -> String {
     format!("{} {}", e.code().unwrap_or(""), e.detail().unwrap_or(""))
+}
+
+/// Waits until `node` reports one secondary, online.
+fn wait_online(node: &Proc) {
+    wait_until("a secondary online", Duration::from_secs(20), || {
+        let info = node.info("replication");
+        info.get("connected_secondaries").map(String::as_str) == Some("1")
+            && info
+                .get("secondary0")
+                .is_some_and(|l| l.contains("state=online"))
+    });
 }
 
 #[test]
@@ -56,7 +67,7 @@ fn kv_records_transactions_and_errors_over_resp() {
         .arg("users")
         .query::<()>(&mut c)
         .unwrap_err();
-    assert!(err_text(e).contains("already exists"));
+    assert!(err_text(&e).contains("already exists"));
     for (k, city, team) in [
         ("ada", "london", "engines"),
         ("alan", "london", "codes"),
@@ -139,7 +150,7 @@ fn kv_records_transactions_and_errors_over_resp() {
         .arg("mars")
         .query::<()>(&mut c)
         .unwrap_err();
-    assert!(err_text(e).contains("no index 'planet'"));
+    assert!(err_text(&e).contains("no index 'planet'"));
 
     // MULTI/EXEC: one transaction, one LSN.
     let before = node.lsn();
@@ -157,7 +168,7 @@ fn kv_records_transactions_and_errors_over_resp() {
     let _: Value = redis::cmd("SET").arg("m3").arg("3").query(&mut c).unwrap();
     assert!(redis::cmd("NOSUCH").query::<Value>(&mut c).is_err());
     let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
-    assert!(err_text(e).contains("EXECABORT"));
+    assert!(err_text(&e).contains("EXECABORT"));
     assert_eq!(c.get::<_, Option<String>>("m3").unwrap(), None);
     // One database per transaction.
     let () = redis::cmd("MULTI").query(&mut c).unwrap();
@@ -168,24 +179,24 @@ fn kv_records_transactions_and_errors_over_resp() {
         .arg("p")
         .query::<Value>(&mut c)
         .unwrap_err();
-    assert!(err_text(e).contains("one database"));
+    assert!(err_text(&e).contains("one database"));
     assert!(redis::cmd("EXEC").query::<Value>(&mut c).is_err());
 
     // Errors keep the connection usable.
     let e = redis::cmd("GET").query::<Value>(&mut c).unwrap_err();
-    assert!(err_text(e).contains("wrong number of arguments"));
+    assert!(err_text(&e).contains("wrong number of arguments"));
     let e = redis::cmd("FLY")
         .arg("me")
         .query::<Value>(&mut c)
         .unwrap_err();
-    assert!(err_text(e).contains("unknown command 'FLY'"));
+    assert!(err_text(&e).contains("unknown command 'FLY'"));
     let big = vec![b'x'; 70_000];
     let e = redis::cmd("SET")
         .arg("big")
         .arg(&big[..])
         .query::<Value>(&mut c)
         .unwrap_err();
-    let e = err_text(e);
+    let e = err_text(&e);
     assert!(e.contains("block"), "{e}");
     assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
 
@@ -204,12 +215,12 @@ fn passwords_are_required_and_checked() {
     let node = Proc::node(dir.path(), &["--requirepass", "s3cret"]);
     let mut c = node.client();
     let e = c.get::<_, Value>("k").unwrap_err();
-    assert!(err_text(e).starts_with("NOAUTH"));
+    assert!(err_text(&e).starts_with("NOAUTH"));
     let e = redis::cmd("AUTH")
         .arg("wrong")
         .query::<()>(&mut c)
         .unwrap_err();
-    assert!(err_text(e).starts_with("WRONGPASS"));
+    assert!(err_text(&e).starts_with("WRONGPASS"));
     let () = redis::cmd("AUTH").arg("s3cret").query(&mut c).unwrap();
     let () = c.set("k", "v").unwrap();
     // A client library's own AUTH (from the URL) works too.
@@ -227,18 +238,29 @@ fn sync_failover_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Proc::node(
         dir.path(),
-        &["--sync-quorum", "1", "--sync-timeout-ms", "2000"],
+        &["--sync-quorum", "1", "--sync-timeout-ms", "500"],
     );
     let secondary = Proc::secondary(dir.path(), node.repl_port, &["--mode", "sync"]);
-    wait_until("the secondary is online", Duration::from_secs(20), || {
-        node.info("replication")
-            .get("connected_secondaries")
-            .map(String::as_str)
-            == Some("1")
-            && node
-                .info("replication")
-                .get("secondary0")
-                .is_some_and(|l| l.contains("state=online"))
+    wait_online(&node);
+
+    // A stopped secondary acknowledges nothing: a sync write gets an
+    // outcome-unknown error, never OK; once it resumes, writes get OK.
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP", secondary.pid());
+    let e = node
+        .client()
+        .set::<_, _, ()>("while-stopped", 1)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("TIMEOUT"), "{}", err_text(&e));
+    signal("-CONT", secondary.pid());
+    wait_until("a write gets OK again", Duration::from_secs(20), || {
+        node.client().set::<_, _, ()>("resumed", 1).is_ok()
     });
 
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -256,6 +278,8 @@ fn sync_failover_keeps_every_acknowledged_write() {
                     let key = format!("w{w}-{i}");
                     match c.set::<_, _, ()>(&key, i) {
                         Ok(()) => acked.lock().unwrap().push(key),
+                        // A timeout (a loaded machine) is not an OK; go on.
+                        Err(e) if e.code() == Some("TIMEOUT") => {}
                         Err(_) => return,
                     }
                     i += 1;
@@ -297,6 +321,7 @@ fn async_secondaries_and_a_daisy_chain_converge() {
     let node = Proc::node(dir.path(), &[]);
     let first = Proc::secondary(dir.path(), node.repl_port, &["--serve-reads"]);
     let second = Proc::secondary(dir.path(), first.repl_port, &[]);
+    wait_online(&node);
     let mut c = node.client();
     let () = redis::cmd("DB.CREATE")
         .arg("t")
@@ -351,10 +376,10 @@ fn async_secondaries_and_a_daisy_chain_converge() {
         .arg("t")
         .query::<i64>(&mut second.client())
         .unwrap_err();
-    assert!(err_text(e).contains("passive"));
+    assert!(err_text(&e).contains("passive"));
     // Writes to a secondary are refused.
     let e = first.client().set::<_, _, ()>("x", "y").unwrap_err();
-    assert!(err_text(e).starts_with("READONLY"));
+    assert!(err_text(&e).starts_with("READONLY"));
 }
 
 /// Both nodes killed with SIGKILL; the secondary restarts from its data
@@ -497,7 +522,8 @@ fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
     );
     let lsn = b.lsn();
     wait_until("the old primary converges", Duration::from_secs(30), || {
-        old.lsn() == lsn
+        let info = old.info("replication");
+        info["state"] == "online" && info["lsn"] == lsn.to_string()
     });
     assert_eq!(old.digest(), b.digest());
     let mut co = old.client();
@@ -532,7 +558,7 @@ fn clean_stops_wait_and_start_errors() {
         .arg(0)
         .query::<i64>(&mut secondary.client())
         .unwrap_err();
-    assert!(err_text(e).contains("replica"));
+    assert!(err_text(&e).contains("replica"));
 
     // SIGTERM: exit 0, and the data directory has everything.
     let lsn = node.lsn();
@@ -596,7 +622,7 @@ fn a_config_file_sets_what_flags_do_not() {
     let mut c = node.client();
     let e = c.get::<_, Value>("k").unwrap_err();
     assert!(
-        err_text(e).starts_with("NOAUTH"),
+        err_text(&e).starts_with("NOAUTH"),
         "requirepass came from the file"
     );
     let () = redis::cmd("AUTH").arg("from-file").query(&mut c).unwrap();
@@ -620,6 +646,6 @@ fn a_config_file_sets_what_flags_do_not() {
         .arg(vec![b'x'; 9000])
         .query::<()>(&mut c)
         .unwrap_err();
-    let e = err_text(e);
+    let e = err_text(&e);
     assert!(e.contains("8192"), "{e}");
 }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use hotblock_core::persist::{FsyncPolicy, PersistConfig, Persister};
-use hotblock_core::repl::{EpochHistory, PrimaryConfig, SyncPolicy};
-use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
+use hotblock_core::persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
+use hotblock_core::repl::{EpochHistory, NodeId, PrimaryConfig, SyncPolicy};
+use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
 use hotblock_nic_transport::quic::hex;
 use hotblock_nic_transport::{ListenOn, QuicIdentity};
 use hotblock_primary::node::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
@@ -87,6 +87,10 @@ struct Args {
     /// the OS writes back.
     #[arg(long, default_value = "everysec")]
     fsync: FsyncPolicy,
+    /// This node's id in the epochs it starts (1 to 65535): at a restart
+    /// from --data-dir. Default: the --listen port.
+    #[arg(long)]
+    node_id: Option<u16>,
     /// Most connected clients.
     #[arg(long, default_value_t = 10_000)]
     maxclients: usize,
@@ -145,8 +149,23 @@ fn run(args: Args) -> Result<(), String> {
                 .promote()
                 .map_err(|e| format!("rebuilding indexes: {e}"))?;
             persister.attach(&engine);
-            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %state.history.current(), fsync = %args.fsync, "recovered from the data directory");
-            (engine, Some(persister), state.history)
+            let mut history = state.history;
+            if engine.lsn() > Lsn::ZERO {
+                // A restart writes under a new epoch: secondaries that hold
+                // transactions this node lost (a power loss under
+                // `everysec`) then see the fork instead of taking new
+                // transactions at the same LSNs for a continuation.
+                let node = NodeId(u64::from(args.node_id.unwrap_or(args.listen.port())));
+                history.promote(engine.lsn(), node, state.epoch_seen);
+                persister
+                    .save_state(&PersistedState {
+                        history: history.clone(),
+                        epoch_seen: history.current(),
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
+            (engine, Some(persister), history)
         }
         None => (
             Engine::new(engine_config.clone()),

@@ -61,7 +61,15 @@ fn section_text(node: &Node, name: &str, out: &mut String) {
             line(out, "redis_version", "7.0.0-compatible");
             line(out, "process_id", std::process::id());
             line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
-            line(out, "role", node.role_name());
+            line(
+                out,
+                "role",
+                match &*role {
+                    Role::Primary(_) => "primary",
+                    Role::Secondary(_) => "secondary",
+                    Role::Promoting => "promoting",
+                },
+            );
         }
         "clients" => {
             line(

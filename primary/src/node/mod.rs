@@ -267,23 +267,35 @@ impl Node {
         let (engine, history) = match follower.promote() {
             Ok(promoted) => promoted,
             Err(e) => {
-                // The follower is gone (its controller stopped); the blocks
-                // are not known to be whole. Stay unavailable rather than
-                // serve them.
-                tracing::error!(error = %e, "promotion failed");
-                return Err(format!("promotion failed: {e}"));
+                // The follower's controller has stopped and its blocks are
+                // not known to be whole: stay unavailable rather than serve
+                // them. A restart recovers from the data directory, if any.
+                tracing::error!(error = %e, "promotion failed; restart this node");
+                return Err(format!("promotion failed ({e}); restart this node"));
             }
         };
         let lsn = engine.lsn();
         let epoch = history.current();
+        // From here on the engine is a primary's: whatever else fails, the
+        // node serves it, and says what is missing.
+        let mut problems = Vec::new();
         if let Some(p) = &self.options.persister {
+            // Promoted in the middle of a resync (the engine was reset and
+            // is consistent, but the files are not its state): make them so
+            // before anything is logged on top.
+            if p.status().resyncing || p.check_healthy().is_err() {
+                if let Err(e) = p.checkpoint(&engine) {
+                    problems.push(format!(
+                        "cannot write a snapshot of the promoted state: {e}"
+                    ));
+                }
+            }
             let state = hotblock_core::persist::PersistedState {
                 history: history.clone(),
                 epoch_seen: epoch,
             };
             if let Err(e) = p.save_state(&state) {
-                tracing::error!(error = %e, "cannot persist the new epoch");
-                return Err(format!("cannot persist the new epoch: {e}"));
+                problems.push(format!("cannot persist the new epoch: {e}"));
             }
         }
         let mut db = Db::from_engine(engine, self.options.db.clone());
@@ -293,9 +305,10 @@ impl Node {
         if let Some(repl) = &self.options.promote_replication {
             let mut repl = repl.clone();
             repl.history = history.clone();
-            db = db
-                .with_replication(repl)
-                .map_err(|e| format!("promoted, but cannot serve secondaries: {e}"))?;
+            match db.clone().with_replication(repl) {
+                Ok(replicating) => db = replicating,
+                Err(e) => problems.push(format!("cannot serve secondaries: {e}")),
+            }
         }
         *self.history.lock().expect("history lock") = history;
         *self.role.write().expect("role lock") = Role::Primary(db);
@@ -303,7 +316,14 @@ impl Node {
             %lsn, %epoch, ms = started.elapsed().as_millis() as u64,
             "promoted to primary: transactions above this LSN on the old primary are lost"
         );
-        Ok((lsn, epoch))
+        match problems.is_empty() {
+            true => Ok((lsn, epoch)),
+            false => {
+                let problems = problems.join("; ");
+                tracing::error!(%problems, "promoted, with problems");
+                Err(format!("promoted to primary, but {problems}"))
+            }
+        }
     }
 
     pub(crate) fn stats(&self) -> &Stats {

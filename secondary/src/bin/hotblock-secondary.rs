@@ -202,10 +202,14 @@ fn run(args: Args) -> Result<(), String> {
     let repl_listen = |addr: SocketAddr| -> Result<ListenOn, String> {
         Ok(match args.transport {
             Transport::Tcp => ListenOn::Tcp(addr),
-            Transport::Quic => ListenOn::Quic(
-                addr,
-                QuicIdentity::self_signed().map_err(|e| e.to_string())?,
-            ),
+            Transport::Quic => {
+                let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
+                tracing::info!(
+                    fingerprint = %hotblock_nic_transport::quic::hex(&identity.fingerprint()),
+                    "QUIC certificate for --repl-listen: downstream secondaries pin it with --primary-fingerprint"
+                );
+                ListenOn::Quic(addr, identity)
+            }
         })
     };
     let relay = match args.repl_listen {

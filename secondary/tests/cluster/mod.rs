@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "e2e-secret";
 
 /// A free loopback port (bound, then released: another process could take
-/// it in between, which loopback tests accept).
+/// it in between). Nodes here listen on port 0 instead and report theirs.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -20,9 +20,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The path of one of the workspace's binaries, building it if this test
-/// run did not (`cargo test -p hotblock-secondary` alone).
+/// The path of one of the workspace's binaries. `cargo test --workspace`
+/// builds them; a run of this crate's tests alone does not build the
+/// primary's, so it is built here when missing or older than the sources.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -31,19 +33,48 @@ pub fn binary(name: &str) -> PathBuf {
         .unwrap()
         .to_path_buf();
     let path = dir.join(name);
-    if !path.exists() {
-        let package = match name {
-            "hotblock-node" => "hotblock-primary",
-            _ => "hotblock-secondary",
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+        let stale = match modified(&path) {
+            None => true,
+            Some(bin) => newest_source().is_some_and(|src| src > bin),
         };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name}");
+        if stale {
+            let package = match name {
+                "hotblock-node" => "hotblock-primary",
+                _ => "hotblock-secondary",
+            };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", package, "--bin", name])
+                .status()
+                .unwrap();
+            assert!(status.success(), "building {name}");
+        }
+        built.push(name.to_string());
     }
     path
+}
+
+/// The newest modification time of the sources the binaries are built from.
+fn newest_source() -> Option<std::time::SystemTime> {
+    fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, newest);
+            } else if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
+                *newest = (*newest).max(Some(t));
+            }
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?;
+    let mut newest = None;
+    for krate in ["core", "nic-transport", "primary", "secondary"] {
+        walk(&root.join(krate).join("src"), &mut newest);
+    }
+    newest
 }
 
 /// A running node; killed (SIGKILL) when dropped.
@@ -59,43 +90,43 @@ pub struct Proc {
 
 impl Proc {
     pub fn node(dir: &Path, extra: &[&str]) -> Proc {
-        let (port, repl_port) = (free_port(), free_port());
         let mut args = vec![
             "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
+            "127.0.0.1:0".into(),
             "--repl-listen".into(),
-            format!("127.0.0.1:{repl_port}"),
+            "127.0.0.1:0".into(),
             "--repl-secret".into(),
             SECRET.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn("hotblock-node", port, repl_port, args, dir)
+        Self::spawn("hotblock-node", args, dir)
     }
 
     /// A secondary of the node whose replication port is `primary`; it
     /// relays (and, once promoted, serves secondaries) on a port of its own.
     pub fn secondary(dir: &Path, primary: u16, extra: &[&str]) -> Proc {
-        let (port, repl_port) = (free_port(), free_port());
         let mut args = vec![
             "--primary".to_string(),
             format!("127.0.0.1:{primary}"),
             "--listen".into(),
-            format!("127.0.0.1:{port}"),
+            "127.0.0.1:0".into(),
             "--repl-listen".into(),
-            format!("127.0.0.1:{repl_port}"),
+            "127.0.0.1:0".into(),
             "--repl-secret".into(),
             SECRET.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn("hotblock-secondary", port, repl_port, args, dir)
+        Self::spawn("hotblock-secondary", args, dir)
     }
 
-    fn spawn(name: &'static str, port: u16, repl_port: u16, args: Vec<String>, dir: &Path) -> Proc {
-        let log = dir.join(format!("{name}-{port}.log"));
+    fn spawn(name: &'static str, args: Vec<String>, dir: &Path) -> Proc {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("{name}-{n}.log"));
         let mut p = Proc {
             name,
-            port,
-            repl_port,
+            port: 0,
+            repl_port: 0,
             child: None,
             args,
             log,
@@ -106,6 +137,7 @@ impl Proc {
 
     /// (Re)starts the process with the same arguments and ports.
     pub fn start(&mut self) {
+        let logged_before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,11 +151,60 @@ impl Proc {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready(logged_before);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits for the log to name the ports the process listens on (it was
+    /// given port 0), pins them for restarts, then for `PING` to answer.
+    fn wait_ready(&mut self, logged_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let port_after = |text: &str, marker: &str| -> Option<u16> {
+            let at = text.find(marker)? + marker.len();
+            let addr: String = text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            addr.rsplit(':').next()?.parse().ok()
+        };
+        while self.port == 0
+            || (self.repl_port == 0 && self.args.iter().any(|a| a == "--repl-listen"))
+        {
+            let text = self.log_text();
+            let text = text.get(logged_before..).unwrap_or("");
+            if let (Some(port), Some(repl)) = (
+                port_after(text, "ready for clients addr="),
+                port_after(text, "replication listening local_addr="),
+            ) {
+                self.port = port;
+                self.repl_port = repl;
+                // Restarts keep the ports: secondaries and clients use them.
+                let pinned: Vec<String> = self
+                    .args
+                    .iter()
+                    .scan(None::<&str>, |flag, arg| {
+                        let out = match (*flag, arg.as_str()) {
+                            (Some("--listen"), "127.0.0.1:0") => format!("127.0.0.1:{port}"),
+                            (Some("--repl-listen"), "127.0.0.1:0") => format!("127.0.0.1:{repl}"),
+                            _ => arg.clone(),
+                        };
+                        *flag = Some(arg.as_str());
+                        Some(out)
+                    })
+                    .collect();
+                self.args = pinned;
+                break;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("{} exited with {status}:\n{}", self.name, self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never said where it listens:\n{}",
+                self.name,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         loop {
             if let Ok(mut c) = self.try_client() {
                 match redis::cmd("PING").query::<String>(&mut c) {
