@@ -14,6 +14,7 @@
 //! any transaction of the new epoch is logged.
 #![forbid(unsafe_code)]
 
+pub mod cmd;
 mod follower;
 pub use follower::NodeFollower;
 

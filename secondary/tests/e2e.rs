@@ -649,3 +649,65 @@ fn a_config_file_sets_what_flags_do_not() {
     let e = err_text(&e);
     assert!(e.contains("8192"), "{e}");
 }
+
+/// Raw pipelines: requests that arrive in one packet run in order, reads
+/// see the writes before them, `AUTH` in the same packet as what follows
+/// it works, and a protocol error closes the connection before anything
+/// after it runs.
+#[test]
+fn pipelines_run_in_order_and_a_protocol_error_stops_them() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &["--requirepass", "pw"]);
+    let exchange = |request: &[u8], expect: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < expect.len() {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "reading replies: {e}; got {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(expect)
+        );
+        s
+    };
+    exchange(
+        b"AUTH pw\r\nSET x 1\r\nGET x\r\nSET x 2\r\nGET x\r\nDEL x\r\nGET x\r\nEXISTS x\r\n",
+        b"+OK\r\n+OK\r\n$1\r\n1\r\n+OK\r\n$1\r\n2\r\n:1\r\n$-1\r\n:0\r\n",
+    );
+    // A pipelined MULTI/EXEC among plain commands.
+    exchange(
+        b"AUTH pw\r\nSET a 0\r\nMULTI\r\nSET a 1\r\nSET b 1\r\nEXEC\r\nGET a\r\n",
+        b"+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$1\r\n1\r\n",
+    );
+    // An HTTP request on the RESP port: the write before it runs, nothing
+    // after it does, and the connection is closed.
+    let mut s = exchange(
+        b"AUTH pw\r\nSET before 1\r\nPOST / HTTP/1.1\r\nHost: x\r\n\r\nSET after 1\r\n",
+        b"+OK\r\n+OK\r\n-ERR Protocol error: looks like HTTP: closing\r\n",
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("the server closes the connection");
+    assert!(rest.is_empty(), "nothing after the error: {rest:?}");
+    let mut c = redis::Client::open(format!("redis://:pw@127.0.0.1:{}/", node.port))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    assert_eq!(c.get::<_, Option<i64>>("before").unwrap(), Some(1));
+    assert_eq!(
+        c.get::<_, Option<i64>>("after").unwrap(),
+        None,
+        "nothing after the protocol error ran"
+    );
+}

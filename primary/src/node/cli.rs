@@ -16,8 +16,11 @@ use clap::Parser;
 /// flag) and a later flag overrides it. Environment variables
 /// (`HOTBLOCK_PASSWORD`, `HOTBLOCK_REPL_SECRET`) count only where neither
 /// gives the setting.
-pub fn parse_with_config<A: Parser>(config_of: impl Fn(&A) -> Option<&std::path::Path>) -> A {
-    let args = A::parse();
+pub fn parse_with_config<A: Parser>(
+    argv: Vec<OsString>,
+    config_of: impl Fn(&A) -> Option<&std::path::Path>,
+) -> A {
+    let args = A::parse_from(argv.clone());
     let Some(path) = config_of(&args) else {
         return args;
     };
@@ -30,8 +33,12 @@ pub fn parse_with_config<A: Parser>(config_of: impl Fn(&A) -> Option<&std::path:
             )
             .exit(),
     };
-    let mut argv: Vec<OsString> = std::env::args_os().collect();
-    let program = argv.remove(0);
+    let mut argv = argv;
+    let program = if argv.is_empty() {
+        OsString::new()
+    } else {
+        argv.remove(0)
+    };
     A::parse_from(std::iter::once(program).chain(from_file).chain(argv))
 }
 

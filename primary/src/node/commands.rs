@@ -160,6 +160,105 @@ pub(crate) fn error_reply(e: &Error) -> Reply {
     })
 }
 
+/// Runs a client's pipelined requests, in order, and returns their
+/// replies. A run of two or more consecutive data commands on one database
+/// that writes commits as one transaction: one LSN, one log append, one
+/// wait for the sync quorum, instead of one each. That is group commit
+/// within a pipeline; each command still sees the ones before it, and a
+/// command that fails replies with its error while the others commit, as
+/// they would one by one. If the commit or its wait fails, every command of
+/// the run gets that error (none is known to be committed).
+pub(crate) async fn execute_pipeline(
+    node: &Arc<Node>,
+    session: &mut Session,
+    requests: Vec<Vec<Bytes>>,
+) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(requests.len());
+    let mut requests = requests.into_iter().peekable();
+    while let Some(args) = requests.next() {
+        if session.close {
+            break;
+        }
+        let Some((cmd, db)) = groupable(session, &args) else {
+            replies.push(execute(node, session, args).await);
+            continue;
+        };
+        let mut run = vec![(cmd, args)];
+        while let Some(next) = requests.peek() {
+            match groupable(session, next) {
+                Some((c, d)) if d == db => {
+                    let next = requests.next().expect("peeked");
+                    run.push((c, next));
+                }
+                _ => break,
+            }
+        }
+        if run.len() == 1 || !run.iter().any(|(c, _)| c.writes()) {
+            for (_, args) in run {
+                replies.push(execute(node, session, args).await);
+            }
+            continue;
+        }
+        replies.extend(write_run(node, session, &db, run).await);
+    }
+    replies
+}
+
+/// A data command that may join a pipelined run, with its database.
+fn groupable(session: &Session, args: &[Bytes]) -> Option<(Data, String)> {
+    if !session.authenticated || session.multi.is_some() {
+        return None;
+    }
+    let cmd = Data::parse(&args[0].to_ascii_uppercase())?;
+    if !arity_ok(cmd.arity(), args.len()) {
+        return None;
+    }
+    Some((cmd, cmd.database(args, session).ok()?.to_string()))
+}
+
+async fn write_run(
+    node: &Node,
+    session: &mut Session,
+    db_name: &str,
+    run: Vec<(Data, Vec<Bytes>)>,
+) -> Vec<Reply> {
+    let stats = node.stats();
+    for _ in &run {
+        Node::count(&stats.commands_processed);
+    }
+    let all = |reply: Reply| vec![reply; run.len()];
+    let db = match node.write_db() {
+        Ok(db) => db,
+        Err(r) => return all(Reply::Error(r.message().into())),
+    };
+    let (replies, lsn) = {
+        let mut txn = match db.begin(db_name) {
+            Ok(txn) => txn,
+            Err(e) => return all(error_reply(&e)),
+        };
+        let replies: Vec<Reply> = run
+            .iter()
+            .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
+            .collect();
+        match txn.commit_local() {
+            Ok(committed) => (replies, committed.map(|c| c.lsn)),
+            Err(e) => return all(error_reply(&e)),
+        }
+    };
+    if let Some(lsn) = lsn {
+        session.last_write = lsn;
+        if let Err(e) = db.wait_committed(lsn).await {
+            return all(error_reply(&e));
+        }
+    }
+    for reply in &replies {
+        if let Reply::Error(_) = reply {
+            Node::count(&stats.errors);
+        }
+    }
+    replies
+}
+
 /// Runs one request. The caller has checked that `args` is not empty.
 pub(crate) async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> Reply {
     let name = args[0].to_ascii_uppercase();

@@ -8,6 +8,7 @@
 //! promoted secondary answers exactly like a node started as primary.
 
 pub mod cli;
+pub mod cmd;
 mod commands;
 mod info;
 mod server;

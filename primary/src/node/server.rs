@@ -17,11 +17,14 @@ use hotblock_nic_transport::resp::{parse_request, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::commands::{execute, Session};
+use super::commands::{execute_pipeline, Session};
 use super::Node;
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests run as one batch (and whose replies are buffered together).
+const PIPELINE_BATCH_MAX: usize = 1024;
 
 /// A running client port.
 #[derive(Debug)]
@@ -91,26 +94,50 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
     let mut output = BytesMut::new();
     let mut shutdown = Box::pin(node.shutdown_requested());
     loop {
-        // Run every whole request already received.
+        // Run every whole request already received, in batches whose
+        // replies are written out before the next batch runs.
         loop {
-            match parse_request(&mut input, &limits.resp, session.authenticated) {
-                Ok(Some(args)) if args.is_empty() => continue,
-                Ok(Some(args)) => {
-                    let reply = execute(node, &mut session, args).await;
-                    reply.encode(&mut output);
-                    if session.close {
-                        return flush(&mut stream, &mut output, &limits).await;
+            let mut requests = Vec::new();
+            let mut broken = None;
+            let mut drained = false;
+            while requests.len() < PIPELINE_BATCH_MAX {
+                match parse_request(&mut input, &limits.resp, session.authenticated) {
+                    Ok(Some(args)) if args.is_empty() => continue,
+                    Ok(Some(args)) => {
+                        // `AUTH` changes what the parser accepts next.
+                        let auth = args[0].eq_ignore_ascii_case(b"AUTH")
+                            || args[0].eq_ignore_ascii_case(b"HELLO");
+                        requests.push(args);
+                        if auth && !session.authenticated {
+                            break;
+                        }
                     }
-                    if output.len() >= limits.output_buffer_max {
-                        flush(&mut stream, &mut output, &limits).await?;
+                    Ok(None) => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) => {
+                        broken = Some(e);
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
-                    Reply::from(e).encode(&mut output);
-                    return flush(&mut stream, &mut output, &limits).await;
-                }
+            }
+            for reply in execute_pipeline(node, &mut session, requests).await {
+                reply.encode(&mut output);
+            }
+            if session.close {
+                return flush(&mut stream, &mut output, &limits).await;
+            }
+            if let Some(e) = broken {
+                tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
+                Reply::from(e).encode(&mut output);
+                return flush(&mut stream, &mut output, &limits).await;
+            }
+            if output.len() >= limits.output_buffer_max {
+                flush(&mut stream, &mut output, &limits).await?;
+            }
+            if drained {
+                break;
             }
         }
         flush(&mut stream, &mut output, &limits).await?;

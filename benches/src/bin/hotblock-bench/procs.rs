@@ -1,0 +1,214 @@
+//! The systems under test as processes on loopback: hotblock nodes (this
+//! binary re-run as `hotblock-node` or `hotblock-secondary`, the same code
+//! as those binaries) and `redis-server`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A server process; killed when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub port: u16,
+    pub repl_port: u16,
+    /// QUIC only: the certificate fingerprint secondaries pin.
+    pub fingerprint: Option<String>,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// A hotblock primary with `extra` flags, on ports of its choosing.
+    pub fn hotblock_node(work: &Path, transport: &str, extra: &[String]) -> Result<Server, String> {
+        let mut args: Vec<String> = [
+            "__node",
+            "--listen",
+            "127.0.0.1:0",
+            "--repl-listen",
+            "127.0.0.1:0",
+            "--repl-secret",
+            "bench",
+            "--transport",
+            transport,
+        ]
+        .map(String::from)
+        .into();
+        args.extend(extra.iter().cloned());
+        Self::hotblock("hotblock-node", work, args, true)
+    }
+
+    /// A hotblock secondary of `primary`, in `mode` (sync or async).
+    pub fn hotblock_secondary(
+        work: &Path,
+        primary: &Server,
+        transport: &str,
+        mode: &str,
+    ) -> Result<Server, String> {
+        let mut args: Vec<String> = [
+            "__secondary",
+            "--primary",
+            &format!("127.0.0.1:{}", primary.repl_port),
+            "--listen",
+            "127.0.0.1:0",
+            "--repl-secret",
+            "bench",
+            "--transport",
+            transport,
+            "--mode",
+            mode,
+        ]
+        .map(String::from)
+        .into();
+        if let Some(f) = &primary.fingerprint {
+            args.extend(["--primary-fingerprint".to_string(), f.clone()]);
+        }
+        Self::hotblock("hotblock-secondary", work, args, false)
+    }
+
+    fn hotblock(name: &str, work: &Path, args: Vec<String>, repl: bool) -> Result<Server, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let log = work.join(format!("{name}-{}.log", unique()));
+        let child = Command::new(exe)
+            .args(&args)
+            .env("RUST_LOG", "warn,hotblock_primary::node::server=info,hotblock_primary::replication=info,hotblock_primary::node::cmd=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+            .spawn()
+            .map_err(|e| format!("starting {name}: {e}"))?;
+        let mut server = Server {
+            port: 0,
+            repl_port: 0,
+            fingerprint: None,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
+            server.port = port_after(&text, "ready for clients addr=").unwrap_or(0);
+            server.repl_port = port_after(&text, "replication listening local_addr=").unwrap_or(0);
+            server.fingerprint = word_after(&text, "fingerprint=");
+            if server.port != 0 && (!repl || server.repl_port != 0) {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("{name} exited ({status}):\n{text}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} did not start:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `redis-server` without persistence; with `replica_of`, its replica.
+    pub fn redis(work: &Path, replica_of: Option<u16>) -> Result<Server, String> {
+        let port = free_port()?;
+        let dir = work.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap_or("."),
+        ]
+        .map(String::from)
+        .into();
+        if let Some(primary) = replica_of {
+            args.extend([
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary.to_string(),
+            ]);
+        }
+        let log = dir.join("redis.log");
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting redis-server: {e}"))?;
+        let server = Server {
+            port,
+            repl_port: port,
+            fingerprint: None,
+            child,
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(mut c) = server.connect() {
+                let up = match replica_of {
+                    None => redis::cmd("PING").query::<String>(&mut c).is_ok(),
+                    Some(_) => redis::cmd("INFO")
+                        .arg("replication")
+                        .query::<String>(&mut c)
+                        .is_ok_and(|i| i.contains("master_link_status:up")),
+                };
+                if up {
+                    return Ok(server);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
+            .get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Whether `program` is on the PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn word_after(text: &str, marker: &str) -> Option<String> {
+    let at = text.rfind(marker)? + marker.len();
+    Some(
+        text[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect(),
+    )
+}
+
+fn port_after(text: &str, marker: &str) -> Option<u16> {
+    word_after(text, marker)?.rsplit(':').next()?.parse().ok()
+}

@@ -1,0 +1,242 @@
+//! `hotblock-node`'s command line and start-up: flags (and the config
+//! file), recovery from the data directory, replication, then the client
+//! port until a shutdown. A library module so that `hotblock-bench` can run
+//! the same node as a process of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
+use crate::{Db, DbConfig, ReplicationConfig};
+use clap::{Parser, ValueEnum};
+use hotblock_core::persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
+use hotblock_core::repl::{EpochHistory, NodeId, PrimaryConfig, SyncPolicy};
+use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
+use hotblock_nic_transport::quic::hex;
+use hotblock_nic_transport::{ListenOn, QuicIdentity};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Transport {
+    Tcp,
+    Quic,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OnSyncTimeout {
+    /// The commit fails with "outcome unknown"; never OK.
+    Block,
+    /// Late sync secondaries become async until they catch up.
+    Degrade,
+}
+
+/// A hotblock primary: records in RAM blocks, served over RESP (the Redis
+/// protocol), each transaction streamed to secondaries
+/// (`hotblock-secondary --primary <this --repl-listen>`).
+///
+/// Settings come from flags, then the --config file (TOML, keys named as
+/// the flags: `sync-quorum = 1`), then the environment variables named.
+#[derive(Debug, Parser)]
+#[command(name = "hotblock-node", version, args_override_self = true)]
+pub struct Args {
+    /// Address for clients (RESP).
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    listen: SocketAddr,
+    /// Address for secondaries.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    repl_listen: SocketAddr,
+    /// How secondaries connect: TCP, or QUIC (TLS 1.3; secondaries pin the
+    /// certificate fingerprint this node logs and shows in INFO).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// Clients must AUTH with this password. Required to listen beyond loopback.
+    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Secret secondaries prove by challenge. Required to serve them beyond loopback.
+    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
+    repl_secret: Option<String>,
+    /// Sync secondaries that must apply a commit before it returns OK
+    /// (0: commits never wait, async replication).
+    #[arg(long, default_value_t = 0)]
+    sync_quorum: usize,
+    /// How long a sync commit waits for its quorum.
+    #[arg(long, default_value_t = 1000)]
+    sync_timeout_ms: u64,
+    /// What a sync commit does when its quorum is late.
+    #[arg(long, value_enum, default_value = "block")]
+    on_sync_timeout: OnSyncTimeout,
+    /// Refuse writes while fewer than N secondaries acknowledged within --max-lag-ms.
+    #[arg(long, default_value_t = 0)]
+    min_secondaries: usize,
+    #[arg(long, default_value_t = 10_000)]
+    max_lag_ms: u64,
+    /// Block size of new databases (a power of two, 4096 to 1048576); a
+    /// record (key, values, payload) must fit in one block.
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Most memory for blocks (`1073741824`, `512mb`, `2gb`); past it
+    /// writes get -OOM and reads go on. Default: no limit.
+    #[arg(long, value_parser = cli::parse_size)]
+    maxmemory: Option<u64>,
+    /// Keep a snapshot and a log of every commit here, and recover from
+    /// them at start. The directory must exist.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: when commits reach the disk. `always`: before OK
+    /// (nothing acknowledged is lost); `everysec`: within a second (a power
+    /// loss loses up to 1 s; a crash of this process, nothing); `no`: when
+    /// the OS writes back.
+    #[arg(long, default_value = "everysec")]
+    fsync: FsyncPolicy,
+    /// This node's id in the epochs it starts (1 to 65535): at a restart
+    /// from --data-dir. Default: the --listen port.
+    #[arg(long)]
+    node_id: Option<u16>,
+    /// Most connected clients.
+    #[arg(long, default_value_t = 10_000)]
+    maxclients: usize,
+    /// Check a secondary's blocks against this node's digests this often (0: never).
+    #[arg(long, default_value_t = 0)]
+    verify_interval_ms: u64,
+    /// TOML file with any of these settings; flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `hotblock-node`'s `main`: parses the command line, runs until stopped.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os().collect())
+}
+
+/// `main` with the command line given (the program name first).
+pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    let args: Args = cli::parse_with_config(argv, |a: &Args| a.config.as_deref());
+    cli::init_logging();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("hotblock-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a node with `args` until `SHUTDOWN` or a signal.
+pub fn run(args: Args) -> Result<(), String> {
+    cli::check_exposure(
+        "clients",
+        args.listen,
+        args.requirepass.is_some(),
+        "--requirepass",
+    )?;
+    cli::check_exposure(
+        "secondaries",
+        args.repl_listen,
+        args.repl_secret.is_some(),
+        "--repl-secret",
+    )?;
+    let engine_config = EngineConfig {
+        memory_limit_bytes: args.maxmemory,
+        ..Default::default()
+    };
+    let (engine, persister, history) = match &args.data_dir {
+        Some(dir) => {
+            let (persister, engine, state) = Persister::open(
+                PersistConfig {
+                    fsync: args.fsync,
+                    ..PersistConfig::new(dir.clone())
+                },
+                EngineConfig {
+                    role: Role::Follower(IndexMode::Deferred),
+                    ..engine_config.clone()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            engine
+                .promote()
+                .map_err(|e| format!("rebuilding indexes: {e}"))?;
+            persister.attach(&engine);
+            let mut history = state.history;
+            if engine.lsn() > Lsn::ZERO {
+                // A restart writes under a new epoch: secondaries that hold
+                // transactions this node lost (a power loss under
+                // `everysec`) then see the fork instead of taking new
+                // transactions at the same LSNs for a continuation.
+                let node = NodeId(u64::from(args.node_id.unwrap_or(args.listen.port())));
+                history.promote(engine.lsn(), node, state.epoch_seen);
+                persister
+                    .save_state(&PersistedState {
+                        history: history.clone(),
+                        epoch_seen: history.current(),
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
+            (engine, Some(persister), history)
+        }
+        None => (
+            Engine::new(engine_config.clone()),
+            None,
+            EpochHistory::default(),
+        ),
+    };
+    let listen = match args.transport {
+        Transport::Tcp => ListenOn::Tcp(args.repl_listen),
+        Transport::Quic => {
+            let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
+            tracing::info!(
+                fingerprint = %hex(&identity.fingerprint()),
+                "QUIC certificate: start secondaries with --primary-fingerprint <this>"
+            );
+            ListenOn::Quic(args.repl_listen, identity)
+        }
+    };
+    let replication = ReplicationConfig {
+        listen,
+        secret: cli::repl_secret(args.repl_secret.as_deref()),
+        protocol: PrimaryConfig {
+            sync_quorum: args.sync_quorum,
+            sync_timeout: Duration::from_millis(args.sync_timeout_ms),
+            on_sync_timeout: match args.on_sync_timeout {
+                OnSyncTimeout::Block => SyncPolicy::Block,
+                OnSyncTimeout::Degrade => SyncPolicy::Degrade,
+            },
+            min_secondaries: args.min_secondaries,
+            max_lag: Duration::from_millis(args.max_lag_ms),
+            verify_interval: (args.verify_interval_ms > 0)
+                .then(|| Duration::from_millis(args.verify_interval_ms)),
+            ..PrimaryConfig::default()
+        },
+        history: history.clone(),
+    };
+    let db_config = DbConfig {
+        engine: engine_config,
+        auto_compact: true,
+    };
+    let mut db = Db::from_engine(engine, db_config.clone());
+    if let Some(p) = &persister {
+        db = db.with_persistence(p.clone());
+    }
+    let db = db
+        .with_replication(replication)
+        .map_err(|e| format!("cannot listen for secondaries on {}: {e}", args.repl_listen))?;
+    let options = NodeOptions {
+        requirepass: args.requirepass.clone(),
+        limits: ServerLimits {
+            max_clients: args.maxclients,
+            ..ServerLimits::default()
+        },
+        serve_reads: true,
+        promote_replication: None,
+        block_size: args.block_size,
+        db: db_config,
+        persister,
+    };
+    let node = Node::primary(db, history, options).map_err(|e| e.to_string())?;
+    serve_until_shutdown(node.clone(), args.listen)?;
+    node.close();
+    tracing::info!("stopped");
+    Ok(())
+}
