@@ -807,12 +807,25 @@ impl Primary {
             .values()
             .filter(|s| matches!(s.phase, Phase::Streaming))
             .filter(|s| {
-                self.backlog.get(s.acked.next()).is_none_or(|oldest| {
-                    now.saturating_duration_since(oldest.committed_at) <= self.config.max_lag
-                })
+                self.oldest_unacked(s.acked)
+                    .is_none_or(|t| now.saturating_duration_since(t) <= self.config.max_lag)
             })
             .count();
         current >= self.config.min_secondaries
+    }
+
+    /// When the oldest commit after `acked` was made, as far as the backlog
+    /// tells: if it no longer holds that commit, its oldest entry (a lower
+    /// bound on the lag); if that commit has not reached this controller
+    /// yet (the engine runs ahead of it), `None`: it is younger than
+    /// anything here.
+    fn oldest_unacked(&self, acked: Lsn) -> Option<Instant> {
+        let next = acked.next();
+        let entry = match self.backlog.first() {
+            Some(first) if next < first => self.backlog.get(first),
+            _ => self.backlog.get(next),
+        };
+        entry.map(|e| e.committed_at)
     }
 
     /// The acknowledged LSN of every streaming secondary (for `WAIT`): cheap
@@ -832,15 +845,8 @@ impl Primary {
             .iter()
             .filter(|(_, s)| s.node.is_some())
             .map(|(id, s)| {
-                // The oldest commit not acknowledged; if the backlog no longer
-                // holds it, its oldest entry is a lower bound on the lag.
                 let oldest_unacked = (s.acked < head)
-                    .then(|| {
-                        self.backlog
-                            .get(s.acked.next())
-                            .or_else(|| self.backlog.get(self.backlog.first()?))
-                            .map(|e| e.committed_at)
-                    })
+                    .then(|| self.oldest_unacked(s.acked))
                     .flatten();
                 SessionStatus {
                     session: *id,
@@ -1205,5 +1211,15 @@ mod tests {
         assert!(p.accepts_writes(t1));
         let status = p.status(t1);
         assert_eq!((status[0].state, status[0].lag_lsn), ("online", 0));
+        // A commit the engine made but this controller has not yet been
+        // given is not lag of seconds: the secondary is not behind
+        // anything it could have been sent.
+        let t2 = t1 + Duration::from_secs(30);
+        let mut txn = engine.begin("t").unwrap();
+        txn.put(b"k", &[], b"v").unwrap();
+        txn.commit().unwrap();
+        let status = p.status(t2);
+        assert_eq!((status[0].lag_lsn, status[0].lag_ms), (1, 0));
+        assert!(p.accepts_writes(t2));
     }
 }

@@ -136,6 +136,8 @@ pub fn svg(rows: &[Row], path: &std::path::Path, title: &str) -> Result<(), Stri
     ops.configure_mesh()
         .x_desc("writers")
         .y_desc("ops/s")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE)
         .draw()
         .map_err(|e| e.to_string())?;
     let mut lat = ChartBuilder::on(&right)
@@ -148,6 +150,8 @@ pub fn svg(rows: &[Row], path: &std::path::Path, title: &str) -> Result<(), Stri
     lat.configure_mesh()
         .x_desc("writers")
         .y_desc("µs")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .light_line_style(WHITE)
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, (label, points)) in series.iter().enumerate() {
