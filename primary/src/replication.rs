@@ -62,6 +62,9 @@ enum Input {
     Reset,
     /// A relay's copy is whole (true) or loading (false).
     Available(bool),
+    /// `VERIFY`: send digests to every caught-up secondary now; reply with
+    /// how many were sent them.
+    Verify(tokio::sync::oneshot::Sender<usize>),
     Connected(u64, Writer),
     /// A paused connection's writer emptied its queue.
     Drained(u64),
@@ -190,6 +193,17 @@ impl Replicator {
     /// For a relay: whether its copy is whole, so it may serve.
     pub fn set_available(&self, available: bool) {
         let _ = self.inputs.send(Input::Available(available));
+    }
+
+    /// Sends every caught-up secondary the digests of its blocks now; each
+    /// compares them with its own and resyncs what differs. Returns how
+    /// many secondaries were sent them.
+    pub async fn verify(&self) -> usize {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inputs.send(Input::Verify(tx)).is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// The address secondaries connect to (`host:port`; useful with port 0).
@@ -462,6 +476,9 @@ async fn run(
                 Input::History(history) => primary.set_history(history),
                 Input::Reset => primary.reset(),
                 Input::Available(available) => primary.set_available(available),
+                Input::Verify(reply) => {
+                    let _ = reply.send(primary.verify_now(now));
+                }
                 Input::Connected(conn, writer) => {
                     let session = primary.connect(now);
                     sessions.insert(conn, session);

@@ -255,6 +255,7 @@ pub fn run(args: Args) -> Result<(), String> {
             auto_compact: true,
         },
         persister,
+        fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
     };
     let node = Node::secondary(
         Box::new(NodeFollower {

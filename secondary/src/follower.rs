@@ -31,6 +31,7 @@ impl Follower for NodeFollower {
             lsn: s.lsn,
             epoch: s.epoch,
             snapshots: s.snapshots,
+            blocks_diverged: s.blocks_diverged,
             last_error: s.last_error,
         }
     }

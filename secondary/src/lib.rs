@@ -70,6 +70,9 @@ pub struct SecondaryStatus {
     pub blocks_kept: u64,
     /// The highest epoch this secondary has seen.
     pub epoch: Epoch,
+    /// Blocks that digest verification found different from the primary's
+    /// (each repaired by a resync).
+    pub blocks_diverged: u64,
     pub last_error: Option<String>,
 }
 
@@ -334,6 +337,7 @@ async fn session(
             s.streaming = secondary.is_streaming();
             s.blocks_kept = secondary.blocks_kept();
             s.epoch = secondary.epoch();
+            s.blocks_diverged = secondary.blocks_diverged();
         }
         let timeout = secondary
             .poll_timeout()

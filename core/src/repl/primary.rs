@@ -575,10 +575,19 @@ impl Primary {
         self.update_sync(Some(now));
     }
 
+    /// Sends every caught-up secondary the digests of its blocks now (the
+    /// `VERIFY` command), whatever `verify_interval` says. Returns how many
+    /// were sent them: a secondary with frames still queued is skipped, as
+    /// its blocks are not yet at a point the digests describe.
+    pub fn verify_now(&mut self, now: Instant) -> usize {
+        self.send_verification(now, Duration::ZERO)
+    }
+
     /// Sends every caught-up secondary due for it the digests of its blocks
     /// at the LSN it has reached; it compares them with its own and resyncs
-    /// on a difference.
-    fn send_verification(&mut self, now: Instant, interval: Duration) {
+    /// on a difference. Returns how many were sent them.
+    fn send_verification(&mut self, now: Instant, interval: Duration) -> usize {
+        let mut sent = 0;
         let epoch = self.history.current();
         let engine = &self.engine;
         for s in self.sessions.values_mut() {
@@ -602,6 +611,7 @@ impl Primary {
             });
             let Some(digests) = digests else { continue };
             s.last_verified = now;
+            sent += 1;
             for digest in digests {
                 for chunk in digest
                     .blocks
@@ -627,6 +637,7 @@ impl Primary {
             }
             s.queue.push_back(Frame::new(epoch, Message::DigestsEnd));
         }
+        sent
     }
 
     /// The next instant `handle_timeout` has work to do.

@@ -233,6 +233,7 @@ pub fn run(args: Args) -> Result<(), String> {
         block_size: args.block_size,
         db: db_config,
         persister,
+        fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
     };
     let node = Node::primary(db, history, options).map_err(|e| e.to_string())?;
     serve_until_shutdown(node.clone(), args.listen)?;

@@ -312,6 +312,7 @@ pub(crate) async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<B
             Reply::ok()
         }
         b"DEBUG" => debug(node, &args),
+        b"VERIFY" => verify(node, &args).await,
         b"COMMAND" => command(&args),
         b"CONFIG" => config(node, &args),
         b"CLIENT" => client(session, &args),
@@ -894,14 +895,61 @@ async fn replicaof(node: &Arc<Node>, args: &[Bytes]) -> Reply {
     }
 }
 
+/// `VERIFY`: on a primary, sends every caught-up secondary the digests of
+/// its blocks now; a secondary whose blocks differ names them in its log,
+/// counts them (`blocks_diverged` in its `INFO replication`) and resyncs.
+/// Replies with how many secondaries were sent digests.
+async fn verify(node: &Node, args: &[Bytes]) -> Reply {
+    if args.len() != 1 {
+        return wrong_arity(b"verify");
+    }
+    match node.db().as_ref().and_then(|db| db.replicator()) {
+        Some(r) => Reply::Integer(r.verify().await as i64),
+        None => Reply::Error(
+            "ERR VERIFY runs on a primary: it sends its digests to its secondaries".into(),
+        ),
+    }
+}
+
 /// `DEBUG DIGEST`: one hash of every block of every database, taken while
 /// no transaction applies — equal on two nodes at the same LSN exactly when
 /// their blocks are byte-identical. Works on passive secondaries too.
+/// `DEBUG FLIPBYTE db-id block-id offset`, with fault injection enabled
+/// only, flips a byte of a block behind every check, as a memory fault
+/// would.
 fn debug(node: &Node, args: &[Bytes]) -> Reply {
     let sub = args
         .get(1)
         .map(|a| a.to_ascii_uppercase())
         .unwrap_or_default();
+    if &sub[..] == b"FLIPBYTE" && args.len() == 5 && node.options().fault_injection {
+        let num = |b: &Bytes| {
+            std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        let (Some(db), Some(block), Some(offset)) = (num(&args[2]), num(&args[3]), num(&args[4]))
+        else {
+            return Reply::Error("ERR DEBUG FLIPBYTE db-id block-id offset".into());
+        };
+        let Some(engine) = node.engine() else {
+            return Reply::Error(super::Reject::Promoting.message().into());
+        };
+        let flipped = engine.inject_fault_flip_byte(
+            hotblock_core::DbId(db as u32),
+            hotblock_core::BlockId(block as u32),
+            offset as usize,
+            0x01,
+        );
+        tracing::warn!(
+            db,
+            block,
+            offset,
+            flipped,
+            "DEBUG FLIPBYTE: a block was corrupted on purpose"
+        );
+        return Reply::Integer(flipped as i64);
+    }
     if &sub[..] != b"DIGEST" || args.len() != 2 {
         return Reply::Error("ERR DEBUG supports DIGEST only".into());
     }

@@ -137,6 +137,7 @@ fn section_text(node: &Node, name: &str, out: &mut String) {
                     },
                 );
                 line(out, "snapshots", i.snapshots);
+                line(out, "blocks_diverged", i.blocks_diverged);
                 line(out, "serve_reads", node.options.serve_reads as u8);
                 if let Some(e) = &i.last_error {
                     line(out, "last_error", e.replace(['\r', '\n'], " "));

@@ -77,6 +77,8 @@ pub struct FollowerInfo {
     pub lsn: Lsn,
     pub epoch: Epoch,
     pub snapshots: u64,
+    /// Blocks found different from the primary's by verification.
+    pub blocks_diverged: u64,
     pub last_error: Option<String>,
 }
 
@@ -95,6 +97,9 @@ pub struct NodeOptions {
     pub db: DbConfig,
     /// `--data-dir`: where the log and snapshots go.
     pub persister: Option<Persister>,
+    /// Accept `DEBUG FLIPBYTE` (tests of digest verification only: it
+    /// corrupts a block on purpose). Off unless `HOTBLOCK_FAULT_INJECTION=1`.
+    pub fault_injection: bool,
 }
 
 pub(crate) enum Role {

@@ -87,6 +87,7 @@ pub struct Proc {
     pub repl_port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
 }
 
@@ -121,19 +122,44 @@ impl Proc {
         Self::spawn("hotblock-secondary", args, dir)
     }
 
+    /// A secondary started with fault injection on (`DEBUG FLIPBYTE`).
+    pub fn secondary_with_faults(dir: &Path, primary: u16, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--primary".to_string(),
+            format!("127.0.0.1:{primary}"),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--repl-listen".into(),
+            "127.0.0.1:0".into(),
+            "--repl-secret".into(),
+            SECRET.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut p = Proc::unstarted("hotblock-secondary", args, dir);
+        p.env.push(("HOTBLOCK_FAULT_INJECTION".into(), "1".into()));
+        p.start();
+        p
+    }
+
     fn spawn(name: &'static str, args: Vec<String>, dir: &Path) -> Proc {
+        let mut p = Proc::unstarted(name, args, dir);
+        p.start();
+        p
+    }
+
+    fn unstarted(name: &'static str, args: Vec<String>, dir: &Path) -> Proc {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("{name}-{n}.log"));
-        let mut p = Proc {
+        let p = Proc {
             name,
             port: 0,
             repl_port: 0,
             child: None,
             args,
+            env: Vec::new(),
             log,
         };
-        p.start();
         p
     }
 
@@ -147,6 +173,7 @@ impl Proc {
             .unwrap();
         let child = Command::new(binary(self.name))
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
