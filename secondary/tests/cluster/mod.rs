@@ -151,7 +151,7 @@ impl Proc {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = dir.join(format!("{name}-{n}.log"));
-        let p = Proc {
+        Proc {
             name,
             port: 0,
             repl_port: 0,
@@ -159,8 +159,7 @@ impl Proc {
             args,
             env: Vec::new(),
             log,
-        };
-        p
+        }
     }
 
     /// (Re)starts the process with the same arguments and ports.
