@@ -824,3 +824,36 @@ fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
     });
     assert_eq!(secondary.digest(), node.digest());
 }
+
+/// Past `--maxmemory`, writes get `-OOM`; nothing acknowledged before is
+/// lost, and reads go on.
+#[test]
+fn maxmemory_refuses_writes_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &["--maxmemory", "8mb"]);
+    let mut c = node.client();
+    let mut acked = 0u64;
+    let mut oom = None;
+    for i in 0..200_000 {
+        match c.set::<_, _, ()>(format!("k{i}"), "v".repeat(200)) {
+            Ok(()) => acked += 1,
+            Err(e) => {
+                oom = Some(e.code().unwrap_or("").to_string());
+                break;
+            }
+        }
+    }
+    let code = oom.expect("the memory limit was reached");
+    assert_eq!(code, "OOM");
+    assert!(acked > 1000, "{acked} writes fit before the limit");
+    assert_eq!(
+        redis::cmd("DBSIZE").query::<u64>(&mut c).unwrap(),
+        acked,
+        "no acknowledged write lost, no refused one kept"
+    );
+    let v: String = c.get("k0").unwrap();
+    assert_eq!(v.len(), 200);
+    let e = c.set::<_, _, ()>("one-more", "x".repeat(200)).unwrap_err();
+    assert_eq!(e.code(), Some("OOM"));
+    assert!(node.info("memory")["used_memory"].parse::<u64>().unwrap() <= 8 << 20);
+}
