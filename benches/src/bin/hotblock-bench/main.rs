@@ -12,6 +12,7 @@
 
 mod procs;
 mod report;
+mod soak;
 mod workload;
 
 use std::ffi::OsString;
@@ -39,6 +40,16 @@ enum Cmd {
     /// writer count, beside Redis (alone, with a replica, with WAIT 1 0)
     /// and SQLite.
     SyncVsAsync(SyncVsAsync),
+    /// Minutes of sync writes under random faults (kill -9 and restart of
+    /// the primary or the secondary, a SIGSTOPped secondary), then a check
+    /// that no acknowledged write was lost and the copies are equal.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Replays a fault schedule.
+        #[arg(long, default_value_t = 0x5eed)]
+        seed: u64,
+    },
     /// Runs `hotblock-node` (used by this benchmark to start nodes).
     #[command(name = "__node", hide = true)]
     Node {
@@ -102,6 +113,7 @@ fn main() -> ExitCode {
             )
         }
         Cmd::SyncVsAsync(a) => sync_vs_async(a),
+        Cmd::Soak { minutes, seed } => soak::run(minutes, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -239,7 +251,13 @@ fn start(
             let mut servers = vec![];
             let secondary = match mode {
                 "none" => None,
-                _ => Some(Server::hotblock_secondary(work, &node, transport, mode)?),
+                _ => Some(Server::hotblock_secondary(
+                    work,
+                    &node,
+                    transport,
+                    mode,
+                    &[],
+                )?),
             };
             if secondary.is_some() {
                 wait_secondary_online(&node)?;

@@ -18,6 +18,9 @@ pub struct Server {
     pub fingerprint: Option<String>,
     child: Child,
     log: PathBuf,
+    /// hotblock servers: the arguments to start it again with, and whether
+    /// it serves secondaries.
+    restart: Option<(Vec<String>, bool)>,
 }
 
 impl Drop for Server {
@@ -53,6 +56,7 @@ impl Server {
         primary: &Server,
         transport: &str,
         mode: &str,
+        extra: &[String],
     ) -> Result<Server, String> {
         let mut args: Vec<String> = [
             "__secondary",
@@ -69,6 +73,7 @@ impl Server {
         ]
         .map(String::from)
         .into();
+        args.extend(extra.iter().cloned());
         if let Some(f) = &primary.fingerprint {
             args.extend(["--primary-fingerprint".to_string(), f.clone()]);
         }
@@ -76,32 +81,38 @@ impl Server {
     }
 
     fn hotblock(name: &str, work: &Path, args: Vec<String>, repl: bool) -> Result<Server, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let log = work.join(format!("{name}-{}.log", unique()));
-        let child = Command::new(exe)
-            .args(&args)
-            .env("RUST_LOG", "warn,hotblock_primary::node::server=info,hotblock_primary::replication=info,hotblock_primary::node::cmd=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
-            .spawn()
-            .map_err(|e| format!("starting {name}: {e}"))?;
+        let child = spawn_self(name, &args, &log)?;
         let mut server = Server {
             port: 0,
             repl_port: 0,
             fingerprint: None,
             child,
             log,
+            restart: Some((args, repl)),
         };
+        server.wait_listening(0, name, repl)?;
+        // Restarts keep the ports: clients and secondaries use them.
+        if let Some((args, _)) = &mut server.restart {
+            pin_port(args, "--listen", server.port);
+            pin_port(args, "--repl-listen", server.repl_port);
+        }
+        Ok(server)
+    }
+
+    /// Waits for the log (past `from`) to name the ports listened on.
+    fn wait_listening(&mut self, from: usize, name: &str, repl: bool) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let text = std::fs::read_to_string(&server.log).unwrap_or_default();
-            server.port = port_after(&text, "ready for clients addr=").unwrap_or(0);
-            server.repl_port = port_after(&text, "replication listening local_addr=").unwrap_or(0);
-            server.fingerprint = word_after(&text, "fingerprint=");
-            if server.port != 0 && (!repl || server.repl_port != 0) {
-                return Ok(server);
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let text = text.get(from..).unwrap_or("");
+            self.port = port_after(text, "ready for clients addr=").unwrap_or(0);
+            self.repl_port = port_after(text, "replication listening local_addr=").unwrap_or(0);
+            self.fingerprint = word_after(text, "fingerprint=");
+            if self.port != 0 && (!repl || self.repl_port != 0) {
+                return Ok(());
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("{name} exited ({status}):\n{text}"));
             }
             if Instant::now() > deadline {
@@ -109,6 +120,36 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// SIGKILL, then the same process again (same ports, same data
+    /// directory). hotblock servers only.
+    pub fn kill_and_restart(&mut self) -> Result<(), String> {
+        let (args, repl) = self
+            .restart
+            .clone()
+            .ok_or("only hotblock servers restart")?;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let from = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
+        let name = if repl {
+            "hotblock-node"
+        } else {
+            "hotblock-secondary"
+        };
+        self.child = spawn_self(name, &args, &self.log)?;
+        self.wait_listening(from, name, repl)
+    }
+
+    /// Sends a signal (`STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) -> Result<(), String> {
+        let ok = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .map_err(|e| e.to_string())?
+            .success();
+        ok.then_some(())
+            .ok_or_else(|| format!("kill -{signal} failed"))
     }
 
     /// `redis-server` without persistence; with `replica_of`, its replica.
@@ -150,6 +191,7 @@ impl Server {
             fingerprint: None,
             child,
             log,
+            restart: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -179,6 +221,39 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// This binary, as `hotblock-node` or `hotblock-secondary` (`args[0]` is
+/// `__node` or `__secondary`), its log appended to `log`.
+fn spawn_self(name: &str, args: &[String], log: &Path) -> Result<Child, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| e.to_string())?;
+    Command::new(exe)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            "warn,hotblock_primary::node::server=info,hotblock_primary::replication=info,hotblock_primary::node::cmd=info",
+        )
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting {name}: {e}"))
+}
+
+/// Replaces `flag 127.0.0.1:0` with the port the process chose.
+fn pin_port(args: &mut [String], flag: &str, port: u16) {
+    if port == 0 {
+        return;
+    }
+    for i in 1..args.len() {
+        if args[i - 1] == flag && args[i] == "127.0.0.1:0" {
+            args[i] = format!("127.0.0.1:{port}");
+        }
     }
 }
 
