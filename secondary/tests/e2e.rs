@@ -857,3 +857,42 @@ fn maxmemory_refuses_writes_and_keeps_serving_reads() {
     assert_eq!(e.code(), Some("OOM"));
     assert!(node.info("memory")["used_memory"].parse::<u64>().unwrap() <= 8 << 20);
 }
+
+/// RELIABILITY row 5, sync mode: the primary is paused (SIGSTOP), its sync
+/// secondary promoted, then the old primary resumed (SIGCONT). The old
+/// primary can no longer get a write acknowledged (its only sync secondary
+/// is now a primary on a newer epoch): every write there gets an error,
+/// never OK, and none of them reaches the new primary.
+#[test]
+fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(
+        dir.path(),
+        &["--sync-quorum", "1", "--sync-timeout-ms", "300"],
+    );
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &["--mode", "sync"]);
+    wait_online(&node);
+    let mut old = node.client();
+    let () = old.set("before", 1).unwrap();
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP", node.pid());
+    secondary.promote();
+    let mut new = secondary.client();
+    let () = new.set("on-new", 1).unwrap();
+    signal("-CONT", node.pid());
+    for i in 0..5 {
+        let e = old.set::<_, _, ()>(format!("stale{i}"), i).unwrap_err();
+        assert_eq!(e.code(), Some("TIMEOUT"), "{}", err_text(&e));
+    }
+    assert_eq!(new.get::<_, Option<i64>>("stale0").unwrap(), None);
+    assert_eq!(new.get::<_, i64>("before").unwrap(), 1);
+    let old_epoch: u64 = node.info("replication")["epoch"].parse().unwrap();
+    let new_epoch: u64 = secondary.info("replication")["epoch"].parse().unwrap();
+    assert!(new_epoch > old_epoch, "{new_epoch:#x} > {old_epoch:#x}");
+}
