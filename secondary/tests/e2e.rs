@@ -896,3 +896,58 @@ fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
     let new_epoch: u64 = secondary.info("replication")["epoch"].parse().unwrap();
     assert!(new_epoch > old_epoch, "{new_epoch:#x} > {old_epoch:#x}");
 }
+
+/// RELIABILITY row 20: a client that pipelines requests and never reads
+/// the replies holds at most its output buffer, is dropped once its
+/// replies stall, and other clients are served meanwhile.
+#[test]
+fn a_client_that_never_reads_is_dropped_and_others_go_on() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(
+        dir.path(),
+        &[
+            "--client-output-buffer-limit",
+            "1mb",
+            "--client-output-stall-ms",
+            "500",
+        ],
+    );
+    let mut c = node.client();
+    let () = c.set("big", "x".repeat(16 * 1024)).unwrap();
+    // The clients connected without the greedy one (the INFO query's own
+    // connection included).
+    let baseline = node.info("clients")["connected_clients"].clone();
+    let mut greedy = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = b"GET big\r\n".repeat(1000);
+    // Up to 16 MB of replies asked for, none read; the server stops
+    // reading this client once its buffers are full, so writes here block
+    // and time out, or fail once it is dropped.
+    let mut sent = 0;
+    for _ in 0..1000 {
+        match greedy.write_all(&request) {
+            Ok(()) => sent += 1,
+            Err(_) => break,
+        }
+        // Others are served meanwhile.
+        assert_eq!(redis::cmd("PING").query::<String>(&mut c).unwrap(), "PONG");
+    }
+    assert!(
+        sent < 1000,
+        "the server kept taking requests from a client that reads nothing"
+    );
+    wait_until(
+        "the greedy client is dropped",
+        Duration::from_secs(20),
+        || node.info("clients")["connected_clients"] == baseline,
+    );
+    let mut rest = Vec::new();
+    greedy
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = greedy.read_to_end(&mut rest);
+    assert_eq!(c.get::<_, String>("big").unwrap().len(), 16 * 1024);
+}

@@ -96,6 +96,13 @@ pub struct Args {
     /// Most connected clients.
     #[arg(long, default_value_t = 10_000)]
     maxclients: usize,
+    /// Reply bytes buffered for one client before they are written out
+    /// (`64mb`); a client that takes none of them for
+    /// --client-output-stall-ms is dropped (it pipelines and never reads).
+    #[arg(long, value_parser = cli::parse_size, default_value = "64mb")]
+    client_output_buffer_limit: u64,
+    #[arg(long, default_value_t = 30_000)]
+    client_output_stall_ms: u64,
     /// Check a secondary's blocks against this node's digests this often (0: never).
     #[arg(long, default_value_t = 0)]
     verify_interval_ms: u64,
@@ -226,6 +233,8 @@ pub fn run(args: Args) -> Result<(), String> {
         requirepass: args.requirepass.clone(),
         limits: ServerLimits {
             max_clients: args.maxclients,
+            output_buffer_max: args.client_output_buffer_limit as usize,
+            output_stall: Duration::from_millis(args.client_output_stall_ms),
             ..ServerLimits::default()
         },
         serve_reads: true,

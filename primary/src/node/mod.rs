@@ -36,7 +36,10 @@ pub struct ServerLimits {
     /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     pub resp: RespLimits,
-    /// Reply bytes held for one client before they are written out.
+    /// Reply bytes held for one client before they are written out. The
+    /// replies of one batch (at most 1024 pipelined requests) are computed
+    /// before they are encoded, so a batch of large replies can hold more
+    /// for a moment; each one is bounded by the block size.
     pub output_buffer_max: usize,
     /// A client whose replies make no progress for this long is dropped (it
     /// pipelines and never reads).

@@ -124,6 +124,9 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
             }
             for reply in execute_pipeline(node, &mut session, requests).await {
                 reply.encode(&mut output);
+                if output.len() >= limits.output_buffer_max {
+                    flush(&mut stream, &mut output, &limits).await?;
+                }
             }
             if session.close {
                 return flush(&mut stream, &mut output, &limits).await;
@@ -132,9 +135,6 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
                 tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
                 Reply::from(e).encode(&mut output);
                 return flush(&mut stream, &mut output, &limits).await;
-            }
-            if output.len() >= limits.output_buffer_max {
-                flush(&mut stream, &mut output, &limits).await?;
             }
             if drained {
                 break;
