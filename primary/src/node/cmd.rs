@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:7380")]
     repl_listen: SocketAddr,
     /// How secondaries connect: TCP, or QUIC (TLS 1.3; secondaries pin the
-    /// certificate fingerprint this node logs and shows in INFO).
+    /// certificate fingerprint this node logs at start).
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Transport,
     /// Clients must AUTH with this password. Required to listen beyond loopback.
@@ -69,6 +69,8 @@ pub struct Args {
     /// Refuse writes while fewer than N secondaries acknowledged within --max-lag-ms.
     #[arg(long, default_value_t = 0)]
     min_secondaries: usize,
+    /// How recently a secondary must have acknowledged to count for
+    /// --min-secondaries.
     #[arg(long, default_value_t = 10_000)]
     max_lag_ms: u64,
     /// Block size of new databases (a power of two, 4096 to 1048576); a
