@@ -3,11 +3,9 @@
 mod cluster;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster::{wait_until, Proc};
+use cluster::{signal, wait_until, Proc, Writers};
 use redis::{Commands, Value};
 
 fn err_text(e: &redis::RedisError) -> String {
@@ -245,13 +243,6 @@ fn sync_failover_keeps_every_acknowledged_write() {
 
     // A stopped secondary acknowledges nothing: a sync write gets an
     // outcome-unknown error, never OK; once it resumes, writes get OK.
-    let signal = |sig: &str, pid: u32| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
     signal("-STOP", secondary.pid());
     let e = node
         .client()
@@ -263,40 +254,11 @@ fn sync_failover_keeps_every_acknowledged_write() {
         node.client().set::<_, _, ()>("resumed", 1).is_ok()
     });
 
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (acked, stop, port) = (acked.clone(), stop.clone(), node.port);
-            std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w{w}-{i}");
-                    match c.set::<_, _, ()>(&key, i) {
-                        Ok(()) => acked.lock().unwrap().push(key),
-                        // A timeout (a loaded machine) is not an OK; go on.
-                        Err(e) if e.code() == Some("TIMEOUT") => {}
-                        Err(_) => return,
-                    }
-                    i += 1;
-                }
-            })
-        })
-        .collect();
-    wait_until("writes", Duration::from_secs(20), || {
-        acked.lock().unwrap().len() >= 400
-    });
+    let writers = Writers::start(node.port, 4);
+    wait_until("writes", Duration::from_secs(20), || writers.acked() >= 400);
     node.kill9();
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
+    let acked = writers.stop();
     secondary.promote();
-    let acked = acked.lock().unwrap().clone();
     let mut c = secondary.client();
     let missing: Vec<&String> = acked
         .iter()
@@ -562,11 +524,7 @@ fn clean_stops_wait_and_start_errors() {
 
     // SIGTERM: exit 0, and the data directory has everything.
     let lsn = node.lsn();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal("-TERM", node.pid());
     assert!(node.wait_exit().success(), "{}", node.log_text());
     node.start();
     assert_eq!(node.lsn(), lsn);
@@ -739,43 +697,12 @@ fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
         &["--mode", "sync", "--data-dir", sec_dir.to_str().unwrap()],
     );
     wait_online(&node);
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let (acked, stop, port) = (acked.clone(), stop.clone(), node.port);
-            std::thread::spawn(move || {
-                let url = format!("redis://127.0.0.1:{port}/");
-                let mut conn = None;
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let c = match &mut conn {
-                        Some(c) => c,
-                        None => match redis::Client::open(url.as_str()).unwrap().get_connection() {
-                            Ok(c) => conn.insert(c),
-                            Err(_) => {
-                                std::thread::sleep(Duration::from_millis(20));
-                                continue;
-                            }
-                        },
-                    };
-                    let key = format!("w{w}-{i}");
-                    i += 1;
-                    match c.set::<_, _, ()>(&key, i) {
-                        Ok(()) => acked.lock().unwrap().push(key),
-                        // Not OK: the outcome is unknown, nothing is claimed.
-                        Err(e) if e.is_io_error() || e.is_connection_dropped() => conn = None,
-                        Err(_) => {}
-                    }
-                }
-            })
-        })
-        .collect();
+    let writers = Writers::start(node.port, 3);
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut node_kills = 0;
     for round in 0..20 {
         wait_until("writes between kills", Duration::from_secs(20), || {
-            acked.lock().unwrap().len() >= 50 * (round + 1)
+            writers.acked() >= 50 * (round + 1)
         });
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -796,11 +723,7 @@ fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
         epoch >> 16 > node_kills,
         "epoch {epoch:#x} after {node_kills} restarts"
     );
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.join().unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
+    let acked = writers.stop();
     eprintln!(
         "{} writes acknowledged across 20 kills ({node_kills} of the primary)",
         acked.len()
@@ -874,13 +797,6 @@ fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
     wait_online(&node);
     let mut old = node.client();
     let () = old.set("before", 1).unwrap();
-    let signal = |sig: &str, pid: u32| {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
     signal("-STOP", node.pid());
     secondary.promote();
     let mut new = secondary.client();

@@ -42,6 +42,26 @@ pub fn parse_with_config<A: Parser>(
     A::parse_from(std::iter::once(program).chain(from_file).chain(argv))
 }
 
+/// A binary's `main`: parses `argv` (with the config file), starts the
+/// logs, runs, and on failure logs the error and says it on stderr.
+pub fn main_with<A: Parser>(
+    name: &str,
+    argv: Vec<OsString>,
+    config_of: impl Fn(&A) -> Option<&std::path::Path>,
+    run: impl FnOnce(A) -> Result<(), String>,
+) -> std::process::ExitCode {
+    let args = parse_with_config(argv, config_of);
+    init_logging();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A TOML file's settings as `--key value` arguments.
 pub fn config_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;

@@ -120,16 +120,7 @@ pub fn main() -> ExitCode {
 
 /// `main` with the command line given (the program name first).
 pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
-    let args: Args = cli::parse_with_config(argv, |a: &Args| a.config.as_deref());
-    cli::init_logging();
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("hotblock-node: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::main_with("hotblock-node", argv, |a: &Args| a.config.as_deref(), run)
 }
 
 /// Runs a node with `args` until `SHUTDOWN` or a signal.

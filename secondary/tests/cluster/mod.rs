@@ -108,33 +108,12 @@ impl Proc {
     /// A secondary of the node whose replication port is `primary`; it
     /// relays (and, once promoted, serves secondaries) on a port of its own.
     pub fn secondary(dir: &Path, primary: u16, extra: &[&str]) -> Proc {
-        let mut args = vec![
-            "--primary".to_string(),
-            format!("127.0.0.1:{primary}"),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--repl-listen".into(),
-            "127.0.0.1:0".into(),
-            "--repl-secret".into(),
-            SECRET.into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn("hotblock-secondary", args, dir)
+        Self::spawn("hotblock-secondary", secondary_args(primary, extra), dir)
     }
 
     /// A secondary started with fault injection on (`DEBUG FLIPBYTE`).
     pub fn secondary_with_faults(dir: &Path, primary: u16, extra: &[&str]) -> Proc {
-        let mut args = vec![
-            "--primary".to_string(),
-            format!("127.0.0.1:{primary}"),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--repl-listen".into(),
-            "127.0.0.1:0".into(),
-            "--repl-secret".into(),
-            SECRET.into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = secondary_args(primary, extra);
         let mut p = Proc::unstarted("hotblock-secondary", args, dir);
         p.env.push(("HOTBLOCK_FAULT_INJECTION".into(), "1".into()));
         p.start();
@@ -327,6 +306,101 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A secondary of the primary replicating on `primary`, on ports of its
+/// own choosing (relaying, and after promotion serving, on one).
+fn secondary_args(primary: u16, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--primary".to_string(),
+        format!("127.0.0.1:{primary}"),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--repl-listen".into(),
+        "127.0.0.1:0".into(),
+        "--repl-secret".into(),
+        SECRET.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`, `-TERM`) to a process.
+pub fn signal(signal: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {signal} {pid}");
+}
+
+/// Writer threads, each `SET`ting fresh keys on one node until stopped,
+/// keeping the keys that got `OK`. A write that gets an error is not
+/// counted (its outcome is unknown); a dropped connection is reopened.
+#[derive(Debug)]
+pub struct Writers {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    pub fn start(port: u16, writers: usize) -> Writers {
+        use std::sync::atomic::Ordering;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..writers)
+            .map(|w| {
+                let (acked, stop) = (acked.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let url = format!("redis://127.0.0.1:{port}/");
+                    let mut conn = None;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match &mut conn {
+                            Some(c) => c,
+                            None => {
+                                match redis::Client::open(url.as_str()).unwrap().get_connection() {
+                                    Ok(c) => conn.insert(c),
+                                    Err(_) => {
+                                        std::thread::sleep(Duration::from_millis(20));
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        let key = format!("w{w}-{i}");
+                        i += 1;
+                        match redis::cmd("SET").arg(&key).arg(i).query::<()>(c) {
+                            Ok(()) => acked.lock().unwrap().push(key),
+                            Err(e) if e.is_io_error() || e.is_connection_dropped() => conn = None,
+                            Err(_) => {}
+                        }
+                    }
+                })
+            })
+            .collect();
+        Writers {
+            acked,
+            stop,
+            threads,
+        }
+    }
+
+    /// Writes acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the writers; returns every key that got `OK`.
+    pub fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
     }
 }
 
