@@ -482,6 +482,11 @@ async fn run(
                 Input::Connected(conn, writer) => {
                     let session = primary.connect(now);
                     sessions.insert(conn, session);
+                    shared
+                        .addresses
+                        .lock()
+                        .expect("address lock")
+                        .insert(session, writer.peer.clone());
                     writers.insert(session, writer);
                 }
                 Input::Drained(conn) => {
@@ -497,6 +502,11 @@ async fn run(
                 Input::Closed(conn) => {
                     if let Some(session) = sessions.remove(&conn) {
                         writers.remove(&session);
+                        shared
+                            .addresses
+                            .lock()
+                            .expect("address lock")
+                            .remove(&session);
                         primary.disconnect(session);
                     }
                 }
@@ -546,6 +556,11 @@ async fn run(
                     tracing::info!(?session, %reason, "closing secondary session");
                     // Dropping the writer ends the connection's writer task.
                     writers.remove(&session);
+                    shared
+                        .addresses
+                        .lock()
+                        .expect("address lock")
+                        .remove(&session);
                     sessions.retain(|_, s| *s != session);
                     primary.disconnect(session);
                 }
@@ -581,10 +596,6 @@ async fn run(
         if now >= next_status || (heard && now >= last_status + STATUS_FRESH) {
             last_status = now;
             *shared.status.lock().expect("status lock") = primary.status(now);
-            *shared.addresses.lock().expect("address lock") = writers
-                .iter()
-                .map(|(session, w)| (*session, w.peer.clone()))
-                .collect();
             next_status = now + Duration::from_millis(50);
         }
     }

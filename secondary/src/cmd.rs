@@ -7,22 +7,16 @@ use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use crate::{NodeFollower, SecondaryNode, SecondaryNodeConfig};
 use clap::{Parser, ValueEnum};
 use hotblock_core::persist::{FsyncPolicy, PersistConfig, Persister};
-use hotblock_core::repl::{EpochHistory, Mode, NodeId, PrimaryConfig, SyncPolicy};
+use hotblock_core::repl::{EpochHistory, Mode, NodeId, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
-use hotblock_nic_transport::{ConnectTo, ListenOn, QuicIdentity};
-use hotblock_primary::node::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
+use hotblock_nic_transport::ConnectTo;
+use hotblock_primary::node::cli::{self, Transport};
+use hotblock_primary::node::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use hotblock_primary::{DbConfig, ReplicationConfig};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Transport {
-    Tcp,
-    Quic,
-}
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ModeArg {
@@ -30,12 +24,6 @@ enum ModeArg {
     Sync,
     /// Commits do not wait; the primary tracks this secondary's lag.
     Async,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OnSyncTimeout {
-    Block,
-    Degrade,
 }
 
 /// A hotblock secondary: applies a primary's transactions to its own
@@ -95,13 +83,9 @@ pub struct Args {
     /// Most memory for blocks (`512mb`, `2gb`).
     #[arg(long, value_parser = cli::parse_size)]
     maxmemory: Option<u64>,
-    /// Once promoted: sync secondaries a commit waits for.
-    #[arg(long, default_value_t = 0)]
-    sync_quorum: usize,
-    #[arg(long, default_value_t = 1000)]
-    sync_timeout_ms: u64,
-    #[arg(long, value_enum, default_value = "block")]
-    on_sync_timeout: OnSyncTimeout,
+    /// Once promoted: how commits wait for this node's sync secondaries.
+    #[command(flatten)]
+    sync: cli::SyncArgs,
     /// Block size of databases created once promoted.
     #[arg(long)]
     block_size: Option<usize>,
@@ -195,31 +179,10 @@ pub fn run(args: Args) -> Result<(), String> {
         ),
     };
     let secret = cli::repl_secret(args.repl_secret.as_deref());
-    let protocol = PrimaryConfig {
-        sync_quorum: args.sync_quorum,
-        sync_timeout: Duration::from_millis(args.sync_timeout_ms),
-        on_sync_timeout: match args.on_sync_timeout {
-            OnSyncTimeout::Block => SyncPolicy::Block,
-            OnSyncTimeout::Degrade => SyncPolicy::Degrade,
-        },
-        ..PrimaryConfig::default()
-    };
-    let repl_listen = |addr: SocketAddr| -> Result<ListenOn, String> {
-        Ok(match args.transport {
-            Transport::Tcp => ListenOn::Tcp(addr),
-            Transport::Quic => {
-                let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
-                tracing::info!(
-                    fingerprint = %hotblock_nic_transport::quic::hex(&identity.fingerprint()),
-                    "QUIC certificate for --repl-listen: downstream secondaries pin it with --primary-fingerprint"
-                );
-                ListenOn::Quic(addr, identity)
-            }
-        })
-    };
+    let protocol = args.sync.apply(PrimaryConfig::default());
     let relay = match args.repl_listen {
         Some(addr) => Some(ReplicationConfig {
-            listen: repl_listen(addr)?,
+            listen: cli::listen_on(args.transport, addr)?,
             secret: secret.clone(),
             protocol: PrimaryConfig::default(),
             history: EpochHistory::default(),

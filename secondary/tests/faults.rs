@@ -9,9 +9,8 @@ use cluster::proxy::{Fault, Proxy};
 use cluster::{wait_until, Proc};
 use redis::Commands;
 
-/// A secondary behind the proxy; writes go to `node`.
-fn behind_proxy(dir: &std::path::Path, node: &Proc, proxy: &Proxy, mode: &str) -> Proc {
-    let _ = node;
+/// A hot secondary that reaches its primary through `proxy`.
+fn behind_proxy(dir: &std::path::Path, proxy: &Proxy, mode: &str) -> Proc {
     Proc::secondary(dir, proxy.port, &["--mode", mode, "--serve-reads"])
 }
 
@@ -31,7 +30,7 @@ fn a_flipped_byte_on_the_link_is_never_applied() {
     let dir = tempfile::tempdir().unwrap();
     let node = Proc::node(dir.path(), &[]);
     let proxy = Proxy::start(node.repl_port);
-    let secondary = behind_proxy(dir.path(), &node, &proxy, "async");
+    let secondary = behind_proxy(dir.path(), &proxy, "async");
     let mut c = node.client();
     let () = c.set("warm", 1).unwrap();
     converged(&node, &secondary);
@@ -76,7 +75,7 @@ fn a_blackholed_sync_primary_acknowledges_nothing() {
         &["--sync-quorum", "1", "--sync-timeout-ms", "300"],
     );
     let proxy = Proxy::start(node.repl_port);
-    let secondary = behind_proxy(dir.path(), &node, &proxy, "sync");
+    let secondary = behind_proxy(dir.path(), &proxy, "sync");
     let mut c = node.client();
     wait_until("sync writes", Duration::from_secs(20), || {
         c.set::<_, _, ()>("first", 1).is_ok()
@@ -117,7 +116,7 @@ fn latency_bandwidth_and_cuts_end_in_convergence() {
     let dir = tempfile::tempdir().unwrap();
     let node = Proc::node(dir.path(), &[]);
     let proxy = Proxy::start(node.repl_port);
-    let secondary = behind_proxy(dir.path(), &node, &proxy, "async");
+    let secondary = behind_proxy(dir.path(), &proxy, "async");
     let mut c = node.client();
     let () = redis::cmd("DB.CREATE")
         .arg("t")

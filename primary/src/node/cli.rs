@@ -3,8 +3,78 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use hotblock_core::repl::{PrimaryConfig, SyncPolicy};
+use hotblock_nic_transport::quic::hex;
+use hotblock_nic_transport::{ListenOn, QuicIdentity};
+
+/// How secondaries and their primary connect (`--transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    Tcp,
+    /// QUIC with TLS 1.3: the serving side logs its certificate's SHA-256,
+    /// which the connecting side pins (`--primary-fingerprint`).
+    Quic,
+}
+
+/// Listening for secondaries on `addr` over `transport`. For QUIC, a fresh
+/// self-signed certificate, whose fingerprint is logged.
+pub fn listen_on(transport: Transport, addr: SocketAddr) -> Result<ListenOn, String> {
+    Ok(match transport {
+        Transport::Tcp => ListenOn::Tcp(addr),
+        Transport::Quic => {
+            let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
+            tracing::info!(
+                %addr,
+                fingerprint = %hex(&identity.fingerprint()),
+                "QUIC certificate: secondaries pin it with --primary-fingerprint <this>"
+            );
+            ListenOn::Quic(addr, identity)
+        }
+    })
+}
+
+/// What a sync commit does when its quorum is late (`--on-sync-timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnSyncTimeout {
+    /// The commit fails with "outcome unknown"; never OK.
+    Block,
+    /// Late sync secondaries become async until they catch up.
+    Degrade,
+}
+
+/// The sync flags of a node that serves secondaries (a secondary's apply
+/// once it is promoted).
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct SyncArgs {
+    /// Sync secondaries that must apply a commit before it returns OK
+    /// (0: commits never wait, async replication).
+    #[arg(long, default_value_t = 0)]
+    pub sync_quorum: usize,
+    /// How long a sync commit waits for its quorum.
+    #[arg(long, default_value_t = 1000)]
+    pub sync_timeout_ms: u64,
+    /// What a sync commit does when its quorum is late.
+    #[arg(long, value_enum, default_value = "block")]
+    pub on_sync_timeout: OnSyncTimeout,
+}
+
+impl SyncArgs {
+    /// `base` with these settings.
+    pub fn apply(&self, base: PrimaryConfig) -> PrimaryConfig {
+        PrimaryConfig {
+            sync_quorum: self.sync_quorum,
+            sync_timeout: Duration::from_millis(self.sync_timeout_ms),
+            on_sync_timeout: match self.on_sync_timeout {
+                OnSyncTimeout::Block => SyncPolicy::Block,
+                OnSyncTimeout::Degrade => SyncPolicy::Degrade,
+            },
+            ..base
+        }
+    }
+}
 
 /// Parses the command line; with `--config FILE`, the file's settings are
 /// read first and the command line's win.

@@ -10,26 +10,10 @@ use std::time::Duration;
 
 use super::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use crate::{Db, DbConfig, ReplicationConfig};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use hotblock_core::persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
-use hotblock_core::repl::{EpochHistory, NodeId, PrimaryConfig, SyncPolicy};
+use hotblock_core::repl::{EpochHistory, NodeId, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
-use hotblock_nic_transport::quic::hex;
-use hotblock_nic_transport::{ListenOn, QuicIdentity};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Transport {
-    Tcp,
-    Quic,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum OnSyncTimeout {
-    /// The commit fails with "outcome unknown"; never OK.
-    Block,
-    /// Late sync secondaries become async until they catch up.
-    Degrade,
-}
 
 /// A hotblock primary: records in RAM blocks, served over RESP (the Redis
 /// protocol), each transaction streamed to secondaries
@@ -49,23 +33,15 @@ pub struct Args {
     /// How secondaries connect: TCP, or QUIC (TLS 1.3; secondaries pin the
     /// certificate fingerprint this node logs at start).
     #[arg(long, value_enum, default_value = "tcp")]
-    transport: Transport,
+    transport: cli::Transport,
     /// Clients must AUTH with this password. Required to listen beyond loopback.
     #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
     requirepass: Option<String>,
     /// Secret secondaries prove by challenge. Required to serve them beyond loopback.
     #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
     repl_secret: Option<String>,
-    /// Sync secondaries that must apply a commit before it returns OK
-    /// (0: commits never wait, async replication).
-    #[arg(long, default_value_t = 0)]
-    sync_quorum: usize,
-    /// How long a sync commit waits for its quorum.
-    #[arg(long, default_value_t = 1000)]
-    sync_timeout_ms: u64,
-    /// What a sync commit does when its quorum is late.
-    #[arg(long, value_enum, default_value = "block")]
-    on_sync_timeout: OnSyncTimeout,
+    #[command(flatten)]
+    sync: cli::SyncArgs,
     /// Refuse writes while fewer than N secondaries acknowledged within --max-lag-ms.
     #[arg(long, default_value_t = 0)]
     min_secondaries: usize,
@@ -182,33 +158,16 @@ pub fn run(args: Args) -> Result<(), String> {
             EpochHistory::default(),
         ),
     };
-    let listen = match args.transport {
-        Transport::Tcp => ListenOn::Tcp(args.repl_listen),
-        Transport::Quic => {
-            let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
-            tracing::info!(
-                fingerprint = %hex(&identity.fingerprint()),
-                "QUIC certificate: start secondaries with --primary-fingerprint <this>"
-            );
-            ListenOn::Quic(args.repl_listen, identity)
-        }
-    };
     let replication = ReplicationConfig {
-        listen,
+        listen: cli::listen_on(args.transport, args.repl_listen)?,
         secret: cli::repl_secret(args.repl_secret.as_deref()),
-        protocol: PrimaryConfig {
-            sync_quorum: args.sync_quorum,
-            sync_timeout: Duration::from_millis(args.sync_timeout_ms),
-            on_sync_timeout: match args.on_sync_timeout {
-                OnSyncTimeout::Block => SyncPolicy::Block,
-                OnSyncTimeout::Degrade => SyncPolicy::Degrade,
-            },
+        protocol: args.sync.apply(PrimaryConfig {
             min_secondaries: args.min_secondaries,
             max_lag: Duration::from_millis(args.max_lag_ms),
             verify_interval: (args.verify_interval_ms > 0)
                 .then(|| Duration::from_millis(args.verify_interval_ms)),
             ..PrimaryConfig::default()
-        },
+        }),
         history: history.clone(),
     };
     let db_config = DbConfig {

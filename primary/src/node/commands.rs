@@ -194,8 +194,9 @@ pub(crate) async fn execute_pipeline(
             }
         }
         if run.len() == 1 || !run.iter().any(|(c, _)| c.writes()) {
-            for (_, args) in run {
-                replies.push(execute(node, session, args).await);
+            for (cmd, args) in run {
+                Node::count(&node.stats().commands_processed);
+                replies.push(counted(node, data_command(node, session, cmd, &args).await));
             }
             continue;
         }
@@ -222,41 +223,56 @@ async fn write_run(
     db_name: &str,
     run: Vec<(Data, Vec<Bytes>)>,
 ) -> Vec<Reply> {
-    let stats = node.stats();
     for _ in &run {
-        Node::count(&stats.commands_processed);
+        Node::count(&node.stats().commands_processed);
     }
-    let all = |reply: Reply| vec![reply; run.len()];
-    let db = match node.write_db() {
-        Ok(db) => db,
-        Err(r) => return all(Reply::Error(r.message().into())),
+    let commands: Vec<(Data, &[Bytes])> = run.iter().map(|(c, a)| (*c, &a[..])).collect();
+    let replies = match node.write_db() {
+        Ok(db) => commit_run(node, session, &db, db_name, &commands, false).await,
+        Err(r) => Err(Reply::Error(r.message().into())),
     };
+    let replies = replies.unwrap_or_else(|e| vec![e; run.len()]);
+    replies.into_iter().map(|r| counted(node, r)).collect()
+}
+
+/// Counts an error reply in `INFO stats`.
+fn counted(node: &Node, reply: Reply) -> Reply {
+    if let Reply::Error(_) = reply {
+        Node::count(&node.stats().errors);
+    }
+    reply
+}
+
+/// Runs `commands` in one transaction on `db_name`, commits it, and waits
+/// until it is as durable and replicated as configured (`Db::wait_committed`)
+/// before anyone may be told. Returns each command's reply, or the one
+/// error that stands for all of them (none is known committed). With
+/// `lone`, a single command that fails commits nothing.
+async fn commit_run(
+    node: &Node,
+    session: &mut Session,
+    db: &Db,
+    db_name: &str,
+    commands: &[(Data, &[Bytes])],
+    lone: bool,
+) -> Result<Vec<Reply>, Reply> {
     let (replies, lsn) = {
-        let mut txn = match db.begin(db_name) {
-            Ok(txn) => txn,
-            Err(e) => return all(error_reply(&e)),
-        };
-        let replies: Vec<Reply> = run
+        let mut txn = db.begin(db_name).map_err(|e| error_reply(&e))?;
+        let replies: Vec<Reply> = commands
             .iter()
             .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
             .collect();
-        match txn.commit_local() {
-            Ok(committed) => (replies, committed.map(|c| c.lsn)),
-            Err(e) => return all(error_reply(&e)),
+        if lone && matches!(replies[..], [Reply::Error(_)]) {
+            return Ok(replies);
         }
+        let committed = txn.commit_local().map_err(|e| error_reply(&e))?;
+        (replies, committed.map(|c| c.lsn))
     };
     if let Some(lsn) = lsn {
         session.last_write = lsn;
-        if let Err(e) = db.wait_committed(lsn).await {
-            return all(error_reply(&e));
-        }
+        db.wait_committed(lsn).await.map_err(|e| error_reply(&e))?;
     }
-    for reply in &replies {
-        if let Reply::Error(_) = reply {
-            Node::count(&stats.errors);
-        }
-    }
-    replies
+    Ok(replies)
 }
 
 /// Runs one request. The caller has checked that `args` is not empty.
@@ -329,10 +345,7 @@ pub(crate) async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<B
             None => unknown(&args),
         },
     };
-    if let Reply::Error(_) = reply {
-        Node::count(&node.stats().errors);
-    }
-    reply
+    counted(node, reply)
 }
 
 fn unknown(args: &[Bytes]) -> Reply {
@@ -442,10 +455,7 @@ fn select(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
     let Ok(name) = std::str::from_utf8(&args[1]) else {
         return Reply::Error("ERR database names are UTF-8".into());
     };
-    let engine = match node.read_engine().or_else(|r| match node.db() {
-        Some(db) => Ok(db.engine().clone()),
-        None => Err(r),
-    }) {
+    let engine = match node.read_engine() {
         Ok(engine) => engine,
         Err(r) => return Reply::Error(r.message().into()),
     };
@@ -536,27 +546,11 @@ async fn exec(node: &Node, session: &mut Session, multi: Multi) -> Reply {
         Ok(db) => db,
         Err(r) => return Reply::Error(format!("EXECABORT {}", r.message())),
     };
-    let (replies, lsn) = {
-        let mut txn = match db.begin(&db_name) {
-            Ok(txn) => txn,
-            Err(e) => return error_reply(&e),
-        };
-        let replies: Vec<Reply> = commands
-            .iter()
-            .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
-            .collect();
-        match txn.commit_local() {
-            Ok(committed) => (replies, committed.map(|c| c.lsn)),
-            Err(e) => return error_reply(&e),
-        }
-    };
-    if let Some(lsn) = lsn {
-        session.last_write = lsn;
-        if let Err(e) = db.wait_committed(lsn).await {
-            return error_reply(&e);
-        }
+    let commands: Vec<(Data, &[Bytes])> = commands.iter().map(|(c, a)| (*c, &a[..])).collect();
+    match commit_run(node, session, &db, &db_name, &commands, false).await {
+        Ok(replies) => Reply::Array(Some(replies)),
+        Err(e) => e,
     }
-    Reply::Array(Some(replies))
 }
 
 async fn data_command(node: &Node, session: &mut Session, cmd: Data, args: &[Bytes]) -> Reply {
@@ -578,27 +572,10 @@ async fn data_command(node: &Node, session: &mut Session, cmd: Data, args: &[Byt
         Ok(db) => db,
         Err(r) => return Reply::Error(r.message().into()),
     };
-    let (reply, lsn) = {
-        let mut txn = match db.begin(&db_name) {
-            Ok(txn) => txn,
-            Err(e) => return error_reply(&e),
-        };
-        let reply = in_txn(node, &mut txn, cmd, args);
-        if let Reply::Error(_) = reply {
-            return reply;
-        }
-        match txn.commit_local() {
-            Ok(committed) => (reply, committed.map(|c| c.lsn)),
-            Err(e) => return error_reply(&e),
-        }
-    };
-    if let Some(lsn) = lsn {
-        session.last_write = lsn;
-        if let Err(e) = db.wait_committed(lsn).await {
-            return error_reply(&e);
-        }
+    match commit_run(node, session, &db, &db_name, &[(cmd, args)], true).await {
+        Ok(mut replies) => replies.pop().expect("one command, one reply"),
+        Err(e) => e,
     }
-    reply
 }
 
 /// Where a read looks.
@@ -983,9 +960,7 @@ fn config(node: &Node, args: &[Bytes]) -> Reply {
         (Some(sub), 3) if &sub[..] == b"GET" => {
             let pattern = String::from_utf8_lossy(&args[2]).to_lowercase();
             let maxmemory = node
-                .read_engine()
-                .ok()
-                .or_else(|| node.db().map(|d| d.engine().clone()))
+                .engine()
                 .and_then(|e| e.memory_limit_bytes())
                 .unwrap_or(0);
             let params = [

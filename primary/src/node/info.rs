@@ -61,15 +61,9 @@ fn section_text(node: &Node, name: &str, out: &mut String) {
             line(out, "redis_version", "7.0.0-compatible");
             line(out, "process_id", std::process::id());
             line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
-            line(
-                out,
-                "role",
-                match &*role {
-                    Role::Primary(_) => "primary",
-                    Role::Secondary(_) => "secondary",
-                    Role::Promoting => "promoting",
-                },
-            );
+            // Not `node.role_name()`: that would take the role lock again,
+            // which blocks behind a waiting promotion.
+            line(out, "role", role.name());
         }
         "clients" => {
             line(

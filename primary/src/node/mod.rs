@@ -112,6 +112,17 @@ pub(crate) enum Role {
     Promoting,
 }
 
+impl Role {
+    /// As `INFO` shows it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Role::Primary(_) => "primary",
+            Role::Secondary(_) => "secondary",
+            Role::Promoting => "promoting",
+        }
+    }
+}
+
 /// Client-port counters, for `INFO stats` and `INFO clients`.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -181,11 +192,7 @@ impl Node {
     }
 
     pub fn role_name(&self) -> &'static str {
-        match &*self.role.read().expect("role lock") {
-            Role::Primary(_) => "primary",
-            Role::Secondary(_) => "secondary",
-            Role::Promoting => "promoting",
-        }
+        self.role.read().expect("role lock").name()
     }
 
     /// The primary's `Db`, if this node is one.
