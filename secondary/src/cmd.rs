@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use crate::{NodeFollower, SecondaryNode, SecondaryNodeConfig};
 use clap::{Parser, ValueEnum};
 use hotblock_core::persist::{FsyncPolicy, PersistConfig, Persister};
-use hotblock_core::repl::{EpochHistory, Mode, NodeId, PrimaryConfig};
+use hotblock_core::repl::{EpochHistory, Mode, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
 use hotblock_nic_transport::ConnectTo;
 use hotblock_primary::node::cli::{self, Transport};
@@ -77,7 +77,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     databases: Vec<String>,
     /// This node's id, in the epoch it starts when promoted (1 to 65535).
-    /// Default: the --listen port.
+    /// Default: the --listen port (port 0: from the process id).
     #[arg(long)]
     node_id: Option<u16>,
     /// Most memory for blocks (`512mb`, `2gb`).
@@ -189,9 +189,9 @@ pub fn run(args: Args) -> Result<(), String> {
         }),
         None => None,
     };
-    let node_id = NodeId(u64::from(args.node_id.unwrap_or(args.listen.port())));
+    let node_id = cli::node_id(args.node_id, args.listen);
     let config = SecondaryNodeConfig {
-        primary: connect,
+        primary: connect.clone(),
         secret: secret.clone(),
         node: node_id,
         mode,
@@ -221,6 +221,7 @@ pub fn run(args: Args) -> Result<(), String> {
             node: follower,
             primary: args.primary.clone(),
             mode,
+            fence: Some((connect, secret, node_id)),
         }),
         options,
     );

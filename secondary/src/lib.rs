@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cmd;
+pub mod fence;
 mod follower;
 pub use follower::NodeFollower;
 

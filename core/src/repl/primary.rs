@@ -357,7 +357,11 @@ impl Primary {
         if frame.epoch > current {
             self.fenced = true;
             self.events.push_back(PrimaryEvent::Fenced(frame.epoch));
-            self.close(session, "peer runs a newer epoch");
+            self.refuse(
+                session,
+                ErrorCode::Other,
+                "fenced: the peer runs a newer epoch",
+            );
             return;
         }
         match frame.message {
@@ -438,7 +442,11 @@ impl Primary {
         if peer.current() > epoch {
             self.fenced = true;
             self.events.push_back(PrimaryEvent::Fenced(peer.current()));
-            self.close(session, "peer knows a newer epoch");
+            self.refuse(
+                session,
+                ErrorCode::Other,
+                "fenced: the peer knows a newer epoch",
+            );
             return;
         }
         if !self.available {

@@ -12,7 +12,7 @@ use super::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use crate::{Db, DbConfig, ReplicationConfig};
 use clap::Parser;
 use hotblock_core::persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
-use hotblock_core::repl::{EpochHistory, NodeId, PrimaryConfig};
+use hotblock_core::repl::{EpochHistory, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
 
 /// A hotblock primary: records in RAM blocks, served over RESP (the Redis
@@ -68,7 +68,8 @@ pub struct Args {
     #[arg(long, default_value = "everysec")]
     fsync: FsyncPolicy,
     /// This node's id in the epochs it starts (1 to 65535): at a restart
-    /// from --data-dir. Default: the --listen port.
+    /// from --data-dir. Default: the --listen port (port 0: from the
+    /// process id).
     #[arg(long)]
     node_id: Option<u16>,
     /// Most connected clients.
@@ -140,7 +141,7 @@ pub fn run(args: Args) -> Result<(), String> {
                 // transactions this node lost (a power loss under
                 // `everysec`) then see the fork instead of taking new
                 // transactions at the same LSNs for a continuation.
-                let node = NodeId(u64::from(args.node_id.unwrap_or(args.listen.port())));
+                let node = cli::node_id(args.node_id, args.listen);
                 history.promote(engine.lsn(), node, state.epoch_seen);
                 persister
                     .save_state(&PersistedState {

@@ -89,6 +89,7 @@ fn section_text(node: &Node, name: &str, out: &mut String) {
                     line(out, "repl_listen", r.local_addr());
                     line(out, "sync_quorum", r.sync_quorum());
                     line(out, "writable", r.check_writable().is_ok() as u8);
+                    line(out, "fenced", r.is_fenced() as u8);
                 }
                 for (i, (s, address)) in secondaries.iter().enumerate() {
                     line(
