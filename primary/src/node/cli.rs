@@ -226,6 +226,16 @@ pub fn repl_secret(secret: Option<&str>) -> hotblock_nic_transport::Secret {
     }
 }
 
+/// This node's id: `--node-id`, else the `--listen` port, else (port 0:
+/// the OS picks) the low bits of the process id, so that nodes started on
+/// port 0 side by side still differ.
+pub fn node_id(explicit: Option<u16>, listen: SocketAddr) -> hotblock_core::repl::NodeId {
+    let id = explicit
+        .or((listen.port() != 0).then(|| listen.port()))
+        .unwrap_or_else(|| (std::process::id() % 65535 + 1) as u16);
+    hotblock_core::repl::NodeId(u64::from(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,14 +292,4 @@ mod tests {
         let e = check_exposure("clients", any, false, "--requirepass").unwrap_err();
         assert!(e.contains("--requirepass"), "{e}");
     }
-}
-
-/// This node's id: `--node-id`, else the `--listen` port, else (port 0:
-/// the OS picks) the low bits of the process id, so that nodes started on
-/// port 0 side by side still differ.
-pub fn node_id(explicit: Option<u16>, listen: SocketAddr) -> hotblock_core::repl::NodeId {
-    let id = explicit
-        .or((listen.port() != 0).then(|| listen.port()))
-        .unwrap_or_else(|| (std::process::id() % 65535 + 1) as u16);
-    hotblock_core::repl::NodeId(u64::from(id))
 }
