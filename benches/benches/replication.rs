@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hdrhistogram::Histogram;
 use hotblock_core::repl::{Mode, NodeId, PrimaryConfig};
 use hotblock_core::IndexMode;
-use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, QuicIdentity, Secret};
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret, TlsIdentity};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -59,7 +59,7 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
         };
     }
     let loopback = "127.0.0.1:0".parse().unwrap();
-    let identity = QuicIdentity::self_signed().unwrap();
+    let identity = TlsIdentity::self_signed().unwrap();
     let hub = MemoryHub::new();
     let listen = match transport {
         Transport::Memory => ListenOn::Memory(hub.clone()),

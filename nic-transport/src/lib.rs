@@ -6,11 +6,11 @@
 //! secret by challenge–response (`auth`). It has no protocol logic: the state machines in
 //! `hotblock_core::repl` decide what to send.
 //!
-//! QUIC links (`quic`) run under TLS 1.3 with a pinned certificate.
+//! QUIC links (`quic`) always run under TLS 1.3 (`tls`); TCP links may
+//! (`ListenOn::Tls`/`ConnectTo::Tls`), with the same pinned or CA-signed
+//! certificate.
 //!
 //! `resp` parses client requests in the Redis protocol and encodes replies.
-//!
-//! Not yet here: TLS for TCP.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -18,10 +18,11 @@ pub mod link;
 pub mod quic;
 pub mod resp;
 pub mod tcp;
+pub mod tls;
 
 pub use auth::Secret;
 pub use link::{connect, ConnectTo, Incoming, Link, ListenOn, Listener, MemoryHub};
-pub use quic::QuicIdentity;
+pub use tls::{hex, TlsIdentity, Trust};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -6,6 +6,8 @@
 //! controllers read frames from (`FrameReader`) and write batches to. The
 //! carriers:
 //! - `Tcp`: a socket with `TCP_NODELAY`;
+//! - `Tls`: the same socket under TLS 1.3 (`tls`: pinned or CA-signed
+//!   certificate);
 //! - `Quic`: one bidirectional QUIC stream, TLS 1.3, pinned certificate;
 //! - `Memory`: an in-process pipe (`tokio::io::duplex`), for embedding a
 //!   primary and secondaries in one process and for tests.
@@ -20,8 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::{prove_as_primary, prove_as_secondary, Secret};
-use crate::quic::{self, QuicIdentity};
+use crate::quic;
 use crate::tcp::HANDSHAKE_TIMEOUT;
+use crate::tls::{self, TlsIdentity, Trust};
 use crate::TransportError;
 
 pub type LinkRead = Box<dyn AsyncRead + Send + Unpin>;
@@ -95,8 +98,10 @@ impl fmt::Debug for MemoryHub {
 #[derive(Clone, Debug)]
 pub enum ListenOn {
     Tcp(SocketAddr),
+    /// TCP under TLS 1.3, presenting `identity`'s certificate.
+    Tls(SocketAddr, TlsIdentity),
     /// QUIC on UDP, presenting `identity`'s certificate.
-    Quic(SocketAddr, QuicIdentity),
+    Quic(SocketAddr, TlsIdentity),
     Memory(MemoryHub),
 }
 
@@ -104,16 +109,19 @@ pub enum ListenOn {
 #[derive(Clone, Debug)]
 pub enum ConnectTo {
     Tcp(SocketAddr),
+    /// TCP under TLS 1.3, accepting what `Trust` accepts.
+    Tls(SocketAddr, Trust),
     /// QUIC, accepting only the certificate with this SHA-256 fingerprint.
     Quic(SocketAddr, [u8; 32]),
     /// QUIC, accepting a certificate for a name, signed by a CA.
-    QuicCa(SocketAddr, quic::Trust),
+    QuicCa(SocketAddr, Trust),
     Memory(MemoryHub),
 }
 
 #[derive(Debug)]
 pub enum Listener {
     Tcp(TcpListener),
+    Tls(TcpListener, Arc<rustls::ServerConfig>),
     Quic(quinn::Endpoint),
     Memory(mpsc::UnboundedReceiver<DuplexStream>),
 }
@@ -122,6 +130,10 @@ impl Listener {
     pub async fn bind(on: &ListenOn) -> Result<Listener, TransportError> {
         Ok(match on {
             ListenOn::Tcp(addr) => Listener::Tcp(TcpListener::bind(addr).await?),
+            ListenOn::Tls(addr, identity) => Listener::Tls(
+                TcpListener::bind(addr).await?,
+                Arc::new(tls::server_config(identity)?),
+            ),
             ListenOn::Quic(addr, identity) => {
                 Listener::Quic(quic::server_endpoint(*addr, identity)?)
             }
@@ -136,7 +148,7 @@ impl Listener {
     /// `host:port` for TCP and QUIC, `memory` in process.
     pub fn local_addr(&self) -> Result<String, TransportError> {
         Ok(match self {
-            Listener::Tcp(l) => l.local_addr()?.to_string(),
+            Listener::Tcp(l) | Listener::Tls(l, _) => l.local_addr()?.to_string(),
             Listener::Quic(e) => e.local_addr()?.to_string(),
             Listener::Memory(_) => "memory".into(),
         })
@@ -150,6 +162,11 @@ impl Listener {
                 let (stream, peer) = listener.accept().await?;
                 stream.set_nodelay(true)?;
                 Incoming::Tcp(stream, peer)
+            }
+            Listener::Tls(listener, config) => {
+                let (stream, peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Incoming::Tls(stream, peer, config.clone())
             }
             Listener::Quic(endpoint) => Incoming::Quic(Box::new(
                 endpoint
@@ -170,17 +187,28 @@ impl Listener {
 #[derive(Debug)]
 pub enum Incoming {
     Tcp(tokio::net::TcpStream, SocketAddr),
+    Tls(tokio::net::TcpStream, SocketAddr, Arc<rustls::ServerConfig>),
     Quic(Box<quinn::Incoming>),
     Memory(DuplexStream),
 }
 
 impl Incoming {
-    /// Runs the handshake (TLS first for QUIC, then the secret's proof).
+    /// Runs the handshake (TLS first for TLS and QUIC, then the secret's
+    /// proof).
     pub async fn finish(self, secret: &Secret) -> Result<Link, TransportError> {
         match self {
             Incoming::Tcp(mut stream, peer) => {
                 handshake(prove_as_primary(&mut stream, secret)).await?;
                 let (read, write) = stream.into_split();
+                Ok(Link::new(read, write, peer.to_string()))
+            }
+            Incoming::Tls(stream, peer, config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                let mut stream =
+                    handshake(async { acceptor.accept(stream).await.map_err(tls::tls_error) })
+                        .await?;
+                handshake(prove_as_primary(&mut stream, secret)).await?;
+                let (read, write) = tokio::io::split(stream);
                 Ok(Link::new(read, write, peer.to_string()))
             }
             Incoming::Quic(incoming) => {
@@ -227,9 +255,27 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
             let (read, write) = stream.into_split();
             Ok(Link::new(read, write, addr.to_string()))
         }
+        ConnectTo::Tls(addr, trust) => {
+            let (config, server_name) = tls::client_config(trust)?;
+            let server_name =
+                rustls::pki_types::ServerName::try_from(server_name).map_err(tls::tls_error)?;
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            let mut stream = handshake(async {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(tls::tls_error)
+            })
+            .await?;
+            handshake(prove_as_secondary(&mut stream, secret)).await?;
+            let (read, write) = tokio::io::split(stream);
+            Ok(Link::new(read, write, addr.to_string()))
+        }
         ConnectTo::Quic(_, _) | ConnectTo::QuicCa(_, _) => {
             let (addr, trust) = match to {
-                ConnectTo::Quic(addr, fingerprint) => (addr, quic::Trust::Pinned(*fingerprint)),
+                ConnectTo::Quic(addr, fingerprint) => (addr, Trust::Pinned(*fingerprint)),
                 ConnectTo::QuicCa(addr, trust) => (addr, trust.clone()),
                 _ => unreachable!(),
             };

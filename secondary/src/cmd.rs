@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 use hotblock_core::persist::{FsyncPolicy, PersistConfig, Persister};
 use hotblock_core::repl::{EpochHistory, Mode, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
-use hotblock_nic_transport::ConnectTo;
+use hotblock_nic_transport::{ConnectTo, Trust};
 use hotblock_primary::node::cli::{self, Transport};
 use hotblock_primary::node::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use hotblock_primary::{DbConfig, ReplicationConfig};
@@ -45,8 +45,9 @@ pub struct Args {
     mode: ModeArg,
     #[arg(long, value_enum, default_value = "tcp")]
     transport: Transport,
-    /// With --transport quic: the SHA-256 of the primary's certificate (hex,
-    /// as the primary logs it).
+    /// With --transport tls or quic: the SHA-256 of the primary's
+    /// certificate (hex, as the primary logs it). Only that certificate is
+    /// accepted.
     #[arg(long)]
     primary_fingerprint: Option<String>,
     /// The secret the primary expects.
@@ -133,12 +134,15 @@ pub fn run(args: Args) -> Result<(), String> {
         .ok_or_else(|| format!("--primary {}: no address", args.primary))?;
     let connect = match args.transport {
         Transport::Tcp => ConnectTo::Tcp(primary_addr),
-        Transport::Quic => {
-            let hex = args
-                .primary_fingerprint
-                .as_deref()
-                .ok_or("--transport quic needs --primary-fingerprint (the primary logs it)")?;
-            ConnectTo::Quic(primary_addr, parse_fingerprint(hex)?)
+        Transport::Tls | Transport::Quic => {
+            let hex = args.primary_fingerprint.as_deref().ok_or(
+                "--transport tls and quic need --primary-fingerprint (the primary logs it)",
+            )?;
+            let fingerprint = parse_fingerprint(hex)?;
+            match args.transport {
+                Transport::Quic => ConnectTo::Quic(primary_addr, fingerprint),
+                _ => ConnectTo::Tls(primary_addr, Trust::Pinned(fingerprint)),
+            }
         }
     };
     let mode = match args.mode {
@@ -182,7 +186,7 @@ pub fn run(args: Args) -> Result<(), String> {
     let protocol = args.sync.apply(PrimaryConfig::default());
     let relay = match args.repl_listen {
         Some(addr) => Some(ReplicationConfig {
-            listen: cli::listen_on(args.transport, addr)?,
+            listen: cli::listen_on(args.transport, addr, args.data_dir.as_deref())?,
             secret: secret.clone(),
             protocol: PrimaryConfig::default(),
             history: EpochHistory::default(),

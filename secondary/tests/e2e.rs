@@ -890,6 +890,57 @@ fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
     );
 }
 
+/// `--transport tls`: the node makes a certificate in its data directory
+/// and keeps it across restarts, so the fingerprint its secondary pinned
+/// stays valid; a secondary pinning another fingerprint gets nothing.
+#[test]
+fn tls_replication_between_the_binaries_keeps_its_certificate_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node-data");
+    std::fs::create_dir(&data).unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--transport", "tls", "--data-dir", data.to_str().unwrap()],
+    );
+    let pinned = node
+        .fingerprints()
+        .pop()
+        .expect("the node logs its fingerprint");
+    assert_eq!(pinned.len(), 64, "{pinned}");
+    let secondary = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &["--transport", "tls", "--primary-fingerprint", &pinned],
+    );
+    wait_online(&node);
+    let mut c = node.client();
+    let () = c.set("k", "over tls").unwrap();
+    node.kill9();
+    node.start();
+    assert_eq!(node.fingerprints(), vec![pinned.clone(), pinned.clone()]);
+    wait_online(&node);
+    let mut c = node.client();
+    let () = c.set("after", "restart").unwrap();
+    wait_until("the secondary caught up", Duration::from_secs(20), || {
+        secondary.lsn() == node.lsn()
+    });
+    assert_eq!(secondary.digest(), node.digest());
+    let impostor = "ab".repeat(32);
+    let refused = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &["--transport", "tls", "--primary-fingerprint", &impostor],
+    );
+    wait_until("a refusal", Duration::from_secs(20), || {
+        refused
+            .info("replication")
+            .get("last_error")
+            .is_some_and(|e| e.contains("fingerprint"))
+    });
+    assert_eq!(refused.lsn(), 0);
+    assert_eq!(node.info("replication")["connected_secondaries"], "1");
+}
+
 /// RELIABILITY row 20: a client that pipelines requests and never reads
 /// the replies holds at most its output buffer, is dropped once its
 /// replies stall, and other clients are served meanwhile.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId, PrimaryConfig};
 use hotblock_core::{IndexMode, Lsn};
-use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, QuicIdentity, Secret};
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret, TlsIdentity, Trust};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -49,6 +49,9 @@ fn primary_on(on: ListenOn, backlog_bytes_max: usize, sync_quorum: usize) -> (Db
         ListenOn::Tcp(_) => ConnectTo::Tcp(addr.parse().unwrap()),
         ListenOn::Quic(_, identity) => {
             ConnectTo::Quic(addr.parse().unwrap(), identity.fingerprint())
+        }
+        ListenOn::Tls(_, identity) => {
+            ConnectTo::Tls(addr.parse().unwrap(), Trust::Pinned(identity.fingerprint()))
         }
         ListenOn::Memory(hub) => ConnectTo::Memory(hub),
     };
@@ -116,7 +119,7 @@ fn sync_and_async_secondaries_converge_resume_and_resync_in_process() {
 
 #[test]
 fn sync_and_async_secondaries_converge_resume_and_resync_over_quic() {
-    let identity = QuicIdentity::self_signed().unwrap();
+    let identity = TlsIdentity::self_signed().unwrap();
     let (db, addr) = primary_on(
         ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
         1 << 20,
@@ -127,7 +130,7 @@ fn sync_and_async_secondaries_converge_resume_and_resync_over_quic() {
 
 #[test]
 fn quic_refuses_a_certificate_other_than_the_pinned_one() {
-    let identity = QuicIdentity::self_signed().unwrap();
+    let identity = TlsIdentity::self_signed().unwrap();
     let (db, addr) = primary_on(
         ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
         1 << 20,
@@ -137,7 +140,7 @@ fn quic_refuses_a_certificate_other_than_the_pinned_one() {
     let ConnectTo::Quic(sockaddr, _) = addr else {
         unreachable!()
     };
-    let impostor = QuicIdentity::self_signed().unwrap().fingerprint();
+    let impostor = TlsIdentity::self_signed().unwrap().fingerprint();
     let node = SecondaryNode::start(secondary_config(
         &ConnectTo::Quic(sockaddr, impostor),
         6,
@@ -157,6 +160,111 @@ fn quic_refuses_a_certificate_other_than_the_pinned_one() {
         "{status:?}"
     );
     assert_eq!((status.connects, node.engine().lsn()), (0, Lsn::ZERO));
+}
+
+#[test]
+fn sync_and_async_secondaries_converge_resume_and_resync_over_tls() {
+    let identity = TlsIdentity::self_signed().unwrap();
+    let (db, addr) = primary_on(
+        ListenOn::Tls("127.0.0.1:0".parse().unwrap(), identity),
+        1 << 20,
+        1,
+    );
+    converge_resume_promote(db, addr);
+}
+
+/// RELIABILITY row 24 over TCP with TLS: a certificate other than the
+/// pinned one, or a peer that skips TLS, gets nothing.
+#[test]
+fn tls_refuses_another_certificate_and_a_peer_without_tls() {
+    let identity = TlsIdentity::self_signed().unwrap();
+    let (db, addr) = primary_on(
+        ListenOn::Tls("127.0.0.1:0".parse().unwrap(), identity),
+        1 << 20,
+        0,
+    );
+    write(&db, 0, 3);
+    let ConnectTo::Tls(sockaddr, _) = addr else {
+        unreachable!()
+    };
+    let impostor = TlsIdentity::self_signed().unwrap().fingerprint();
+    for (node, to) in [
+        (7, ConnectTo::Tls(sockaddr, Trust::Pinned(impostor))),
+        (8, ConnectTo::Tcp(sockaddr)),
+    ] {
+        let secondary = SecondaryNode::start(secondary_config(
+            &to,
+            node,
+            Mode::Async,
+            IndexMode::Maintained,
+        ));
+        wait_until("a refusal", Duration::from_secs(10), || {
+            secondary.status().last_error.is_some()
+        });
+        let status = secondary.status();
+        if node == 7 {
+            assert!(
+                status
+                    .last_error
+                    .as_deref()
+                    .unwrap()
+                    .contains("fingerprint"),
+                "{status:?}"
+            );
+        }
+        assert_eq!(
+            (status.connects, secondary.engine().lsn()),
+            (0, Lsn::ZERO),
+            "{to:?}"
+        );
+    }
+    assert!(db.replicator().unwrap().secondaries().is_empty());
+}
+
+#[test]
+fn tls_with_a_configured_ca_accepts_its_certificates_only() {
+    let (ca, leaf, key) = ca_and_leaf("primary.example");
+    let (db, addr) = primary_on(
+        ListenOn::Tls(
+            "127.0.0.1:0".parse().unwrap(),
+            TlsIdentity::from_der(leaf, key),
+        ),
+        1 << 20,
+        0,
+    );
+    write(&db, 0, 10);
+    let ConnectTo::Tls(sockaddr, _) = addr else {
+        unreachable!()
+    };
+    let (other_ca, _, _) = ca_and_leaf("primary.example");
+    let trust = |ca: Vec<u8>| Trust::Ca {
+        ca,
+        server_name: "primary.example".into(),
+    };
+    let node = SecondaryNode::start(secondary_config(
+        &ConnectTo::Tls(sockaddr, trust(ca)),
+        12,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until(
+        "convergence over TLS with a CA",
+        Duration::from_secs(10),
+        || converged(&db, &node),
+    );
+    let refused = SecondaryNode::start(secondary_config(
+        &ConnectTo::Tls(sockaddr, trust(other_ca)),
+        13,
+        Mode::Async,
+        IndexMode::Maintained,
+    ));
+    wait_until("a refusal", Duration::from_secs(10), || {
+        refused.status().last_error.is_some()
+    });
+    assert_eq!(
+        (refused.status().connects, refused.engine().lsn()),
+        (0, Lsn::ZERO)
+    );
 }
 
 fn converge_resume_promote(db: Db, addr: ConnectTo) {
@@ -456,9 +564,8 @@ fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 
 #[test]
 fn quic_with_a_configured_ca_accepts_its_certificates_only() {
-    use hotblock_nic_transport::quic::Trust;
     let (ca, leaf, key) = ca_and_leaf("primary.example");
-    let identity = QuicIdentity::from_der(leaf, key);
+    let identity = TlsIdentity::from_der(leaf, key);
     let (db, addr) = primary_on(
         ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
         1 << 20,

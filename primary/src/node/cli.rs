@@ -3,37 +3,91 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use hotblock_core::repl::{PrimaryConfig, SyncPolicy};
-use hotblock_nic_transport::quic::hex;
-use hotblock_nic_transport::{ListenOn, QuicIdentity};
+use hotblock_nic_transport::{hex, ListenOn, TlsIdentity};
 
 /// How secondaries and their primary connect (`--transport`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
+    /// Plain TCP: for a trusted network (the secret is proven, but frames
+    /// are not encrypted).
     Tcp,
-    /// QUIC with TLS 1.3: the serving side logs its certificate's SHA-256,
+    /// TCP under TLS 1.3: the serving side logs its certificate's SHA-256,
     /// which the connecting side pins (`--primary-fingerprint`).
+    Tls,
+    /// QUIC, always under TLS 1.3, pinned the same way.
     Quic,
 }
 
-/// Listening for secondaries on `addr` over `transport`. For QUIC, a fresh
-/// self-signed certificate, whose fingerprint is logged.
-pub fn listen_on(transport: Transport, addr: SocketAddr) -> Result<ListenOn, String> {
+impl Transport {
+    /// Whether the link is encrypted, and so needs a certificate.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Quic)
+    }
+}
+
+/// The certificate and key files kept in a data directory, so that a
+/// restart keeps the fingerprint secondaries pinned.
+const TLS_CERT_FILE: &str = "tls-cert.der";
+const TLS_KEY_FILE: &str = "tls-key.der";
+
+/// Listening for secondaries on `addr` over `transport`. For TLS and QUIC,
+/// the certificate kept in `data_dir` (made there at the first start), or
+/// a fresh self-signed one without a data directory; its fingerprint is
+/// logged.
+pub fn listen_on(
+    transport: Transport,
+    addr: SocketAddr,
+    data_dir: Option<&Path>,
+) -> Result<ListenOn, String> {
+    if !transport.is_tls() {
+        return Ok(ListenOn::Tcp(addr));
+    }
+    let identity = match data_dir {
+        Some(dir) => kept_identity(dir)?,
+        None => TlsIdentity::self_signed().map_err(|e| e.to_string())?,
+    };
+    tracing::info!(
+        %addr,
+        ?transport,
+        fingerprint = %hex(&identity.fingerprint()),
+        "TLS certificate: secondaries pin it with --primary-fingerprint <this>"
+    );
     Ok(match transport {
-        Transport::Tcp => ListenOn::Tcp(addr),
-        Transport::Quic => {
-            let identity = QuicIdentity::self_signed().map_err(|e| e.to_string())?;
-            tracing::info!(
-                %addr,
-                fingerprint = %hex(&identity.fingerprint()),
-                "QUIC certificate: secondaries pin it with --primary-fingerprint <this>"
-            );
-            ListenOn::Quic(addr, identity)
-        }
+        Transport::Quic => ListenOn::Quic(addr, identity),
+        _ => ListenOn::Tls(addr, identity),
     })
+}
+
+/// The identity in `dir`, made and saved (key readable by the owner only)
+/// if there is none.
+fn kept_identity(dir: &Path) -> Result<TlsIdentity, String> {
+    let (cert_path, key_path) = (dir.join(TLS_CERT_FILE), dir.join(TLS_KEY_FILE));
+    if cert_path.exists() || key_path.exists() {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        return Ok(TlsIdentity::from_der(read(&cert_path)?, read(&key_path)?));
+    }
+    let identity = TlsIdentity::self_signed().map_err(|e| e.to_string())?;
+    let (cert, key) = identity.to_der();
+    let write = |p: &Path, bytes: &[u8], mode: u32| {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(p)
+            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    write(&key_path, &key, 0o600)?;
+    write(&cert_path, &cert, 0o644)?;
+    tracing::info!(dir = %dir.display(), "made a TLS certificate for this node");
+    Ok(identity)
 }
 
 /// What a sync commit does when its quorum is late (`--on-sync-timeout`).

@@ -160,7 +160,7 @@ pub fn run(args: Args) -> Result<(), String> {
         ),
     };
     let replication = ReplicationConfig {
-        listen: cli::listen_on(args.transport, args.repl_listen)?,
+        listen: cli::listen_on(args.transport, args.repl_listen, args.data_dir.as_deref())?,
         secret: cli::repl_secret(args.repl_secret.as_deref()),
         protocol: args.sync.apply(PrimaryConfig {
             min_secondaries: args.min_secondaries,

@@ -237,6 +237,20 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Every TLS certificate fingerprint the process logged, oldest first
+    /// (one per start).
+    pub fn fingerprints(&self) -> Vec<String> {
+        let text = self.log_text();
+        text.match_indices("fingerprint=")
+            .map(|(at, m)| {
+                text[at + m.len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect()
+            })
+            .collect()
+    }
+
     pub fn try_client(&self) -> redis::RedisResult<redis::Connection> {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?
             .get_connection_with_timeout(Duration::from_secs(5))

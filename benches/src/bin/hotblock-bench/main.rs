@@ -67,6 +67,7 @@ enum Cmd {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Transport {
     Tcp,
+    Tls,
     Quic,
 }
 
@@ -144,6 +145,7 @@ fn sync_vs_async(a: SyncVsAsync) -> Result<(), String> {
     let warmup = measure / 5;
     let transport = match a.transport {
         Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
         Transport::Quic => "quic",
     };
     let redis = !a.no_redis && procs::on_path("redis-server");
