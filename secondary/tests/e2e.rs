@@ -941,6 +941,118 @@ fn tls_replication_between_the_binaries_keeps_its_certificate_across_restarts() 
     assert_eq!(node.info("replication")["connected_secondaries"], "1");
 }
 
+/// Sets the running process's file-size limit (RLIMIT_FSIZE; `None`: no
+/// limit) with util-linux's `prlimit`. Past it, its writes fail (EFBIG) as
+/// they would on a full disk.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let soft = bytes.map_or("unlimited".to_string(), |b| b.to_string());
+    let status = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--fsize={soft}:unlimited"),
+        ])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success());
+}
+
+/// The largest file in `dir`, in bytes.
+fn largest_file(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Writes 1 KiB values until one is refused; returns the acknowledged keys
+/// and the refusal.
+fn write_until_refused(
+    c: &mut redis::Connection,
+    prefix: &str,
+) -> (Vec<String>, redis::RedisError) {
+    let value = "v".repeat(1024);
+    let mut acked = Vec::new();
+    for i in 0..100_000 {
+        let key = format!("{prefix}{i}");
+        match c.set::<_, _, ()>(&key, &value) {
+            Ok(()) => acked.push(key),
+            Err(e) => return (acked, e),
+        }
+    }
+    panic!("no write was refused");
+}
+
+/// A data directory that stops taking bytes while writes go on (a full
+/// disk; here the node's file-size limit, which fails its writes the same
+/// way): writes get `-MISCONF` naming the cause, reads go on, nothing
+/// acknowledged is lost across a `kill -9` (the torn log tail is cut), and
+/// once there is room again `SAVE` makes the node writable.
+#[test]
+fn a_full_data_directory_refuses_writes_loses_nothing_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--data-dir", data.to_str().unwrap(), "--fsync", "always"],
+    );
+    let value = "v".repeat(1024);
+    let check_all = |node: &Proc, keys: &[String]| {
+        let mut c = node.client();
+        for key in keys {
+            assert_eq!(
+                c.get::<_, Option<String>>(key).unwrap().as_ref(),
+                Some(&value),
+                "{key}"
+            );
+        }
+    };
+    let mut acked = Vec::new();
+    for round in ["a", "b"] {
+        limit_file_size(node.pid(), Some(largest_file(&data) + 256 * 1024));
+        let mut c = node.client();
+        let (keys, refused) = write_until_refused(&mut c, round);
+        assert!(keys.len() > 50, "{} writes before the refusal", keys.len());
+        assert_eq!(refused.code(), Some("MISCONF"), "{}", err_text(&refused));
+        assert!(
+            err_text(&refused).contains("too large"),
+            "{}",
+            err_text(&refused)
+        );
+        acked.extend(keys);
+        // Refused from then on, reads served.
+        let e = c.set::<_, _, ()>("more", 1).unwrap_err();
+        assert_eq!(e.code(), Some("MISCONF"), "{}", err_text(&e));
+        check_all(&node, &acked);
+        let persistence = node.info("persistence");
+        assert_eq!(persistence["healthy"], "0");
+        assert!(
+            persistence["last_error"].contains("too large"),
+            "{persistence:?}"
+        );
+        if round == "a" {
+            // Crash while full: recovery cuts the torn tail and keeps
+            // every acknowledged write.
+            node.kill9();
+            node.start();
+        } else {
+            // Room again: SAVE checkpoints and writes resume.
+            limit_file_size(node.pid(), None);
+            let () = redis::cmd("SAVE").query(&mut c).unwrap();
+            assert_eq!(node.info("persistence")["healthy"], "1");
+            let () = c.set("after", &value).unwrap();
+            acked.push("after".into());
+            let lsn = node.lsn();
+            node.kill9();
+            node.start();
+            assert_eq!(node.lsn(), lsn);
+        }
+        check_all(&node, &acked);
+    }
+}
+
 /// RELIABILITY row 20: a client that pipelines requests and never reads
 /// the replies holds at most its output buffer, is dropped once its
 /// replies stall, and other clients are served meanwhile.

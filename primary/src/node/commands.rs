@@ -329,6 +329,7 @@ pub(crate) async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<B
         }
         b"DEBUG" => debug(node, &args),
         b"VERIFY" => verify(node, &args).await,
+        b"SAVE" => save(node, &args).await,
         b"COMMAND" => command(&args),
         b"CONFIG" => config(node, &args),
         b"CLIENT" => client(session, &args),
@@ -885,6 +886,31 @@ async fn verify(node: &Node, args: &[Bytes]) -> Reply {
         None => Reply::Error(
             "ERR VERIFY runs on a primary: it sends its digests to its secondaries".into(),
         ),
+    }
+}
+
+/// `SAVE`: a checkpoint now (a snapshot, then a new log), as Redis's
+/// `SAVE`. After the data directory failed (full, say) and writes get
+/// `-MISCONF`, a successful `SAVE` makes the node writable again, without
+/// waiting for the background retry.
+async fn save(node: &Node, args: &[Bytes]) -> Reply {
+    if args.len() != 1 {
+        return wrong_arity(b"save");
+    }
+    let (Some(p), Some(db)) = (node.options().persister.clone(), node.db()) else {
+        return Reply::Error(
+            "ERR SAVE needs a primary started with --data-dir (a secondary checkpoints itself)"
+                .into(),
+        );
+    };
+    let engine = db.engine().clone();
+    match tokio::task::spawn_blocking(move || p.checkpoint(&engine)).await {
+        Ok(Ok(lsn)) => {
+            tracing::info!(%lsn, "checkpoint written (SAVE)");
+            Reply::ok()
+        }
+        Ok(Err(e)) => Reply::Error(format!("ERR {e}")),
+        Err(e) => Reply::Error(format!("ERR checkpoint: {e}")),
     }
 }
 
