@@ -1084,7 +1084,7 @@ fn next_block(
 mod tests {
     use super::*;
     use crate::engine::{DatabaseOptions, EngineConfig, IndexMode};
-    use crate::repl::secondary::{Secondary, SecondaryConfig};
+    use crate::repl::secondary::{Secondary, SecondaryConfig, SecondaryEvent};
 
     /// A fresh async secondary with a hot follower engine.
     fn async_secondary(now: Instant) -> Secondary {
@@ -1195,6 +1195,89 @@ mod tests {
         let copy = s.engine().database("t").unwrap();
         assert_eq!(copy.count(), engine.database("t").unwrap().count());
         assert_eq!(copy.find("v", &[2], None).unwrap().len(), 4);
+    }
+
+    /// RELIABILITY guarantee 3 and rows 5 and 23: a node that has seen
+    /// epoch e refuses anything from a lower one. A secondary streaming
+    /// from a primary on epoch 2 is handed that primary's next frames
+    /// relabelled with epoch 1 (a stale primary's stream): it refuses the
+    /// first, applies nothing and drops the connection. The primary, given
+    /// an acknowledgement relabelled with epoch 1, refuses it and does not
+    /// count it.
+    #[test]
+    fn frames_and_acks_from_an_older_epoch_are_refused() {
+        let t0 = Instant::now();
+        let engine = Engine::new(EngineConfig::default());
+        let old_epoch = EpochHistory::default().current();
+        let mut history = EpochHistory::default();
+        let new_epoch = history.promote(Lsn::ZERO, NodeId(2), Epoch(0));
+        assert!(new_epoch > old_epoch);
+        let mut p = Primary::new(engine.clone(), history, PrimaryConfig::default());
+        let mut s = async_secondary(t0);
+        let session = p.connect(t0);
+        s.connect(t0).unwrap();
+        pump(&mut p, session, &mut s, t0);
+        let created = engine
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        p.on_commit(t0, created.delta, false);
+        pump(&mut p, session, &mut s, t0);
+        assert_eq!((s.epoch(), s.engine().lsn()), (new_epoch, engine.lsn()));
+
+        // A stale primary's frames: refused at the first, nothing applied.
+        let (lsn, digests) = (s.engine().lsn(), s.engine().digests());
+        let mut txn = engine.begin("t").unwrap();
+        txn.put(&[1], &[], b"v").unwrap();
+        p.on_commit(t0, txn.commit().unwrap().unwrap().delta, false);
+        let mut refused = false;
+        while let Some((_, mut frame)) = p.poll_transmit(t0) {
+            frame.epoch = old_epoch;
+            s.handle_frame(t0, frame);
+            if let Some(SecondaryEvent::Disconnect { reason }) = s.poll_event() {
+                assert!(reason.contains("older epoch"), "{reason}");
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a frame from epoch {old_epoch} was taken");
+        let Some(Message::Error { code, .. }) = s.poll_transmit(t0).map(|f| f.message) else {
+            panic!("no error frame sent back");
+        };
+        assert_eq!(code, ErrorCode::StaleEpoch);
+        assert_eq!((s.engine().lsn(), s.engine().digests()), (lsn, digests));
+
+        // Reconnected, it catches up; its next acknowledgement, relabelled
+        // with the old epoch, is refused and not counted.
+        s.disconnected();
+        p.disconnect(session);
+        let session = p.connect(t0);
+        s.connect(t0).unwrap();
+        pump(&mut p, session, &mut s, t0);
+        assert_eq!(s.engine().lsn(), engine.lsn());
+        let acked = p.acked_lsns();
+        let mut txn = engine.begin("t").unwrap();
+        txn.put(&[2], &[], b"v").unwrap();
+        p.on_commit(t0, txn.commit().unwrap().unwrap().delta, false);
+        while let Some((_, frame)) = p.poll_transmit(t0) {
+            s.handle_frame(t0, frame);
+        }
+        let mut ack = s.poll_transmit(t0).expect("an acknowledgement");
+        assert!(matches!(ack.message, Message::Ack { .. }), "{ack:?}");
+        ack.epoch = old_epoch;
+        p.handle_frame(t0, session, ack);
+        let Some((
+            to,
+            Frame {
+                message: Message::Error { code, .. },
+                ..
+            },
+        )) = p.poll_transmit(t0)
+        else {
+            panic!("the stale ack was not refused");
+        };
+        assert_eq!((to, code), (session, ErrorCode::StaleEpoch));
+        assert!(p.acked_lsns().iter().all(|a| acked.contains(a)));
+        assert!(!p.is_fenced(), "an older epoch never fences");
     }
 
     #[test]
