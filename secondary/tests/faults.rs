@@ -1,5 +1,5 @@
-//! Faults on the replication link between real processes, injected by a
-//! loopback TCP proxy (RELIABILITY rows 3, 9 and 10).
+//! Faults on the links between real processes, injected by a loopback TCP
+//! proxy (RELIABILITY rows 2, 3, 4, 9 and 10).
 
 mod cluster;
 
@@ -153,6 +153,166 @@ fn latency_bandwidth_and_cuts_end_in_convergence() {
         .query(&mut secondary.client())
         .unwrap();
     assert_eq!(found.len(), 3 * 40);
+}
+
+/// Row 10 in sync mode: under latency past the sync timeout, a bandwidth
+/// cap and cuts every few kilobytes, every write gets OK or TIMEOUT (never
+/// anything else), some of each; every OK'd write is on the secondary once
+/// the link heals, and no partial frame was applied (equal digests).
+#[test]
+fn sync_writes_under_latency_bandwidth_and_cuts_get_ok_or_timeout_and_keep_every_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(
+        dir.path(),
+        &["--sync-quorum", "1", "--sync-timeout-ms", "300"],
+    );
+    let proxy = Proxy::start(node.repl_port);
+    let secondary = behind_proxy(dir.path(), &proxy, "sync");
+    let mut c = node.client();
+    wait_until("sync writes", Duration::from_secs(20), || {
+        c.set::<_, _, ()>("first", 1).is_ok()
+    });
+    let mut acked = Vec::new();
+    let mut timeouts = 0;
+    for fault in [
+        Fault::Latency(Duration::from_millis(400)),
+        Fault::Bandwidth(64 * 1024),
+        Fault::CutAfter(4096),
+    ] {
+        proxy.set(fault);
+        for i in 0..40 {
+            let key = format!("{fault:?}-{i}");
+            match c.set::<_, _, ()>(&key, "p".repeat(500)) {
+                Ok(()) => acked.push(key),
+                Err(e) => {
+                    assert_eq!(e.code(), Some("TIMEOUT"), "{fault:?}: {e}");
+                    timeouts += 1;
+                }
+            }
+        }
+        proxy.set(Fault::None);
+        wait_until("sync writes again", Duration::from_secs(30), || {
+            c.set::<_, _, ()>("heal", 1).is_ok()
+        });
+    }
+    assert!(timeouts > 0, "no fault delayed an acknowledgement");
+    assert!(acked.len() > 10, "{} writes acknowledged", acked.len());
+    converged(&node, &secondary);
+    let mut s = secondary.client();
+    for k in &acked {
+        assert!(
+            s.exists::<_, bool>(k).unwrap(),
+            "{k} acknowledged but missing"
+        );
+    }
+}
+
+/// Row 4 and guarantee 2: an async primary with `--min-secondaries 1
+/// --max-lag-ms 300` refuses writes (`NOREPLICAS`) with no secondary, and
+/// again once its only secondary is cut off (blackholed link) for longer
+/// than the lag allowed. Then the primary dies and the secondary is
+/// promoted: what is lost is only what was acknowledged during the cut
+/// (above the promoted node's LSN, which it logs), never a write from
+/// before it.
+#[test]
+fn an_async_primary_refuses_writes_past_max_lag_and_a_failover_loses_only_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--min-secondaries", "1", "--max-lag-ms", "300"],
+    );
+    let mut c = node.client();
+    let e = c.set::<_, _, ()>("alone", 1).unwrap_err();
+    assert_eq!(e.code(), Some("NOREPLICAS"), "{e}");
+    let proxy = Proxy::start(node.repl_port);
+    let secondary = behind_proxy(dir.path(), &proxy, "async");
+    wait_until("writes accepted", Duration::from_secs(20), || {
+        c.set::<_, _, ()>("first", 1).is_ok()
+    });
+    let mut before = vec!["first".to_string()];
+    for i in 0..50 {
+        let () = c.set(format!("before{i}"), i).unwrap();
+        before.push(format!("before{i}"));
+    }
+    converged(&node, &secondary);
+    proxy.set(Fault::Blackhole);
+    let mut window = Vec::new();
+    wait_until("writes refused", Duration::from_secs(20), || {
+        let key = format!("window{}", window.len());
+        match c.set::<_, _, ()>(&key, 1) {
+            Ok(()) => {
+                window.push(key);
+                std::thread::sleep(Duration::from_millis(20));
+                false
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some("NOREPLICAS"), "{e}");
+                true
+            }
+        }
+    });
+    assert_eq!(node.info("replication")["writable"], "0");
+    node.kill9();
+    secondary.promote();
+    let lsn = secondary.lsn();
+    assert!(
+        secondary.log_text().contains(&format!("lsn={lsn}")),
+        "the promoted LSN is logged:\n{}",
+        secondary.log_text()
+    );
+    let mut s = secondary.client();
+    for k in &before {
+        assert!(
+            s.exists::<_, bool>(k).unwrap(),
+            "{k} written before the cut, lost"
+        );
+    }
+    // Only writes from the window can be lost, and the window is short:
+    // the primary stopped taking writes once the lag passed 300 ms.
+    assert!(
+        window.len() < 200,
+        "{} writes taken while cut off",
+        window.len()
+    );
+}
+
+/// Row 2: the primary dies after its sync secondary acknowledged a
+/// transaction but before the client got the reply (the client's link
+/// drops everything the node sends). After promotion the transaction is
+/// there.
+#[test]
+fn a_transaction_acknowledged_but_never_replied_survives_the_failover() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--sync-quorum", "1", "--sync-timeout-ms", "5000"],
+    );
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &["--mode", "sync"]);
+    let mut c = node.client();
+    wait_until("sync writes", Duration::from_secs(20), || {
+        c.set::<_, _, ()>("first", 1).is_ok()
+    });
+    let client_proxy = Proxy::start(node.port);
+    client_proxy.set(Fault::DropFromTarget);
+    let base = node.lsn();
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", client_proxy.port)).unwrap();
+    raw.write_all(b"*3\r\n$3\r\nSET\r\n$9\r\nunreplied\r\n$1\r\n1\r\n")
+        .unwrap();
+    wait_until("the secondary applied it", Duration::from_secs(20), || {
+        secondary.lsn() > base
+    });
+    raw.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut reply = [0u8; 64];
+    assert!(
+        !matches!(raw.read(&mut reply), Ok(n) if n > 0),
+        "the reply was not to arrive"
+    );
+    node.kill9();
+    secondary.promote();
+    let v: Option<i64> = secondary.client().get("unreplied").unwrap();
+    assert_eq!(v, Some(1));
 }
 
 /// Row 13 against real processes: a byte changed in a secondary's block

@@ -166,7 +166,11 @@ impl Node {
             if let Some(size) = options.block_size {
                 create = create.block_size(size);
             }
-            db.create_database(DEFAULT_DATABASE, create)?;
+            // The node's own set-up, not a client's write: it must not be
+            // refused for want of secondaries (`--min-secondaries`), which
+            // cannot have connected yet. It is logged and replicated as any
+            // commit.
+            db.engine().create_database(DEFAULT_DATABASE, create)?;
         }
         Ok(Self::new(Role::Primary(db), history, options))
     }
@@ -329,7 +333,7 @@ impl Node {
         *self.history.lock().expect("history lock") = history;
         *self.role.write().expect("role lock") = Role::Primary(db);
         tracing::warn!(
-            %lsn, %epoch, ms = started.elapsed().as_millis() as u64,
+            lsn = lsn.0, %epoch, ms = started.elapsed().as_millis() as u64,
             "promoted to primary: transactions above this LSN on the old primary are lost"
         );
         match problems.is_empty() {

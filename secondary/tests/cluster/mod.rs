@@ -48,10 +48,13 @@ pub fn binary(name: &str) -> PathBuf {
                 _ => "hotblock-secondary",
             };
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", package, "--bin", name])
-                .status()
-                .unwrap();
+            let mut build = Command::new(cargo);
+            build.args(["build", "-p", package, "--bin", name]);
+            // The profile of this test binary's own directory.
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().unwrap();
             assert!(status.success(), "building {name}");
         }
         built.push(name.to_string());

@@ -1,7 +1,8 @@
 //! A loopback TCP proxy that injects faults between a secondary and its
-//! primary (RELIABILITY rows 3, 9, 10): added latency, a bandwidth cap, a
-//! cut after N bytes, a blackhole (bytes swallowed, connection kept), and
-//! one flipped byte. The fault can be changed while connections run.
+//! primary, or a client and its node (RELIABILITY rows 2, 3, 4, 9, 10):
+//! added latency, a bandwidth cap, a cut after N bytes, a blackhole (bytes
+//! swallowed, connection kept) either way or from the target only, and one
+//! flipped byte. The fault can be changed while connections run.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -20,6 +21,9 @@ pub enum Fault {
     CutAfter(usize),
     /// Bytes are read and dropped; connections stay open.
     Blackhole,
+    /// Bytes from the target are dropped (a node's replies to a client
+    /// never arrive); the other way flows.
+    DropFromTarget,
     /// The byte at this offset of a connection's primary-to-secondary
     /// stream is flipped (xor 0x01): once, in the first connection that
     /// gets that far after the fault is set.
@@ -55,8 +59,8 @@ impl Proxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                // Secondary → primary, and primary → secondary (the one
-                // whose bytes `FlipAt` counts).
+                // Towards the target, and from it (the direction whose
+                // bytes `FlipAt` counts and `DropFromTarget` drops).
                 let up = (f.clone(), s.clone(), once.clone());
                 pump(
                     client.try_clone().unwrap(),
@@ -131,6 +135,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, (fault, stop, flipped): Shared, 
                     moved += n;
                     continue;
                 }
+                Fault::DropFromTarget if downstream => {
+                    moved += n;
+                    continue;
+                }
+                Fault::DropFromTarget => {}
                 Fault::FlipAt(at) => {
                     if downstream
                         && (moved..moved + n).contains(&at)
