@@ -1171,6 +1171,124 @@ fn a_sync_ok_comes_after_both_nodes_fsynced_the_commit() {
     }
 }
 
+/// RELIABILITY row 14: every node killed (kill -9, primary and sync
+/// secondary together) while MULTI/EXEC transactions of three keys run,
+/// then restarted from their data directories: every transaction that got
+/// its EXEC reply is there, and no transaction is there in part.
+#[test]
+fn every_node_killed_mid_transactions_keeps_them_whole_and_every_acked_one() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (node_dir, sec_dir) = (dir.path().join("node"), dir.path().join("sec"));
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::create_dir(&sec_dir).unwrap();
+    let data = |d: &std::path::Path| d.to_str().unwrap().to_string();
+    let mut node = Proc::node(
+        dir.path(),
+        &[
+            "--data-dir",
+            &data(&node_dir),
+            "--fsync",
+            "always",
+            "--sync-quorum",
+            "1",
+        ],
+    );
+    let mut secondary = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &[
+            "--mode",
+            "sync",
+            "--data-dir",
+            &data(&sec_dir),
+            "--fsync",
+            "always",
+        ],
+    );
+    wait_online(&node);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let port = node.port;
+    let threads: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, acked) = (stop.clone(), acked.clone());
+            std::thread::spawn(move || {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+                let Ok(mut c) = client.get_connection() else {
+                    return;
+                };
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let id = format!("{w}-{i}");
+                    let done: redis::RedisResult<()> = redis::pipe()
+                        .atomic()
+                        .set(format!("a{id}"), 1)
+                        .set(format!("b{id}"), 2)
+                        .set(format!("c{id}"), 3)
+                        .query(&mut c);
+                    match done {
+                        Ok(()) => acked.lock().unwrap().push(id),
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_until("transactions", Duration::from_secs(20), || {
+        acked.lock().unwrap().len() >= 300
+    });
+    node.kill9();
+    secondary.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    node.start();
+    secondary.start();
+    wait_online(&node);
+    let lsn = node.lsn();
+    wait_until("the secondary caught up", Duration::from_secs(20), || {
+        secondary.lsn() == lsn
+    });
+    assert_eq!(secondary.digest(), node.digest());
+    let mut c = node.client();
+    for id in &acked {
+        let v: (Option<i64>, Option<i64>, Option<i64>) = redis::pipe()
+            .get(format!("a{id}"))
+            .get(format!("b{id}"))
+            .get(format!("c{id}"))
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(v, (Some(1), Some(2), Some(3)), "transaction {id}");
+    }
+    // Whole or absent: each writer sends its transactions in order, so the
+    // one it had in flight is the one after its last acknowledged.
+    for w in 0..4 {
+        let sent = acked
+            .iter()
+            .filter(|id| id.starts_with(&format!("{w}-")))
+            .count();
+        for i in 0..=sent {
+            let id = format!("{w}-{i}");
+            let n: usize = redis::cmd("EXISTS")
+                .arg(format!("a{id}"))
+                .arg(format!("b{id}"))
+                .arg(format!("c{id}"))
+                .query(&mut c)
+                .unwrap();
+            assert!(
+                n == 0 || n == 3,
+                "transaction {id} is there in part ({n} of 3)"
+            );
+        }
+    }
+}
+
 /// RELIABILITY row 20: a client that pipelines requests and never reads
 /// the replies holds at most its output buffer, is dropped once its
 /// replies stall, and other clients are served meanwhile.
