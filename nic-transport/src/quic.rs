@@ -45,3 +45,49 @@ pub(crate) async fn connect(
         .map_err(tls_error)?;
     Ok((endpoint, connection))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::TlsIdentity;
+
+    /// RELIABILITY row 24: QUIC 0-RTT is refused. A client that enables
+    /// early data and resumes with the ticket of a first connection still
+    /// gets no 0-RTT keys, because the server's tickets allow no early
+    /// data: nothing can be sent (and so accepted) before the handshake.
+    #[tokio::test]
+    async fn zero_rtt_is_never_offered() {
+        let identity = TlsIdentity::self_signed().unwrap();
+        assert_eq!(server_config(&identity).unwrap().max_early_data_size, 0);
+        let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
+        let addr = server.local_addr().unwrap();
+        let accepting = tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                if let Ok(connection) = incoming.await {
+                    // Keep it open until the client closes it.
+                    let _ = connection.closed().await;
+                }
+            }
+        });
+        let (mut tls, name) = client_config(&Trust::Pinned(identity.fingerprint())).unwrap();
+        tls.enable_early_data = true;
+        let quic = QuicClientConfig::try_from(tls).unwrap();
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        // A full handshake first: the server may hand out a ticket.
+        let first = client.connect(addr, &name).unwrap().await.unwrap();
+        // Give the post-handshake ticket time to arrive.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        first.close(0u32.into(), b"done");
+        let resumed = client.connect(addr, &name).unwrap();
+        match resumed.into_0rtt() {
+            Ok(_) => panic!("the client got 0-RTT keys: early data would be accepted"),
+            Err(connecting) => {
+                // The ordinary handshake still works.
+                let second = connecting.await.unwrap();
+                second.close(0u32.into(), b"done");
+            }
+        }
+        accepting.abort();
+    }
+}
