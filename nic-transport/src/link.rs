@@ -105,6 +105,18 @@ pub enum ListenOn {
     Memory(MemoryHub),
 }
 
+impl ListenOn {
+    /// The same listener at `addr` (in process: unchanged).
+    pub fn at(self, addr: SocketAddr) -> ListenOn {
+        match self {
+            ListenOn::Tcp(_) => ListenOn::Tcp(addr),
+            ListenOn::Tls(_, identity) => ListenOn::Tls(addr, identity),
+            ListenOn::Quic(_, identity) => ListenOn::Quic(addr, identity),
+            ListenOn::Memory(hub) => ListenOn::Memory(hub),
+        }
+    }
+}
+
 /// Where a secondary finds its primary.
 #[derive(Clone, Debug)]
 pub enum ConnectTo {

@@ -126,25 +126,11 @@ pub fn run(args: Args) -> Result<(), String> {
             "--repl-secret",
         )?;
     }
-    let primary_addr: SocketAddr = args
-        .primary
-        .to_socket_addrs()
-        .map_err(|e| format!("--primary {}: {e}", args.primary))?
-        .next()
-        .ok_or_else(|| format!("--primary {}: no address", args.primary))?;
-    let connect = match args.transport {
-        Transport::Tcp => ConnectTo::Tcp(primary_addr),
-        Transport::Tls | Transport::Quic => {
-            let hex = args.primary_fingerprint.as_deref().ok_or(
-                "--transport tls and quic need --primary-fingerprint (the primary logs it)",
-            )?;
-            let fingerprint = parse_fingerprint(hex)?;
-            match args.transport {
-                Transport::Quic => ConnectTo::Quic(primary_addr, fingerprint),
-                _ => ConnectTo::Tls(primary_addr, Trust::Pinned(fingerprint)),
-            }
-        }
-    };
+    let connect = connect_to(
+        args.transport,
+        &args.primary,
+        args.primary_fingerprint.as_deref(),
+    )?;
     let mode = match args.mode {
         ModeArg::Sync => Mode::Sync,
         ModeArg::Async => Mode::Async,
@@ -221,12 +207,14 @@ pub fn run(args: Args) -> Result<(), String> {
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
     };
     let node = Node::secondary(
-        Box::new(NodeFollower {
-            node: follower,
-            primary: args.primary.clone(),
+        Box::new(NodeFollower::new(
+            follower,
             mode,
-            fence: Some((connect, secret, node_id)),
-        }),
+            args.transport,
+            (args.primary.clone(), connect),
+            secret,
+            node_id,
+        )),
         options,
     );
     serve_until_shutdown(node.clone(), args.listen)?;
@@ -235,15 +223,42 @@ pub fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// How to reach the primary at `address` (`host:port`) over `transport`;
+/// TLS and QUIC pin `fingerprint`.
+pub(crate) fn connect_to(
+    transport: Transport,
+    address: &str,
+    fingerprint: Option<&str>,
+) -> Result<ConnectTo, String> {
+    let addr: SocketAddr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("primary {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("primary {address}: no address"))?;
+    Ok(match transport {
+        Transport::Tcp => ConnectTo::Tcp(addr),
+        Transport::Tls | Transport::Quic => {
+            let hex = fingerprint.ok_or(
+                "--transport tls and quic need the primary's certificate fingerprint (it logs it): --primary-fingerprint, or REPLICAOF host port fingerprint",
+            )?;
+            let fingerprint = parse_fingerprint(hex)?;
+            match transport {
+                Transport::Quic => ConnectTo::Quic(addr, fingerprint),
+                _ => ConnectTo::Tls(addr, Trust::Pinned(fingerprint)),
+            }
+        }
+    })
+}
+
 fn parse_fingerprint(hex: &str) -> Result<[u8; 32], String> {
     let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     if hex.len() != 64 {
-        return Err("--primary-fingerprint: 64 hex digits (a SHA-256)".into());
+        return Err("the primary's fingerprint: 64 hex digits (a SHA-256)".into());
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|e| format!("--primary-fingerprint: {e}"))?;
+            .map_err(|e| format!("the primary's fingerprint: {e}"))?;
     }
     Ok(out)
 }

@@ -1,25 +1,57 @@
 //! The secondary as the RESP node sees it: its engine for reads, its
-//! replication state for `INFO`/`ROLE`, and promotion in place.
+//! replication state for `INFO`/`ROLE`, re-pointing and promotion in place.
+
+use std::sync::Mutex;
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
 use hotblock_core::{Engine, Error};
+use hotblock_nic_transport::{ConnectTo, Secret};
+use hotblock_primary::node::cli::Transport;
 use hotblock_primary::node::{Follower, FollowerInfo};
 
-use hotblock_nic_transport::{ConnectTo, Secret};
-
+use crate::cmd::connect_to;
 use crate::fence::{self, FenceNotice};
 use crate::SecondaryNode;
 
 /// A running [`SecondaryNode`] behind `hotblock-secondary`'s RESP port.
 #[derive(Debug)]
 pub struct NodeFollower {
-    pub node: SecondaryNode,
-    /// The primary's replication address, as given.
-    pub primary: String,
-    pub mode: Mode,
-    /// Where and as whom to tell the former primary of a new epoch after a
-    /// promotion (`fence`); `None`: do not.
-    pub fence: Option<(ConnectTo, Secret, NodeId)>,
+    node: SecondaryNode,
+    mode: Mode,
+    transport: Transport,
+    upstream: Mutex<Upstream>,
+    /// Who this node is, to tell the former primary of a new epoch after a
+    /// promotion (`fence`).
+    secret: Secret,
+    node_id: NodeId,
+}
+
+/// The primary followed now: its address as given, and how to reach it.
+#[derive(Debug)]
+struct Upstream {
+    address: String,
+    to: ConnectTo,
+}
+
+impl NodeFollower {
+    /// `node` follows `to` (reached at `address`, as given).
+    pub fn new(
+        node: SecondaryNode,
+        mode: Mode,
+        transport: Transport,
+        (address, to): (String, ConnectTo),
+        secret: Secret,
+        node_id: NodeId,
+    ) -> Self {
+        NodeFollower {
+            node,
+            mode,
+            transport,
+            upstream: Mutex::new(Upstream { address, to }),
+            secret,
+            node_id,
+        }
+    }
 }
 
 impl Follower for NodeFollower {
@@ -30,7 +62,7 @@ impl Follower for NodeFollower {
     fn info(&self) -> FollowerInfo {
         let s = self.node.status();
         FollowerInfo {
-            primary: self.primary.clone(),
+            primary: self.upstream.lock().expect("upstream lock").address.clone(),
             mode: self.mode,
             connected: s.connected,
             streaming: s.streaming,
@@ -45,16 +77,30 @@ impl Follower for NodeFollower {
     fn promote(self: Box<Self>) -> Result<(Engine, EpochHistory), Error> {
         // The new epoch rises above every epoch this node has seen (the
         // secondary takes its own highest into account).
+        let upstream = self.upstream.into_inner().expect("upstream lock");
         let (engine, history) = self.node.promote(Epoch(0))?;
-        if let Some((to, secret, node)) = self.fence {
-            fence::announce(FenceNotice {
-                to,
-                secret,
-                node,
-                lsn: engine.lsn(),
-                history: history.clone(),
-            });
-        }
+        fence::announce(FenceNotice {
+            to: upstream.to,
+            secret: self.secret,
+            node: self.node_id,
+            lsn: engine.lsn(),
+            history: history.clone(),
+        });
         Ok((engine, history))
+    }
+
+    fn relay_address(&self) -> Option<std::net::SocketAddr> {
+        self.node.relay()?.local_addr().parse().ok()
+    }
+
+    fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String> {
+        let to = connect_to(self.transport, address, fingerprint)?;
+        tracing::warn!(from = %self.upstream.lock().expect("upstream lock").address, to = %address, "re-pointed (REPLICAOF)");
+        self.node.repoint(to.clone());
+        *self.upstream.lock().expect("upstream lock") = Upstream {
+            address: address.to_string(),
+            to,
+        };
+        Ok(())
     }
 }

@@ -83,6 +83,7 @@ pub struct SecondaryStatus {
 pub struct SecondaryNode {
     engine: Engine,
     status: Arc<Mutex<SecondaryStatus>>,
+    upstream: Arc<Upstream>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<Secondary>>,
     relay: Option<Arc<Replicator>>,
@@ -142,6 +143,11 @@ impl SecondaryNode {
             }
             None => None,
         };
+        let upstream = Arc::new(Upstream {
+            to: Mutex::new(config.primary.clone()),
+            changed: tokio::sync::Notify::new(),
+        });
+        let thread_upstream = upstream.clone();
         let thread_relay = relay.clone();
         let thread_status = status.clone();
         let handle = std::thread::Builder::new()
@@ -154,6 +160,7 @@ impl SecondaryNode {
                 runtime.block_on(follow(
                     secondary,
                     config,
+                    thread_upstream,
                     thread_status,
                     thread_relay,
                     stop_rx,
@@ -163,6 +170,7 @@ impl SecondaryNode {
         SecondaryNode {
             engine,
             status,
+            upstream,
             stop: Some(stop_tx),
             handle: Some(handle),
             relay,
@@ -175,6 +183,15 @@ impl SecondaryNode {
 
     pub fn status(&self) -> SecondaryStatus {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// Follows `to` from now on (`REPLICAOF host port`): the current
+    /// session ends and the next connects there, resuming from this node's
+    /// LSN. A primary on an older epoch than this node has seen is refused
+    /// as any would be.
+    pub fn repoint(&self, to: ConnectTo) {
+        *self.upstream.to.lock().expect("upstream lock") = to;
+        self.upstream.changed.notify_one();
     }
 
     /// The relay serving this node's own secondaries, if configured.
@@ -209,9 +226,17 @@ impl Drop for SecondaryNode {
     }
 }
 
+/// Where the follow loop connects; `repoint` changes it and wakes the loop.
+#[derive(Debug)]
+struct Upstream {
+    to: Mutex<ConnectTo>,
+    changed: tokio::sync::Notify,
+}
+
 async fn follow(
     mut secondary: Secondary,
     config: SecondaryNodeConfig,
+    upstream: Arc<Upstream>,
     status: Arc<Mutex<SecondaryStatus>>,
     relay: Option<Arc<Replicator>>,
     mut stop: oneshot::Receiver<()>,
@@ -223,9 +248,11 @@ async fn follow(
         resyncing: false,
     };
     loop {
+        let to = upstream.to.lock().expect("upstream lock").clone();
         let connected = tokio::select! {
             _ = &mut stop => return secondary,
-            connected = hotblock_nic_transport::connect(&config.primary, &config.secret) => connected,
+            connected = hotblock_nic_transport::connect(&to, &config.secret) => connected,
+            _ = upstream.changed.notified() => continue,
         };
         match connected {
             Ok(link) => {
@@ -234,6 +261,7 @@ async fn follow(
                 let ended = tokio::select! {
                     _ = &mut stop => None,
                     ended = session(&mut secondary, link, &config, &mut persist, &status, relay.as_deref()) => Some(ended),
+                    _ = upstream.changed.notified() => Some("re-pointed to another primary".into()),
                 };
                 secondary.disconnected();
                 let mut s = status.lock().expect("status lock");
@@ -255,6 +283,10 @@ async fn follow(
         tokio::select! {
             _ = &mut stop => return secondary,
             _ = tokio::time::sleep(backoff) => {}
+            _ = upstream.changed.notified() => {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }

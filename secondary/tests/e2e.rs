@@ -1289,6 +1289,107 @@ fn every_node_killed_mid_transactions_keeps_them_whole_and_every_acked_one() {
     }
 }
 
+/// RELIABILITY row 15: the primary dies while sync commits wait for a
+/// stopped secondary (B); the other (A), which applied them, is promoted.
+/// Those commits never got OK, and A settles them as committed: they are
+/// in its state before it takes a write, and B, resumed and re-pointed at A
+/// with `REPLICAOF host port`, ends with the same blocks.
+#[test]
+fn a_failover_while_sync_commits_wait_settles_them_on_every_node() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::node(
+        dir.path(),
+        &["--sync-quorum", "2", "--sync-timeout-ms", "5000"],
+    );
+    let a = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &["--mode", "sync", "--serve-reads"],
+    );
+    let b = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &["--mode", "sync", "--serve-reads"],
+    );
+    wait_until("two secondaries online", Duration::from_secs(20), || {
+        let info = node.info("replication");
+        info["connected_secondaries"] == "2"
+            && (0..2).all(|i| info[&format!("secondary{i}")].contains("state=online"))
+    });
+    let () = node.client().set("first", 1).unwrap();
+    signal("-STOP", b.pid());
+    let base = node.lsn();
+    // Commits that wait for B (one pipelined write: one group commit); the
+    // client gets no reply before the end.
+    let mut pending = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    let request: String = (0..5)
+        .map(|i| format!("*3\r\n$3\r\nSET\r\n$8\r\npending{i}\r\n$1\r\n1\r\n"))
+        .collect();
+    pending.write_all(request.as_bytes()).unwrap();
+    wait_until(
+        "A applied the pending commits",
+        Duration::from_secs(20),
+        || a.lsn() > base,
+    );
+    node.kill9();
+    a.promote();
+    let mut new = a.client();
+    let held: Vec<bool> = (0..5)
+        .map(|i| new.exists(format!("pending{i}")).unwrap())
+        .collect();
+    assert!(held.iter().all(|&h| h), "A holds them all: {held:?}");
+    let () = new.set("after", 1).unwrap();
+    signal("-CONT", b.pid());
+    let () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(a.repl_port)
+        .query(&mut b.client())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !(b.lsn() == a.lsn() && b.info("replication")["state"] == "online") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never followed A: {:?}\nB:\n{}\nA:\n{}",
+            b.info("replication"),
+            b.log_text(),
+            a.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(b.digest(), a.digest());
+    assert_eq!(
+        b.info("replication")["primary"],
+        format!("127.0.0.1:{}", a.repl_port)
+    );
+    let mut bc = b.client();
+    for i in 0..5 {
+        assert!(bc.exists::<_, bool>(format!("pending{i}")).unwrap());
+    }
+    assert_eq!(bc.get::<_, i64>("after").unwrap(), 1);
+    // A primary cannot be re-pointed in place; a bad address is an error.
+    let e = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(1)
+        .query::<()>(&mut new)
+        .unwrap_err();
+    assert!(
+        err_text(&e).contains("restart it as hotblock-secondary"),
+        "{}",
+        err_text(&e)
+    );
+    let e = redis::cmd("REPLICAOF")
+        .arg("no-such-host.invalid")
+        .arg(1)
+        .query::<()>(&mut bc)
+        .unwrap_err();
+    assert!(
+        err_text(&e).contains("no-such-host.invalid"),
+        "{}",
+        err_text(&e)
+    );
+}
+
 /// RELIABILITY row 20: a client that pipelines requests and never reads
 /// the replies holds at most its output buffer, is dropped once its
 /// replies stall, and other clients are served meanwhile.

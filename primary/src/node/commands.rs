@@ -852,13 +852,17 @@ async fn wait(node: &Node, session: &Session, args: &[Bytes]) -> Reply {
 }
 
 async fn replicaof(node: &Arc<Node>, args: &[Bytes]) -> Reply {
-    if args.len() != 3 {
+    if !(3..=4).contains(&args.len()) {
         return wrong_arity(&args[0]);
     }
     if !(args[1].eq_ignore_ascii_case(b"NO") && args[2].eq_ignore_ascii_case(b"ONE")) {
-        return Reply::Error(
-            "ERR only REPLICAOF NO ONE is supported: start hotblock-secondary --primary HOST:PORT to follow a primary".into(),
-        );
+        let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+        let address = format!("{}:{}", text(&args[1]), text(&args[2]));
+        let fingerprint = args.get(3).map(text);
+        return match node.repoint(&address, fingerprint.as_deref()) {
+            Ok(()) => Reply::ok(),
+            Err(e) => Reply::Error(format!("ERR {e}")),
+        };
     }
     if node.db().is_some() {
         return Reply::ok();

@@ -66,6 +66,14 @@ pub trait Follower: Send + Sync + std::fmt::Debug {
     /// the engine, now writable, and its history. Blocks (it joins threads
     /// and drops runtimes): call it off the async workers.
     fn promote(self: Box<Self>) -> Result<(Engine, EpochHistory), Error>;
+    /// Follows the primary at `address` (`host:port`, its replication
+    /// port) from now on; `fingerprint` pins its certificate under TLS or
+    /// QUIC.
+    fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String>;
+    /// Where this node relays to secondaries of its own, if it does: once
+    /// promoted it serves its secondaries there (the same port, even when
+    /// the OS picked it).
+    fn relay_address(&self) -> Option<std::net::SocketAddr>;
 }
 
 /// A follower's replication state, for `INFO` and `ROLE`.
@@ -195,6 +203,18 @@ impl Node {
         &self.options
     }
 
+    /// `REPLICAOF host port [fingerprint]` on a secondary: follow another
+    /// primary (after a failover, say) without a restart.
+    pub fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String> {
+        match &*self.role.read().expect("role lock") {
+            Role::Secondary(f) => f.repoint(address, fingerprint),
+            Role::Primary(_) => Err(
+                "a primary cannot follow another in place: restart it as hotblock-secondary --primary HOST:PORT --data-dir <its directory>, and it rejoins (its divergent tail discarded)".into(),
+            ),
+            Role::Promoting => Err(Reject::Promoting.message().into()),
+        }
+    }
+
     pub fn role_name(&self) -> &'static str {
         self.role.read().expect("role lock").name()
     }
@@ -284,6 +304,7 @@ impl Node {
             }
         };
         let started = Instant::now();
+        let relay_address = follower.relay_address();
         let (engine, history) = match follower.promote() {
             Ok(promoted) => promoted,
             Err(e) => {
@@ -324,6 +345,9 @@ impl Node {
         }
         if let Some(repl) = &self.options.promote_replication {
             let mut repl = repl.clone();
+            if let Some(addr) = relay_address {
+                repl.listen = repl.listen.at(addr);
+            }
             repl.history = history.clone();
             match db.clone().with_replication(repl) {
                 Ok(replicating) => db = replicating,
