@@ -91,6 +91,95 @@ fn persist_log_corpus_replays() {
     replay("persist_log", harness::persist_log);
 }
 
+#[test]
+fn repl_session_corpus_replays() {
+    replay("repl_session", harness::repl_session);
+}
+
+/// Regenerates the `seed-*` files of `repl_session` from a real session
+/// between a `Primary` and a `Secondary`: a snapshot, then streamed
+/// commits, as the frames each side sent.
+/// `cargo test -p hotblock-core --test fuzz_corpus -- --ignored write_repl_session_seed_corpus`
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand"]
+fn write_repl_session_seed_corpus() {
+    use hotblock_core::repl::{
+        EpochHistory, Frame, Mode, NodeId, Primary, PrimaryConfig, Secondary, SecondaryConfig,
+    };
+    use hotblock_core::{DatabaseOptions, Engine, EngineConfig, IndexMode, Role};
+    use std::time::Instant;
+    let now = Instant::now();
+    let engine = Engine::new(EngineConfig::default());
+    engine
+        .create_database("t", DatabaseOptions::with_indexes(["g"]).block_size(4096))
+        .unwrap();
+    let put = |i: u32| {
+        let mut txn = engine.begin("t").unwrap();
+        txn.put(&i.to_be_bytes(), &[Some(&[i as u8 % 3])], &[1; 64])
+            .unwrap();
+        txn.commit().unwrap().unwrap().delta
+    };
+    for i in 0..5 {
+        put(i);
+    }
+    let mut p = Primary::new(
+        engine.clone(),
+        EpochHistory::default(),
+        PrimaryConfig::default(),
+    );
+    let follower = Engine::new(EngineConfig {
+        role: Role::Follower(IndexMode::Maintained),
+        ..Default::default()
+    });
+    let mut sec = Secondary::new(
+        follower,
+        EpochHistory::default(),
+        SecondaryConfig::new(NodeId(1), Mode::Async),
+        now,
+    );
+    let session = p.connect(now);
+    sec.connect(now).unwrap();
+    let (mut down, mut up): (Vec<Frame>, Vec<Frame>) = (Vec::new(), Vec::new());
+    let mut pump = |p: &mut Primary, sec: &mut Secondary| loop {
+        let mut moved = false;
+        while let Some((_, f)) = p.poll_transmit(now) {
+            down.push(f.clone());
+            sec.handle_frame(now, f);
+            moved = true;
+        }
+        while let Some(f) = sec.poll_transmit(now) {
+            up.push(f.clone());
+            p.handle_frame(now, session, f);
+            moved = true;
+        }
+        if !moved {
+            break;
+        }
+    };
+    pump(&mut p, &mut sec);
+    for i in 5..10 {
+        let delta = put(i);
+        p.on_commit(now, delta, false);
+        pump(&mut p, &mut sec);
+    }
+    assert_eq!(sec.engine().lsn(), engine.lsn(), "the session converged");
+    let encode = |flags: u8, frames: &[Frame]| {
+        let mut out = vec![flags, 0];
+        for f in frames.iter().take(64) {
+            f.encode(&mut out);
+        }
+        out
+    };
+    let dir = corpus_dir("repl_session");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("seed-to-secondary-async"), encode(0, &down)).unwrap();
+    fs::write(dir.join("seed-to-secondary-sync"), encode(2, &down)).unwrap();
+    fs::write(dir.join("seed-to-primary"), encode(0, &up)).unwrap();
+    fs::write(dir.join("seed-to-primary-sync"), encode(2, &up)).unwrap();
+    let streamed = &down[down.len().saturating_sub(20)..];
+    fs::write(dir.join("seed-stream-tail"), encode(1, streamed)).unwrap();
+}
+
 /// Writes real data-directory files (a snapshot, a log, a state file) as
 /// seeds of the `persist_*` targets, with a torn and a flipped variant.
 /// `cargo test -p hotblock-core --test fuzz_corpus -- --ignored write_persist_seed_corpus`

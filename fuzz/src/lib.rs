@@ -18,6 +18,10 @@
 //!   of a primary's deltas, is handed a hostile delta (see the modes below);
 //!   neither the apply nor any query afterwards may panic, a rejected delta
 //!   must leave no trace, and the follower's LSN moves only on success.
+//! * [`repl_session`]: the replication state machines (`Secondary` and
+//!   `Primary`) fed the frames a hostile peer could send on the
+//!   replication port; neither may panic, the secondary's engine stays
+//!   queryable, and nothing the primary sends is unbounded.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -70,6 +74,124 @@ pub fn frame_decode(data: &[u8]) {
         let decoded = Frame::decode(&mut again).expect("a re-encoded frame decodes");
         assert_eq!(decoded.as_ref(), Some(&frame), "decode(encode(f)) != f");
     }
+}
+
+// ---------------------------------------------------------------------------
+// repl_session
+
+/// Most frames taken from one input, and most frames the primary may send
+/// in reply to them (its snapshot of the small engine below is far less).
+const SESSION_FRAMES_MAX: usize = 64;
+const SESSION_REPLIES_MAX: usize = 100_000;
+
+/// A small primary engine, built once: what a hostile secondary's `Hello`
+/// asks a snapshot or a stream of.
+fn session_primary_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let engine = Engine::new(EngineConfig::default());
+        engine
+            .create_database("t", DatabaseOptions::with_indexes(["g"]).block_size(4096))
+            .expect("create");
+        for i in 0u32..40 {
+            let mut txn = engine.begin("t").expect("begin");
+            txn.put(&i.to_be_bytes(), &[Some(&[(i % 3) as u8])], &[7; 100])
+                .expect("put");
+            txn.commit().expect("commit");
+        }
+        engine
+    })
+}
+
+/// Input layout: `[flags, k, frames...]`. The frames (decoded as on the
+/// wire, at most [`SESSION_FRAMES_MAX`]) go to a connected `Secondary`
+/// whose engine applied the first `k` fixture deltas, then to a `Primary`
+/// session. Unless `flags & 1`, each frame's sequence number is made the
+/// expected one, so that the messages themselves are explored; `flags & 2`
+/// makes the secondary sync and the primary wait for a sync quorum of 1.
+/// Time moves 1 ms per frame and timeouts are run as they fall due.
+pub fn repl_session(data: &[u8]) {
+    use hotblock_core::repl::{
+        EpochHistory, Frame, Mode, NodeId, Primary, PrimaryConfig, Secondary, SecondaryConfig,
+    };
+    use std::time::{Duration, Instant};
+    let [flags, k, rest @ ..] = data else {
+        return;
+    };
+    let mut buf = bytes::BytesMut::from(rest);
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = Frame::decode(&mut buf) {
+        frames.push(frame);
+        if frames.len() == SESSION_FRAMES_MAX {
+            break;
+        }
+    }
+    let fix_seq = flags & 1 == 0;
+    let mode = if flags & 2 != 0 {
+        Mode::Sync
+    } else {
+        Mode::Async
+    };
+    let t0 = Instant::now();
+
+    let fx = fixture();
+    let engine = follower_at(*k as usize % (fx.deltas.len() + 1));
+    let mut sec = Secondary::new(
+        engine.clone(),
+        EpochHistory::default(),
+        SecondaryConfig::new(NodeId(1), mode),
+        t0,
+    );
+    if sec.connect(t0).is_ok() {
+        for (i, frame) in frames.iter().enumerate() {
+            let now = t0 + Duration::from_millis(i as u64);
+            let mut frame = frame.clone();
+            if fix_seq {
+                frame.seq = i as u64;
+            }
+            sec.handle_frame(now, frame);
+            if sec.poll_timeout().is_some_and(|t| t <= now) {
+                sec.handle_timeout(now);
+            }
+            while sec.poll_transmit(now).is_some() {}
+            while sec.poll_event().is_some() {}
+        }
+    }
+    // Whatever it took, the engine answers queries.
+    let _ = engine.digests();
+    query_all(&engine, &[]);
+
+    let primary_engine = session_primary_engine();
+    let mut p = Primary::new(
+        primary_engine.clone(),
+        EpochHistory::default(),
+        PrimaryConfig {
+            sync_quorum: usize::from(mode == Mode::Sync),
+            ..PrimaryConfig::default()
+        },
+    );
+    let session = p.connect(t0);
+    let mut replies = 0;
+    for (i, frame) in frames.into_iter().enumerate() {
+        let now = t0 + Duration::from_millis(i as u64);
+        let mut frame = frame;
+        if fix_seq {
+            frame.seq = i as u64;
+        }
+        p.handle_frame(now, session, frame);
+        if p.poll_timeout().is_some_and(|t| t <= now) {
+            p.handle_timeout(now);
+        }
+        while p.poll_transmit(now).is_some() {
+            replies += 1;
+            assert!(
+                replies <= SESSION_REPLIES_MAX,
+                "the primary sends without end"
+            );
+        }
+        while p.poll_event().is_some() {}
+    }
+    let _ = p.status(t0);
 }
 
 // ---------------------------------------------------------------------------
@@ -572,10 +694,8 @@ impl Target<'_> {
             0..=159 if !self.existing.is_empty() => self.existing[s as usize % self.existing.len()],
             0..=199 => BlockId((self.existing.len() + s as usize % 3) as u32),
             200..=247 => BlockId(u32::from(s % 16)),
-            // Sparse ids. Not up to BLOCKS_PER_DB_MAX: a block id in the
-            // millions costs the location table ~86 MB and ~0.3 s (6 s under
-            // ASan), which would slow the fuzzer to a crawl once such an
-            // input enters the corpus (see corpus/delta_apply/regress-slow-*).
+            // Sparse ids, refused by apply (`SparseBlock`); once they cost
+            // the location table ~86 MB each (corpus/delta_apply/regress-slow-*).
             248..=253 => BlockId(c.u32() % (1 << 16)),
             // Mostly past BLOCKS_PER_DB_MAX (rejected as DatabaseFull).
             _ => BlockId(c.u32() | (1 << 22)),
