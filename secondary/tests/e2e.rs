@@ -670,6 +670,49 @@ fn pipelines_run_in_order_and_a_protocol_error_stops_them() {
     );
 }
 
+/// Replies larger in all than the output buffer limit: the node runs a
+/// pipeline in pieces, writing each piece's replies out before the next
+/// runs, and every reply still comes, in order; a protocol error after
+/// them is reported only once they all ran.
+#[test]
+fn a_pipeline_whose_replies_exceed_the_output_limit_runs_in_order_in_pieces() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &["--client-output-buffer-limit", "64kb"]);
+    let big = "v".repeat(16 * 1024);
+    let () = node.client().set("big", &big).unwrap();
+    let mut request = Vec::new();
+    let mut expect = Vec::new();
+    for i in 0..100 {
+        request.extend_from_slice(b"GET big\r\n");
+        expect.extend_from_slice(format!("${}\r\n{big}\r\n", big.len()).as_bytes());
+        if i % 10 == 0 {
+            request.extend_from_slice(format!("SET k{i} {i}\r\nGET k{i}\r\n").as_bytes());
+            expect.extend_from_slice(
+                format!("+OK\r\n${}\r\n{i}\r\n", i.to_string().len()).as_bytes(),
+            );
+        }
+    }
+    request.extend_from_slice(b"*1\r\n$-5\r\n");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&request).unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("the server closes the connection");
+    assert!(got.len() > expect.len(), "{} bytes of replies", got.len());
+    assert_eq!(
+        &got[..expect.len()],
+        &expect[..],
+        "replies out of order or missing"
+    );
+    let error = String::from_utf8_lossy(&got[expect.len()..]).into_owned();
+    assert!(
+        error.starts_with("-ERR") && error.contains("bulk"),
+        "{error}"
+    );
+}
+
 /// RELIABILITY rows 1, 11 and 14 against real processes: 20 `kill -9`s,
 /// of the primary or of its sync secondary at random, each restarted from
 /// its data directory, while 3 writers run in sync mode. No write that got

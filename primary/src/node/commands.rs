@@ -9,7 +9,8 @@
 //! they take one LSN and replicate whole; a transaction writes one
 //! database, so queuing a command on a second one aborts it.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hotblock_core::{DatabaseOptions, Error, Lsn, Txn};
@@ -160,49 +161,63 @@ pub(crate) fn error_reply(e: &Error) -> Reply {
     })
 }
 
-/// Runs a client's pipelined requests, in order, and returns their
-/// replies. A run of two or more consecutive data commands on one database
-/// that writes commits as one transaction: one LSN, one log append, one
-/// wait for the sync quorum, instead of one each. That is group commit
-/// within a pipeline; each command still sees the ones before it, and a
-/// command that fails replies with its error while the others commit, as
-/// they would one by one. If the commit or its wait fails, every command of
-/// the run gets that error (none is known to be committed).
+/// Runs a client's pipelined requests, in order, encoding their replies
+/// into `out`, and returns the requests it did not run: once `out` holds
+/// `budget` bytes it stops, so that replies are written out before more
+/// run and a batch of large replies holds at most about `budget` bytes
+/// (plus one reply). A run of two or more consecutive data commands on one
+/// database that writes commits as one transaction: one LSN, one log
+/// append, one wait for the sync quorum, instead of one each. That is group
+/// commit within a pipeline; each command still sees the ones before it,
+/// and a command that fails replies with its error while the others
+/// commit, as they would one by one. If the commit or its wait fails, every
+/// command of the run gets that error (none is known to be committed).
 pub(crate) async fn execute_pipeline(
     node: &Arc<Node>,
     session: &mut Session,
     requests: Vec<Vec<Bytes>>,
-) -> Vec<Reply> {
-    let mut replies = Vec::with_capacity(requests.len());
-    let mut requests = requests.into_iter().peekable();
-    while let Some(args) = requests.next() {
-        if session.close {
+    out: &mut BytesMut,
+    budget: usize,
+) -> VecDeque<Vec<Bytes>> {
+    let mut requests: VecDeque<Vec<Bytes>> = requests.into();
+    while out.len() < budget && !session.close {
+        let Some(args) = requests.pop_front() else {
             break;
-        }
+        };
         let Some((cmd, db)) = groupable(session, &args) else {
-            replies.push(execute(node, session, args).await);
+            execute(node, session, args).await.encode(out);
             continue;
         };
         let mut run = vec![(cmd, args)];
-        while let Some(next) = requests.peek() {
-            match groupable(session, next) {
-                Some((c, d)) if d == db => {
-                    let next = requests.next().expect("peeked");
-                    run.push((c, next));
-                }
-                _ => break,
+        while let Some((c, d)) = requests.front().and_then(|next| groupable(session, next)) {
+            if d != db {
+                break;
             }
+            run.push((c, requests.pop_front().expect("peeked")));
         }
         if run.len() == 1 || !run.iter().any(|(c, _)| c.writes()) {
-            for (cmd, args) in run {
+            // Reads one by one, each within the budget.
+            let mut run = run.into_iter();
+            for (cmd, args) in run.by_ref() {
                 Node::count(&node.stats().commands_processed);
-                replies.push(counted(node, data_command(node, session, cmd, &args).await));
+                counted(node, data_command(node, session, cmd, &args).await).encode(out);
+                if out.len() >= budget {
+                    break;
+                }
+            }
+            for (i, (_, args)) in run.enumerate() {
+                requests.insert(i, args);
             }
             continue;
         }
-        replies.extend(write_run(node, session, &db, run).await);
+        for reply in write_run(node, session, &db, run).await {
+            reply.encode(out);
+        }
     }
-    replies
+    if session.close {
+        requests.clear();
+    }
+    requests
 }
 
 /// A data command that may join a pipelined run, with its database.
@@ -212,6 +227,11 @@ fn groupable(session: &Session, args: &[Bytes]) -> Option<(Data, String)> {
     }
     let cmd = Data::parse(&args[0].to_ascii_uppercase())?;
     if !arity_ok(cmd.arity(), args.len()) {
+        return None;
+    }
+    // `SET ... GET` replies with a whole old value: run alone, so that the
+    // replies of a write run stay small (see `execute_pipeline`'s budget).
+    if cmd == Data::Set && args[3..].iter().any(|a| a.eq_ignore_ascii_case(b"GET")) {
         return None;
     }
     Some((cmd, cmd.database(args, session).ok()?.to_string()))

@@ -93,45 +93,61 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::new();
     let mut shutdown = Box::pin(node.shutdown_requested());
+    // Requests parsed but not yet run (a batch stopped at the output
+    // budget), and a protocol error to report once they have run.
+    let mut pending = std::collections::VecDeque::new();
+    let mut broken = None;
     loop {
         // Run every whole request already received, in batches whose
         // replies are written out before the next batch runs.
         loop {
-            let mut requests = Vec::new();
-            let mut broken = None;
             let mut drained = false;
-            while requests.len() < PIPELINE_BATCH_MAX {
-                match parse_request(&mut input, &limits.resp, session.authenticated) {
-                    Ok(Some(args)) if args.is_empty() => continue,
-                    Ok(Some(args)) => {
-                        // `AUTH` changes what the parser accepts next.
-                        let auth = args[0].eq_ignore_ascii_case(b"AUTH")
-                            || args[0].eq_ignore_ascii_case(b"HELLO");
-                        requests.push(args);
-                        if auth && !session.authenticated {
+            let requests: Vec<_> = if pending.is_empty() && broken.is_none() {
+                let mut requests = Vec::new();
+                while requests.len() < PIPELINE_BATCH_MAX {
+                    match parse_request(&mut input, &limits.resp, session.authenticated) {
+                        Ok(Some(args)) if args.is_empty() => continue,
+                        Ok(Some(args)) => {
+                            // `AUTH` changes what the parser accepts next.
+                            let auth = args[0].eq_ignore_ascii_case(b"AUTH")
+                                || args[0].eq_ignore_ascii_case(b"HELLO");
+                            requests.push(args);
+                            if auth && !session.authenticated {
+                                break;
+                            }
+                        }
+                        Ok(None) => {
+                            drained = true;
+                            break;
+                        }
+                        Err(e) => {
+                            broken = Some(e);
                             break;
                         }
                     }
-                    Ok(None) => {
-                        drained = true;
-                        break;
-                    }
-                    Err(e) => {
-                        broken = Some(e);
-                        break;
-                    }
                 }
-            }
-            for reply in execute_pipeline(node, &mut session, requests).await {
-                reply.encode(&mut output);
-                if output.len() >= limits.output_buffer_max {
-                    flush(&mut stream, &mut output, &limits).await?;
-                }
+                requests
+            } else {
+                pending.drain(..).collect()
+            };
+            pending = execute_pipeline(
+                node,
+                &mut session,
+                requests,
+                &mut output,
+                limits.output_buffer_max,
+            )
+            .await;
+            if output.len() >= limits.output_buffer_max {
+                flush(&mut stream, &mut output, &limits).await?;
             }
             if session.close {
                 return flush(&mut stream, &mut output, &limits).await;
             }
-            if let Some(e) = broken {
+            if !pending.is_empty() {
+                continue;
+            }
+            if let Some(e) = broken.take() {
                 tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
                 Reply::from(e).encode(&mut output);
                 return flush(&mut stream, &mut output, &limits).await;
