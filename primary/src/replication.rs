@@ -345,6 +345,12 @@ const STATUS_FRESH: Duration = Duration::from_millis(1);
 /// below which it resumes: a slow secondary costs at most this much memory
 /// here (the backlog aside).
 const SESSION_QUEUE_BYTES_HIGH: usize = 16 << 20;
+/// With no secondary connected and no sync quorum, nothing waits on a
+/// commit's delta: the controller stops waking per commit and takes the
+/// queued deltas (and any connecting secondary) this often instead. A
+/// wake-up per commit cost about 12% of a standalone node's CPU under
+/// pipelined writes.
+const IDLE_DRAIN: Duration = Duration::from_millis(20);
 const SESSION_QUEUE_BYTES_LOW: usize = 4 << 20;
 
 /// The controller's handle on one connection's writer task.
@@ -446,17 +452,25 @@ async fn run(
     loop {
         // With frames left over from the last round (a snapshot in
         // progress), only look for inputs; do not wait.
+        let idle = writers.is_empty() && !wait;
         let timeout = match more {
             true => Instant::now(),
-            false => primary
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + Duration::from_millis(100)),
+            false => {
+                let next = primary
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+                if idle {
+                    next.min(Instant::now() + IDLE_DRAIN)
+                } else {
+                    next
+                }
+            }
         };
         if more {
             tokio::task::yield_now().await;
         }
         let input = tokio::select! {
-            input = rx.recv() => match input {
+            input = rx.recv(), if !idle => match input {
                 Some(input) => Some(input),
                 None => return,
             },
@@ -465,8 +479,18 @@ async fn run(
         let now = Instant::now();
         let mut inputs: Vec<Input> = input.into_iter().collect();
         // Take everything already queued: one flush serves all of it.
-        while let Ok(more) = rx.try_recv() {
-            inputs.push(more);
+        loop {
+            match rx.try_recv() {
+                Ok(more) => inputs.push(more),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // Every sender gone: the replicator was dropped.
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if idle && inputs.is_empty() {
+                        return;
+                    }
+                    break;
+                }
+            }
         }
         // Acknowledgements arrived: INFO and ROLE should show them soon.
         let heard = inputs.iter().any(|i| matches!(i, Input::Frame(..)));
