@@ -75,6 +75,7 @@ pub async fn prove_as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     hello.extend_from_slice(MAGIC);
     hello.extend_from_slice(&nonce_p);
     stream.write_all(&hello).await?;
+    stream.flush().await?;
     let mut answer = [0u8; NONCE_LEN + MAC_LEN];
     stream.read_exact(&mut answer).await?;
     let (nonce_s, proof) = answer.split_at(NONCE_LEN);
@@ -86,6 +87,7 @@ pub async fn prove_as_primary<S: AsyncRead + AsyncWrite + Unpin>(
     stream
         .write_all(&secret.mac(b"primary", nonce_s, &nonce_p))
         .await?;
+    stream.flush().await?;
     Ok(())
 }
 
@@ -105,6 +107,7 @@ pub async fn prove_as_secondary<S: AsyncRead + AsyncWrite + Unpin>(
     answer.extend_from_slice(&nonce_s);
     answer.extend_from_slice(&secret.mac(b"secondary", nonce_p, &nonce_s));
     stream.write_all(&answer).await?;
+    stream.flush().await?;
     let mut proof = [0u8; MAC_LEN];
     stream.read_exact(&mut proof).await?;
     if !secret.verify(b"primary", &nonce_s, nonce_p, &proof) {

@@ -77,7 +77,7 @@ mod tests {
         // A full handshake first: the server may hand out a ticket.
         let first = client.connect(addr, &name).unwrap().await.unwrap();
         // Give the post-handshake ticket time to arrive.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         first.close(0u32.into(), b"done");
         let resumed = client.connect(addr, &name).unwrap();
         match resumed.into_0rtt() {

@@ -90,5 +90,8 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     for frame in frames {
         frame.encode(&mut out);
     }
-    w.write_all(&out).await
+    w.write_all(&out).await?;
+    // Under TLS, `write_all` can return with the tail still inside the
+    // session's buffer; a flush sends it (for plain TCP it does nothing).
+    w.flush().await
 }

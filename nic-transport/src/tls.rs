@@ -60,6 +60,12 @@ impl TlsIdentity {
         (self.cert.to_vec(), self.key.as_ref().clone())
     }
 
+    /// Whether the certificate and key make a usable server identity (a
+    /// kept pair that was damaged does not).
+    pub fn check(&self) -> Result<(), TransportError> {
+        server_config(self).map(|_| ())
+    }
+
     /// SHA-256 of the certificate: what secondaries pin.
     pub fn fingerprint(&self) -> [u8; 32] {
         Sha256::digest(self.cert.as_ref()).into()

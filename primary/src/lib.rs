@@ -122,7 +122,12 @@ impl Db {
     /// them, and with a sync quorum a commit returns only once the quorum
     /// has applied it (or fails with `Error::OutcomeUnknown`).
     pub fn with_replication(mut self, config: ReplicationConfig) -> Result<Db, Error> {
-        self.replicator = Some(Arc::new(Replicator::start(self.engine.clone(), config)?));
+        let replicator = Replicator::start(self.engine.clone(), config)?;
+        if let Some(p) = &self.persister {
+            // A fencing outlives a restart (see `Replicator::fence`).
+            replicator.keep_fencing_in(p.clone());
+        }
+        self.replicator = Some(Arc::new(replicator));
         Ok(self)
     }
 

@@ -9,12 +9,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use hotblock_core::persist::{PersistedState, Persister};
 use hotblock_core::repl::{
-    EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
+    Epoch, EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
 };
 use hotblock_core::{Delta, Engine, Error, HookPurpose, Lsn};
 use hotblock_nic_transport::tcp::FrameReader;
@@ -56,6 +57,8 @@ const FLUSH_BYTES_MAX: usize = 4 << 20;
 #[derive(Debug)]
 enum Input {
     Commit(Delta),
+    /// A newer epoch was learnt outside a session (`Replicator::fence`).
+    Fence(Epoch),
     /// A relay's upstream history changed.
     History(EpochHistory),
     /// A relay's log restarted (it loads a snapshot).
@@ -105,6 +108,11 @@ struct Shared {
     status: Mutex<Vec<SessionStatus>>,
     addresses: Mutex<HashMap<SessionId, String>>,
     fenced: AtomicBool,
+    /// Where a fencing is saved (`PersistedState::epoch_seen`), so that a
+    /// restart does not lift it.
+    fencing_kept_in: Mutex<Option<Persister>>,
+    /// The epoch this primary (or relay) writes under.
+    epoch: AtomicU64,
     /// `Primary::accepts_writes`, as of the controller's last round.
     writable: AtomicBool,
     progress: tokio::sync::watch::Sender<AckProgress>,
@@ -144,6 +152,8 @@ impl Replicator {
             status: Mutex::new(Vec::new()),
             addresses: Mutex::new(HashMap::new()),
             fenced: AtomicBool::new(false),
+            fencing_kept_in: Mutex::new(None),
+            epoch: AtomicU64::new(config.history.current().0),
             writable: AtomicBool::new(config.protocol.min_secondaries == 0),
             progress: tokio::sync::watch::Sender::new(AckProgress {
                 quorum_acked: engine.lsn(),
@@ -181,6 +191,9 @@ impl Replicator {
 
     /// For a relay: frames downstream carry this (the upstream's) history.
     pub fn set_history(&self, history: EpochHistory) {
+        self.shared
+            .epoch
+            .store(history.current().0, Ordering::Relaxed);
         let _ = self.inputs.send(Input::History(history));
     }
 
@@ -231,6 +244,22 @@ impl Replicator {
     /// Whether a newer epoch fenced this primary.
     pub fn is_fenced(&self) -> bool {
         self.shared.fenced.load(Ordering::Relaxed)
+    }
+
+    /// Saves a fencing in `persister`'s state file when it happens.
+    pub fn keep_fencing_in(&self, persister: Persister) {
+        *self.shared.fencing_kept_in.lock().expect("fencing lock") = Some(persister);
+    }
+
+    /// Fences this primary: epoch `epoch`, newer than its own, exists (the
+    /// answer to a fence notice, or a fencing found on disk at start).
+    /// Writes are refused once the controller has taken it, at once for
+    /// `check_writable`.
+    pub fn fence(&self, epoch: Epoch) {
+        if epoch.0 > self.shared.epoch.load(Ordering::Relaxed) {
+            self.shared.fenced.store(true, Ordering::Relaxed);
+            let _ = self.inputs.send(Input::Fence(epoch));
+        }
     }
 
     /// Whether a write may begin: not fenced, and enough current
@@ -408,7 +437,8 @@ fn serve(conn: u64, link: hotblock_nic_transport::Link, tx: mpsc::UnboundedSende
         use tokio::io::AsyncWriteExt;
         let _keep = keep;
         while let Some(bytes) = out_rx.recv().await {
-            if write.write_all(&bytes).await.is_err() {
+            // The flush matters under TLS (see `write_frames`).
+            if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                 break;
             }
             let left = queued.fetch_sub(bytes.len(), Ordering::AcqRel) - bytes.len();
@@ -416,6 +446,9 @@ fn serve(conn: u64, link: hotblock_nic_transport::Link, tx: mpsc::UnboundedSende
                 let _ = drained.send(Input::Drained(conn));
             }
         }
+        // The session ended: a TLS close_notify, after the last frames
+        // (an error frame, say) went out.
+        let _ = write.shutdown().await;
     });
     tokio::spawn(async move {
         let mut reader = FrameReader::new(read);
@@ -498,6 +531,7 @@ async fn run(
             match input {
                 Input::Commit(delta) => primary.on_commit(now, delta, wait),
                 Input::History(history) => primary.set_history(history),
+                Input::Fence(epoch) => primary.fence(epoch),
                 Input::Reset => primary.reset(),
                 Input::Available(available) => primary.set_available(available),
                 Input::Verify(reply) => {
@@ -589,9 +623,19 @@ async fn run(
                     primary.disconnect(session);
                 }
                 PrimaryEvent::Fenced(epoch) => {
-                    tracing::error!(%epoch, "a newer epoch exists: this primary is fenced");
+                    tracing::error!(%epoch, "a newer epoch exists: this primary is fenced; it refuses writes (restart it as hotblock-secondary --data-dir to rejoin)");
                     shared.fenced.store(true, Ordering::Relaxed);
                     shared.synced.notify_all();
+                    let kept_in = shared.fencing_kept_in.lock().expect("fencing lock").clone();
+                    if let Some(p) = kept_in {
+                        let state = PersistedState {
+                            history: primary.history().clone(),
+                            epoch_seen: epoch,
+                        };
+                        if let Err(e) = p.save_state(&state) {
+                            tracing::error!(error = %e, "cannot keep the fencing in the data directory: a restart would lift it");
+                        }
+                    }
                 }
                 PrimaryEvent::Online(session) => tracing::info!(?session, "secondary online"),
                 PrimaryEvent::Degraded { session, degraded } => {

@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     databases: Vec<String>,
     /// This node's id, in the epoch it starts when promoted (1 to 65535).
-    /// Default: the --listen port (port 0: from the process id).
+    /// Default: the --listen port (port 0: random).
     #[arg(long)]
     node_id: Option<u16>,
     /// Most memory for blocks (`512mb`, `2gb`).

@@ -1,6 +1,7 @@
 //! The secondary as the RESP node sees it: its engine for reads, its
 //! replication state for `INFO`/`ROLE`, re-pointing and promotion in place.
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
@@ -10,7 +11,6 @@ use hotblock_primary::node::cli::Transport;
 use hotblock_primary::node::{Follower, FollowerInfo};
 
 use crate::cmd::connect_to;
-use crate::fence::{self, FenceNotice};
 use crate::SecondaryNode;
 
 /// A running [`SecondaryNode`] behind `hotblock-secondary`'s RESP port.
@@ -21,7 +21,7 @@ pub struct NodeFollower {
     transport: Transport,
     upstream: Mutex<Upstream>,
     /// Who this node is, to tell the former primary of a new epoch after a
-    /// promotion (`fence`).
+    /// promotion (`hotblock_primary::node::fence`).
     secret: Secret,
     node_id: NodeId,
 }
@@ -77,27 +77,29 @@ impl Follower for NodeFollower {
     fn promote(self: Box<Self>) -> Result<(Engine, EpochHistory), Error> {
         // The new epoch rises above every epoch this node has seen (the
         // secondary takes its own highest into account).
-        let upstream = self.upstream.into_inner().expect("upstream lock");
-        let (engine, history) = self.node.promote(Epoch(0))?;
-        fence::announce(FenceNotice {
-            to: upstream.to,
-            secret: self.secret,
-            node: self.node_id,
-            lsn: engine.lsn(),
-            history: history.clone(),
-        });
-        Ok((engine, history))
+        self.node.promote(Epoch(0))
     }
 
-    fn relay_address(&self) -> Option<std::net::SocketAddr> {
+    fn upstream(&self) -> Option<(ConnectTo, Secret, NodeId)> {
+        let upstream = self.upstream.lock().expect("upstream lock");
+        Some((upstream.to.clone(), self.secret.clone(), self.node_id))
+    }
+
+    fn relay_address(&self) -> Option<SocketAddr> {
         self.node.relay()?.local_addr().parse().ok()
     }
 
-    fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String> {
-        let to = connect_to(self.transport, address, fingerprint)?;
-        tracing::warn!(from = %self.upstream.lock().expect("upstream lock").address, to = %address, "re-pointed (REPLICAOF)");
+    fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String> {
+        if self.transport == Transport::Tcp && fingerprint.is_some() {
+            return Err("a fingerprint is for --transport tls or quic; this node uses tcp".into());
+        }
+        let to = connect_to(self.transport, &address.to_string(), fingerprint)?;
+        // Held across both, so that concurrent re-points cannot leave the
+        // follow loop on one primary and INFO (or a fence notice) on another.
+        let mut upstream = self.upstream.lock().expect("upstream lock");
+        tracing::warn!(from = %upstream.address, to = %address, "re-pointed (REPLICAOF)");
         self.node.repoint(to.clone());
-        *self.upstream.lock().expect("upstream lock") = Upstream {
+        *upstream = Upstream {
             address: address.to_string(),
             to,
         };

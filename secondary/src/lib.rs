@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cmd;
-pub mod fence;
 mod follower;
 pub use follower::NodeFollower;
 

@@ -711,6 +711,14 @@ fn a_pipeline_whose_replies_exceed_the_output_limit_runs_in_order_in_pieces() {
         error.starts_with("-ERR") && error.contains("bulk"),
         "{error}"
     );
+    // 0 means no limit (as in Redis), not "run nothing".
+    let unlimited = Proc::node(dir.path(), &["--client-output-buffer-limit", "0"]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", unlimited.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"SET a 1\r\nGET a\r\nQUIT\r\n").unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert_eq!(&got[..], b"+OK\r\n$1\r\n1\r\n+OK\r\n");
 }
 
 /// RELIABILITY rows 1, 11 and 14 against real processes: 20 `kill -9`s,
@@ -869,12 +877,14 @@ fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
 /// apply, so only fencing stops it. After a pause (SIGSTOP), the promotion
 /// of one of its secondaries and SIGCONT, the promoted node tells it of the
 /// newer epoch; from then on it refuses writes (READONLY), the secondary it
-/// still has stops moving, and nothing it took after the pause reaches the
-/// new primary.
+/// still has stops moving, nothing it took after the pause reaches the new
+/// primary, and a restart from its data directory keeps it fenced.
 #[test]
 fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Proc::node(dir.path(), &[]);
+    let data = dir.path().join("old-primary");
+    std::fs::create_dir(&data).unwrap();
+    let mut node = Proc::node(dir.path(), &["--data-dir", data.to_str().unwrap()]);
     let promoted = Proc::secondary(dir.path(), node.repl_port, &["--mode", "async"]);
     let stays = Proc::secondary(dir.path(), node.repl_port, &["--mode", "async"]);
     wait_until("two secondaries online", Duration::from_secs(20), || {
@@ -910,6 +920,14 @@ fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
         }
     });
     assert_eq!(node.info("replication")["fenced"], "1");
+    // What the old primary took before the fence reaches its secondary;
+    // from then on nothing more does.
+    let fenced_at = node.lsn();
+    wait_until(
+        "the remaining secondary caught up",
+        Duration::from_secs(20),
+        || stays.lsn() == fenced_at,
+    );
     let held = stays.info("replication")["lsn"].clone();
     for i in 0..20 {
         let e = old.set::<_, _, ()>(format!("stale{i}"), i).unwrap_err();
@@ -931,6 +949,19 @@ fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
         "{}",
         promoted.log_text()
     );
+    // The fencing is kept in its data directory: restarted, it is still
+    // fenced, rather than starting an epoch of its own.
+    node.kill9();
+    node.start();
+    assert_eq!(node.info("replication")["fenced"], "1");
+    let e = node
+        .client()
+        .set::<_, _, ()>("after-restart", 1)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("READONLY"), "{}", err_text(&e));
+    assert!(node
+        .log_text()
+        .contains("fenced by a newer primary before it stopped"));
 }
 
 /// `--transport tls`: the node makes a certificate in its data directory

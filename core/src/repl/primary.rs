@@ -274,6 +274,15 @@ impl Primary {
         &self.engine
     }
 
+    /// Learns of a newer epoch from outside a session (a promoted node's
+    /// answer to its notice, or a fencing kept on disk): fenced from now on.
+    pub fn fence(&mut self, epoch: Epoch) {
+        if epoch > self.epoch() && !self.fenced {
+            self.fenced = true;
+            self.events.push_back(PrimaryEvent::Fenced(epoch));
+        }
+    }
+
     /// Whether a newer epoch was seen: writes must be refused.
     pub fn is_fenced(&self) -> bool {
         self.fenced

@@ -30,10 +30,12 @@ impl Transport {
     }
 }
 
-/// The certificate and key files kept in a data directory, so that a
-/// restart keeps the fingerprint secondaries pinned.
-const TLS_CERT_FILE: &str = "tls-cert.der";
-const TLS_KEY_FILE: &str = "tls-key.der";
+/// The file in a data directory that keeps this node's TLS certificate and
+/// key, so that a restart keeps the fingerprint secondaries pinned. One
+/// file, replaced whole: `HBTLS1`, the certificate's length (u32 LE), the
+/// certificate (DER), the PKCS#8 key (DER). Readable by the owner only.
+const TLS_IDENTITY_FILE: &str = "tls-identity.hb";
+const TLS_IDENTITY_MAGIC: &[u8] = b"HBTLS1";
 
 /// Listening for secondaries on `addr` over `transport`. For TLS and QUIC,
 /// the certificate kept in `data_dir` (made there at the first start), or
@@ -63,31 +65,66 @@ pub fn listen_on(
     })
 }
 
-/// The identity in `dir`, made and saved (key readable by the owner only)
-/// if there is none.
+/// The identity in `dir`, made and saved if there is none.
 fn kept_identity(dir: &Path) -> Result<TlsIdentity, String> {
-    let (cert_path, key_path) = (dir.join(TLS_CERT_FILE), dir.join(TLS_KEY_FILE));
-    if cert_path.exists() || key_path.exists() {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        return Ok(TlsIdentity::from_der(read(&cert_path)?, read(&key_path)?));
-    }
-    let identity = TlsIdentity::self_signed().map_err(|e| e.to_string())?;
-    let (cert, key) = identity.to_der();
-    let write = |p: &Path, bytes: &[u8], mode: u32| {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(p)
-            .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-            .map_err(|e| format!("{}: {e}", p.display()))
+    let path = dir.join(TLS_IDENTITY_FILE);
+    let broken = |why: &str| {
+        format!(
+            "{}: {why}; remove it to make a new certificate (secondaries must then pin the new fingerprint)",
+            path.display()
+        )
     };
-    write(&key_path, &key, 0o600)?;
-    write(&cert_path, &cert, 0o644)?;
-    tracing::info!(dir = %dir.display(), "made a TLS certificate for this node");
-    Ok(identity)
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let rest = bytes
+                .strip_prefix(TLS_IDENTITY_MAGIC)
+                .ok_or_else(|| broken("not a hotblock TLS identity"))?;
+            let (len, rest) = rest
+                .split_at_checked(4)
+                .ok_or_else(|| broken("truncated"))?;
+            let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            let (cert, key) = rest
+                .split_at_checked(len)
+                .ok_or_else(|| broken("truncated"))?;
+            let identity = TlsIdentity::from_der(cert.to_vec(), key.to_vec());
+            identity.check().map_err(|e| broken(&e.to_string()))?;
+            Ok(identity)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let identity = TlsIdentity::self_signed().map_err(|e| e.to_string())?;
+            let (cert, key) = identity.to_der();
+            let mut bytes = TLS_IDENTITY_MAGIC.to_vec();
+            bytes.extend_from_slice(&(cert.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&cert);
+            bytes.extend_from_slice(&key);
+            write_private_atomically(&path, &bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(file = %path.display(), "made a TLS certificate for this node");
+            Ok(identity)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes `bytes` as `path`, whole or not at all, readable by the owner
+/// only: a temporary file, fsynced, renamed over, the directory fsynced.
+fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("hb.new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// What a sync commit does when its quorum is late (`--on-sync-timeout`).
@@ -176,6 +213,7 @@ pub fn main_with<A: Parser>(
 ) -> std::process::ExitCode {
     let args = parse_with_config(argv, config_of);
     init_logging();
+    handle_file_size_signal();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -183,6 +221,27 @@ pub fn main_with<A: Parser>(
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// A file grown past the process's file-size limit (RLIMIT_FSIZE) sends
+/// SIGXFSZ, which kills by default; handled, the write fails with EFBIG
+/// instead, and that is reported like a full disk (writes refused, nothing
+/// lost). Installed before anything is recovered or written. The handler
+/// tokio installs stays for the life of the process, whatever runtime
+/// asked for it.
+fn handle_file_size_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let installed = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async { signal(SignalKind::from_raw(libc::SIGXFSZ)).map(drop) })
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot handle SIGXFSZ: a file-size limit would kill this process");
     }
 }
 
@@ -281,12 +340,20 @@ pub fn repl_secret(secret: Option<&str>) -> hotblock_nic_transport::Secret {
 }
 
 /// This node's id: `--node-id`, else the `--listen` port, else (port 0:
-/// the OS picks) the low bits of the process id, so that nodes started on
-/// port 0 side by side still differ.
+/// the OS picks) a random one, so that nodes started on port 0 side by
+/// side (in containers, with equal process ids) still differ. Pass
+/// `--node-id` where ids must stay the same across restarts.
 pub fn node_id(explicit: Option<u16>, listen: SocketAddr) -> hotblock_core::repl::NodeId {
+    use std::hash::{BuildHasher, Hasher};
     let id = explicit
         .or((listen.port() != 0).then(|| listen.port()))
-        .unwrap_or_else(|| (std::process::id() % 65535 + 1) as u16);
+        .unwrap_or_else(|| {
+            // std's per-process random hasher keys: no dependency needed.
+            let random = std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish();
+            (random % 65535 + 1) as u16
+        });
     hotblock_core::repl::NodeId(u64::from(id))
 }
 

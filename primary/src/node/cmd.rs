@@ -68,16 +68,16 @@ pub struct Args {
     #[arg(long, default_value = "everysec")]
     fsync: FsyncPolicy,
     /// This node's id in the epochs it starts (1 to 65535): at a restart
-    /// from --data-dir. Default: the --listen port (port 0: from the
-    /// process id).
+    /// from --data-dir. Default: the --listen port (port 0: random).
     #[arg(long)]
     node_id: Option<u16>,
     /// Most connected clients.
     #[arg(long, default_value_t = 10_000)]
     maxclients: usize,
     /// Reply bytes buffered for one client before they are written out
-    /// (`64mb`); a client that takes none of them for
-    /// --client-output-stall-ms is dropped (it pipelines and never reads).
+    /// (`64mb`; 0: no limit, as in Redis); a client that takes none of them
+    /// for --client-output-stall-ms is dropped (it pipelines and never
+    /// reads).
     #[arg(long, value_parser = cli::parse_size, default_value = "64mb")]
     client_output_buffer_limit: u64,
     #[arg(long, default_value_t = 30_000)]
@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<(), String> {
         memory_limit_bytes: args.maxmemory,
         ..Default::default()
     };
-    let (engine, persister, history) = match &args.data_dir {
+    let (engine, persister, history, fenced_by) = match &args.data_dir {
         Some(dir) => {
             let (persister, engine, state) = Persister::open(
                 PersistConfig {
@@ -136,7 +136,11 @@ pub fn run(args: Args) -> Result<(), String> {
                 .map_err(|e| format!("rebuilding indexes: {e}"))?;
             persister.attach(&engine);
             let mut history = state.history;
-            if engine.lsn() > Lsn::ZERO {
+            // Fenced before it stopped (a newer primary exists): it stays
+            // fenced, rather than start an epoch above the one that
+            // replaced it.
+            let fenced_by = (state.epoch_seen > history.current()).then_some(state.epoch_seen);
+            if engine.lsn() > Lsn::ZERO && fenced_by.is_none() {
                 // A restart writes under a new epoch: secondaries that hold
                 // transactions this node lost (a power loss under
                 // `everysec`) then see the fork instead of taking new
@@ -151,12 +155,13 @@ pub fn run(args: Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
             }
             tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
-            (engine, Some(persister), history)
+            (engine, Some(persister), history, fenced_by)
         }
         None => (
             Engine::new(engine_config.clone()),
             None,
             EpochHistory::default(),
+            None,
         ),
     };
     let replication = ReplicationConfig {
@@ -182,11 +187,18 @@ pub fn run(args: Args) -> Result<(), String> {
     let db = db
         .with_replication(replication)
         .map_err(|e| format!("cannot listen for secondaries on {}: {e}", args.repl_listen))?;
+    if let (Some(epoch), Some(r)) = (fenced_by, db.replicator()) {
+        tracing::error!(%epoch, "this node was fenced by a newer primary before it stopped: it refuses writes; start it as hotblock-secondary --primary <the new primary> --data-dir <this directory> to rejoin");
+        r.fence(epoch);
+    }
     let options = NodeOptions {
         requirepass: args.requirepass.clone(),
         limits: ServerLimits {
             max_clients: args.maxclients,
-            output_buffer_max: args.client_output_buffer_limit as usize,
+            output_buffer_max: match args.client_output_buffer_limit {
+                0 => usize::MAX,
+                limit => limit as usize,
+            },
             output_stall: Duration::from_millis(args.client_output_stall_ms),
             ..ServerLimits::default()
         },

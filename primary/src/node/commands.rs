@@ -180,10 +180,14 @@ pub(crate) async fn execute_pipeline(
     budget: usize,
 ) -> VecDeque<Vec<Bytes>> {
     let mut requests: VecDeque<Vec<Bytes>> = requests.into();
-    while out.len() < budget && !session.close {
+    // At least one request runs per call, whatever the budget, so that a
+    // batch always moves on.
+    let mut ran = false;
+    while !session.close && (!ran || out.len() < budget) {
         let Some(args) = requests.pop_front() else {
             break;
         };
+        ran = true;
         let Some((cmd, db)) = groupable(session, &args) else {
             execute(node, session, args).await.encode(out);
             continue;
@@ -875,11 +879,27 @@ async fn replicaof(node: &Arc<Node>, args: &[Bytes]) -> Reply {
     if !(3..=4).contains(&args.len()) {
         return wrong_arity(&args[0]);
     }
-    if !(args[1].eq_ignore_ascii_case(b"NO") && args[2].eq_ignore_ascii_case(b"ONE")) {
+    let no_one = args[1].eq_ignore_ascii_case(b"NO") && args[2].eq_ignore_ascii_case(b"ONE");
+    if no_one && args.len() != 3 {
+        return wrong_arity(&args[0]);
+    }
+    if !no_one {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
-        let address = format!("{}:{}", text(&args[1]), text(&args[2]));
+        let (host, port) = (text(&args[1]), text(&args[2]));
+        let Ok(port) = port.parse::<u16>() else {
+            return Reply::Error(format!("ERR invalid port {port:?}"));
+        };
+        // Resolved here, off the role lock: a slow resolver stalls only
+        // this client.
+        let address = match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(mut found) => match found.next() {
+                Some(address) => address,
+                None => return Reply::Error(format!("ERR {host}: no address")),
+            },
+            Err(e) => return Reply::Error(format!("ERR {host}: {e}")),
+        };
         let fingerprint = args.get(3).map(text);
-        return match node.repoint(&address, fingerprint.as_deref()) {
+        return match node.repoint(address, fingerprint.as_deref()) {
             Ok(()) => Reply::ok(),
             Err(e) => Reply::Error(format!("ERR {e}")),
         };

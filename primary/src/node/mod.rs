@@ -10,17 +10,20 @@
 pub mod cli;
 pub mod cmd;
 mod commands;
+pub mod fence;
 mod info;
 mod server;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use hotblock_core::persist::Persister;
-use hotblock_core::repl::{Epoch, EpochHistory, Mode};
+use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
 use hotblock_core::{DatabaseOptions, Engine, Error, Lsn};
 use hotblock_nic_transport::resp::RespLimits;
+use hotblock_nic_transport::{ConnectTo, Secret};
 
 use crate::{Db, DbConfig, ReplicationConfig};
 
@@ -36,10 +39,9 @@ pub struct ServerLimits {
     /// `-ERR max number of clients reached` and closed.
     pub max_clients: usize,
     pub resp: RespLimits,
-    /// Reply bytes held for one client before they are written out. The
-    /// replies of one batch (at most 1024 pipelined requests) are computed
-    /// before they are encoded, so a batch of large replies can hold more
-    /// for a moment; each one is bounded by the block size.
+    /// Reply bytes held for one client before they are written out (and
+    /// more requests run): at most this plus one reply, which the block
+    /// size bounds.
     pub output_buffer_max: usize,
     /// A client whose replies make no progress for this long is dropped (it
     /// pipelines and never reads).
@@ -66,14 +68,16 @@ pub trait Follower: Send + Sync + std::fmt::Debug {
     /// the engine, now writable, and its history. Blocks (it joins threads
     /// and drops runtimes): call it off the async workers.
     fn promote(self: Box<Self>) -> Result<(Engine, EpochHistory), Error>;
-    /// Follows the primary at `address` (`host:port`, its replication
-    /// port) from now on; `fingerprint` pins its certificate under TLS or
-    /// QUIC.
-    fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String>;
+    /// Follows the primary at `address` (its replication port) from now
+    /// on; `fingerprint` pins its certificate under TLS or QUIC.
+    fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String>;
     /// Where this node relays to secondaries of its own, if it does: once
     /// promoted it serves its secondaries there (the same port, even when
     /// the OS picked it).
-    fn relay_address(&self) -> Option<std::net::SocketAddr>;
+    fn relay_address(&self) -> Option<SocketAddr>;
+    /// The primary this node follows, how to reach it and as whom: once
+    /// promoted, it tells that node of its new epoch (`fence`).
+    fn upstream(&self) -> Option<(ConnectTo, Secret, NodeId)>;
 }
 
 /// A follower's replication state, for `INFO` and `ROLE`.
@@ -205,7 +209,7 @@ impl Node {
 
     /// `REPLICAOF host port [fingerprint]` on a secondary: follow another
     /// primary (after a failover, say) without a restart.
-    pub fn repoint(&self, address: &str, fingerprint: Option<&str>) -> Result<(), String> {
+    pub fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String> {
         match &*self.role.read().expect("role lock") {
             Role::Secondary(f) => f.repoint(address, fingerprint),
             Role::Primary(_) => Err(
@@ -305,6 +309,7 @@ impl Node {
         };
         let started = Instant::now();
         let relay_address = follower.relay_address();
+        let upstream = follower.upstream();
         let (engine, history) = match follower.promote() {
             Ok(promoted) => promoted,
             Err(e) => {
@@ -353,6 +358,16 @@ impl Node {
                 Ok(replicating) => db = replicating,
                 Err(e) => problems.push(format!("cannot serve secondaries: {e}")),
             }
+        }
+        if let Some((to, secret, node)) = upstream {
+            fence::announce(fence::FenceNotice {
+                to,
+                secret,
+                node,
+                lsn,
+                history: history.clone(),
+                db: db.clone(),
+            });
         }
         *self.history.lock().expect("history lock") = history;
         *self.role.write().expect("role lock") = Role::Primary(db);

@@ -203,11 +203,6 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
             .await
             .map_err(|e| format!("cannot listen for clients on {listen}: {e}"))?;
         let server = serve(node.clone(), listener).map_err(|e| e.to_string())?;
-        // A file grown past RLIMIT_FSIZE kills the process by default;
-        // handled, the write fails with EFBIG instead, and that is reported
-        // like a full disk (writes refused, nothing lost). tokio's handler
-        // stays installed once registered.
-        let _ = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(SIGXFSZ));
         tracing::info!(addr = %server.local_addr, lsn = %node.lsn(), "ready for clients");
         wait_for_stop(&node).await;
         server.abort();
@@ -216,9 +211,6 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
-
-/// Linux's signal number for "file size limit exceeded".
-const SIGXFSZ: i32 = 25;
 
 async fn wait_for_stop(node: &Node) {
     use tokio::signal::unix::{signal, SignalKind};
