@@ -207,6 +207,10 @@ pub struct Primary {
     last_served: SessionId,
     /// False while a relay's own copy is loading: it serves nobody then.
     available: bool,
+    /// The last LSN given to `on_commit` (or the engine's when this
+    /// controller started): what the backlog can serve up to. The engine
+    /// may be ahead, with commits not yet handed over.
+    head: Lsn,
 }
 
 impl Primary {
@@ -227,6 +231,7 @@ impl Primary {
             fenced: false,
             last_served: SessionId(0),
             available: true,
+            head: lsn,
         }
     }
 
@@ -260,6 +265,7 @@ impl Primary {
         self.backlog = Backlog::new(self.config.backlog_bytes_max);
         self.sync_waits.clear();
         self.sync_acked = self.engine.lsn();
+        self.head = self.engine.lsn();
         let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         for id in ids {
             self.close(id, "the relay is resyncing");
@@ -329,6 +335,7 @@ impl Primary {
     /// watch for `SyncAcked` (or `SyncTimedOut`) covering its LSN.
     pub fn on_commit(&mut self, now: Instant, delta: Delta, sync: bool) {
         let lsn = delta.lsn();
+        self.head = self.head.max(lsn);
         self.backlog.push(delta, now);
         if sync && self.config.sync_quorum > 0 {
             self.sync_waits
@@ -446,7 +453,10 @@ impl Primary {
         mode: Mode,
         peer: EpochHistory,
     ) {
-        let head = self.engine.lsn();
+        // Not the engine's LSN: commits it made that this controller has
+        // not been given yet are not in the backlog, and must not turn a
+        // partial resync into a full one.
+        let head = self.head;
         let epoch = self.epoch();
         if peer.current() > epoch {
             self.fenced = true;
