@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hdrhistogram::Histogram;
 use hotblock_core::repl::{Mode, NodeId, PrimaryConfig};
 use hotblock_core::IndexMode;
-use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret, TlsIdentity};
+use hotblock_nic_transport::{ConnectTo, ListenOn, MemoryHub, Secret, TlsIdentity, Trust};
 use hotblock_primary::{DatabaseOptions, Db, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
@@ -77,7 +77,9 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
     let primary = match transport {
         Transport::Memory => ConnectTo::Memory(hub),
         Transport::Tcp => ConnectTo::Tcp(addr.parse().unwrap()),
-        Transport::Quic => ConnectTo::Quic(addr.parse().unwrap(), identity.fingerprint()),
+        Transport::Quic => {
+            ConnectTo::Quic(addr.parse().unwrap(), Trust::Pinned(identity.fingerprint()))
+        }
     };
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
         primary,

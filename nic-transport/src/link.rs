@@ -121,12 +121,11 @@ impl ListenOn {
 #[derive(Clone, Debug)]
 pub enum ConnectTo {
     Tcp(SocketAddr),
-    /// TCP under TLS 1.3, accepting what `Trust` accepts.
+    /// TCP under TLS 1.3, accepting what `Trust` accepts (a pinned
+    /// fingerprint, or a CA).
     Tls(SocketAddr, Trust),
-    /// QUIC, accepting only the certificate with this SHA-256 fingerprint.
-    Quic(SocketAddr, [u8; 32]),
-    /// QUIC, accepting a certificate for a name, signed by a CA.
-    QuicCa(SocketAddr, Trust),
+    /// QUIC (always TLS 1.3), accepting what `Trust` accepts.
+    Quic(SocketAddr, Trust),
     Memory(MemoryHub),
 }
 
@@ -285,13 +284,8 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
             let (read, write) = tokio::io::split(stream);
             Ok(Link::new(read, write, addr.to_string()))
         }
-        ConnectTo::Quic(_, _) | ConnectTo::QuicCa(_, _) => {
-            let (addr, trust) = match to {
-                ConnectTo::Quic(addr, fingerprint) => (addr, Trust::Pinned(*fingerprint)),
-                ConnectTo::QuicCa(addr, trust) => (addr, trust.clone()),
-                _ => unreachable!(),
-            };
-            let (endpoint, connection) = handshake(quic::connect(*addr, &trust)).await?;
+        ConnectTo::Quic(addr, trust) => {
+            let (endpoint, connection) = handshake(quic::connect(*addr, trust)).await?;
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await

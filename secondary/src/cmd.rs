@@ -241,10 +241,10 @@ pub(crate) fn connect_to(
             let hex = fingerprint.ok_or(
                 "--transport tls and quic need the primary's certificate fingerprint (it logs it): --primary-fingerprint, or REPLICAOF host port fingerprint",
             )?;
-            let fingerprint = parse_fingerprint(hex)?;
+            let trust = Trust::Pinned(parse_fingerprint(hex)?);
             match transport {
-                Transport::Quic => ConnectTo::Quic(addr, fingerprint),
-                _ => ConnectTo::Tls(addr, Trust::Pinned(fingerprint)),
+                Transport::Quic => ConnectTo::Quic(addr, trust),
+                _ => ConnectTo::Tls(addr, trust),
             }
         }
     })

@@ -5,6 +5,7 @@
 //! gets a snapshot; wrong secrets and certificates are refused; writes wait
 //! for `min_secondaries`; a daisy-chained secondary converges via its relay.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId, PrimaryConfig};
@@ -48,7 +49,7 @@ fn primary_on(on: ListenOn, backlog_bytes_max: usize, sync_quorum: usize) -> (Db
     let to = match on {
         ListenOn::Tcp(_) => ConnectTo::Tcp(addr.parse().unwrap()),
         ListenOn::Quic(_, identity) => {
-            ConnectTo::Quic(addr.parse().unwrap(), identity.fingerprint())
+            ConnectTo::Quic(addr.parse().unwrap(), Trust::Pinned(identity.fingerprint()))
         }
         ListenOn::Tls(_, identity) => {
             ConnectTo::Tls(addr.parse().unwrap(), Trust::Pinned(identity.fingerprint()))
@@ -129,40 +130,6 @@ fn sync_and_async_secondaries_converge_resume_and_resync_over_quic() {
 }
 
 #[test]
-fn quic_refuses_a_certificate_other_than_the_pinned_one() {
-    let identity = TlsIdentity::self_signed().unwrap();
-    let (db, addr) = primary_on(
-        ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
-        1 << 20,
-        0,
-    );
-    write(&db, 0, 3);
-    let ConnectTo::Quic(sockaddr, _) = addr else {
-        unreachable!()
-    };
-    let impostor = TlsIdentity::self_signed().unwrap().fingerprint();
-    let node = SecondaryNode::start(secondary_config(
-        &ConnectTo::Quic(sockaddr, impostor),
-        6,
-        Mode::Async,
-        IndexMode::Maintained,
-    ));
-    wait_until("a refusal", Duration::from_secs(10), || {
-        node.status().last_error.is_some()
-    });
-    let status = node.status();
-    assert!(
-        status
-            .last_error
-            .as_deref()
-            .unwrap()
-            .contains("fingerprint"),
-        "{status:?}"
-    );
-    assert_eq!((status.connects, node.engine().lsn()), (0, Lsn::ZERO));
-}
-
-#[test]
 fn sync_and_async_secondaries_converge_resume_and_resync_over_tls() {
     let identity = TlsIdentity::self_signed().unwrap();
     let (db, addr) = primary_on(
@@ -171,100 +138,6 @@ fn sync_and_async_secondaries_converge_resume_and_resync_over_tls() {
         1,
     );
     converge_resume_promote(db, addr);
-}
-
-/// RELIABILITY row 24 over TCP with TLS: a certificate other than the
-/// pinned one, or a peer that skips TLS, gets nothing.
-#[test]
-fn tls_refuses_another_certificate_and_a_peer_without_tls() {
-    let identity = TlsIdentity::self_signed().unwrap();
-    let (db, addr) = primary_on(
-        ListenOn::Tls("127.0.0.1:0".parse().unwrap(), identity),
-        1 << 20,
-        0,
-    );
-    write(&db, 0, 3);
-    let ConnectTo::Tls(sockaddr, _) = addr else {
-        unreachable!()
-    };
-    let impostor = TlsIdentity::self_signed().unwrap().fingerprint();
-    for (node, to) in [
-        (7, ConnectTo::Tls(sockaddr, Trust::Pinned(impostor))),
-        (8, ConnectTo::Tcp(sockaddr)),
-    ] {
-        let secondary = SecondaryNode::start(secondary_config(
-            &to,
-            node,
-            Mode::Async,
-            IndexMode::Maintained,
-        ));
-        wait_until("a refusal", Duration::from_secs(10), || {
-            secondary.status().last_error.is_some()
-        });
-        let status = secondary.status();
-        if node == 7 {
-            assert!(
-                status
-                    .last_error
-                    .as_deref()
-                    .unwrap()
-                    .contains("fingerprint"),
-                "{status:?}"
-            );
-        }
-        assert_eq!(
-            (status.connects, secondary.engine().lsn()),
-            (0, Lsn::ZERO),
-            "{to:?}"
-        );
-    }
-    assert!(db.replicator().unwrap().secondaries().is_empty());
-}
-
-#[test]
-fn tls_with_a_configured_ca_accepts_its_certificates_only() {
-    let (ca, leaf, key) = ca_and_leaf("primary.example");
-    let (db, addr) = primary_on(
-        ListenOn::Tls(
-            "127.0.0.1:0".parse().unwrap(),
-            TlsIdentity::from_der(leaf, key),
-        ),
-        1 << 20,
-        0,
-    );
-    write(&db, 0, 10);
-    let ConnectTo::Tls(sockaddr, _) = addr else {
-        unreachable!()
-    };
-    let (other_ca, _, _) = ca_and_leaf("primary.example");
-    let trust = |ca: Vec<u8>| Trust::Ca {
-        ca,
-        server_name: "primary.example".into(),
-    };
-    let node = SecondaryNode::start(secondary_config(
-        &ConnectTo::Tls(sockaddr, trust(ca)),
-        12,
-        Mode::Async,
-        IndexMode::Maintained,
-    ));
-    wait_until(
-        "convergence over TLS with a CA",
-        Duration::from_secs(10),
-        || converged(&db, &node),
-    );
-    let refused = SecondaryNode::start(secondary_config(
-        &ConnectTo::Tls(sockaddr, trust(other_ca)),
-        13,
-        Mode::Async,
-        IndexMode::Maintained,
-    ));
-    wait_until("a refusal", Duration::from_secs(10), || {
-        refused.status().last_error.is_some()
-    });
-    assert_eq!(
-        (refused.status().connects, refused.engine().lsn()),
-        (0, Lsn::ZERO)
-    );
 }
 
 fn converge_resume_promote(db: Db, addr: ConnectTo) {
@@ -562,57 +435,97 @@ fn ca_and_leaf(name: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     )
 }
 
-#[test]
-fn quic_with_a_configured_ca_accepts_its_certificates_only() {
-    let (ca, leaf, key) = ca_and_leaf("primary.example");
-    let identity = TlsIdentity::from_der(leaf, key);
-    let (db, addr) = primary_on(
-        ListenOn::Quic("127.0.0.1:0".parse().unwrap(), identity),
-        1 << 20,
-        0,
-    );
-    write(&db, 0, 10);
-    let ConnectTo::Quic(sockaddr, _) = addr else {
-        unreachable!()
-    };
-    let trusted = ConnectTo::QuicCa(
-        sockaddr,
-        Trust::Ca {
-            ca,
-            server_name: "primary.example".into(),
-        },
-    );
-    let node = SecondaryNode::start(secondary_config(
-        &trusted,
-        10,
-        Mode::Async,
-        IndexMode::Maintained,
-    ));
-    wait_until(
-        "convergence over QUIC with a CA",
-        Duration::from_secs(10),
-        || converged(&db, &node),
-    );
-    // Another CA's trust refuses the same primary.
-    let (other_ca, _, _) = ca_and_leaf("primary.example");
-    let untrusted = ConnectTo::QuicCa(
-        sockaddr,
-        Trust::Ca {
-            ca: other_ca,
-            server_name: "primary.example".into(),
-        },
-    );
-    let refused = SecondaryNode::start(secondary_config(
-        &untrusted,
-        11,
+/// A secondary that must be refused: no session, nothing applied. Returns
+/// what it reports.
+fn refused(to: &ConnectTo, node: u64) -> hotblock_secondary::SecondaryStatus {
+    let secondary = SecondaryNode::start(secondary_config(
+        to,
+        node,
         Mode::Async,
         IndexMode::Maintained,
     ));
     wait_until("a refusal", Duration::from_secs(10), || {
-        refused.status().last_error.is_some()
+        secondary.status().last_error.is_some()
     });
+    let status = secondary.status();
     assert_eq!(
-        (refused.status().connects, refused.engine().lsn()),
-        (0, Lsn::ZERO)
+        (status.connects, secondary.engine().lsn()),
+        (0, Lsn::ZERO),
+        "{to:?}"
     );
+    status
+}
+
+/// RELIABILITY row 24: over QUIC and over TCP with TLS, a certificate
+/// other than the pinned one gets nothing, and neither does a TCP peer
+/// that skips TLS.
+#[test]
+fn tls_and_quic_refuse_another_certificate_and_tls_a_peer_without_it() {
+    let listeners: [fn(SocketAddr, TlsIdentity) -> ListenOn; 2] = [ListenOn::Quic, ListenOn::Tls];
+    for (i, listen) in listeners.into_iter().enumerate() {
+        let identity = TlsIdentity::self_signed().unwrap();
+        let (db, addr) = primary_on(listen("127.0.0.1:0".parse().unwrap(), identity), 1 << 20, 0);
+        write(&db, 0, 3);
+        let impostor = Trust::Pinned(TlsIdentity::self_signed().unwrap().fingerprint());
+        let node = 6 + 2 * i as u64;
+        let (wrong, plain) = match addr {
+            ConnectTo::Quic(at, _) => (ConnectTo::Quic(at, impostor), None),
+            ConnectTo::Tls(at, _) => (ConnectTo::Tls(at, impostor), Some(ConnectTo::Tcp(at))),
+            _ => unreachable!(),
+        };
+        let status = refused(&wrong, node);
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("fingerprint"),
+            "{status:?}"
+        );
+        if let Some(plain) = plain {
+            refused(&plain, node + 1);
+        }
+        assert!(db.replicator().unwrap().secondaries().is_empty());
+    }
+}
+
+/// With a CA configured (`Trust::Ca`), over QUIC and over TCP with TLS, a
+/// secondary accepts a certificate that CA signed for the name, and
+/// another CA's trust refuses the same primary.
+#[test]
+fn tls_and_quic_with_a_configured_ca_accept_its_certificates_only() {
+    let listeners: [fn(SocketAddr, TlsIdentity) -> ListenOn; 2] = [ListenOn::Quic, ListenOn::Tls];
+    for (i, listen) in listeners.into_iter().enumerate() {
+        let (ca, leaf, key) = ca_and_leaf("primary.example");
+        let (db, addr) = primary_on(
+            listen(
+                "127.0.0.1:0".parse().unwrap(),
+                TlsIdentity::from_der(leaf, key),
+            ),
+            1 << 20,
+            0,
+        );
+        write(&db, 0, 10);
+        let trust = |ca: Vec<u8>| Trust::Ca {
+            ca,
+            server_name: "primary.example".into(),
+        };
+        let with = |trust: Trust| match &addr {
+            ConnectTo::Quic(at, _) => ConnectTo::Quic(*at, trust),
+            ConnectTo::Tls(at, _) => ConnectTo::Tls(*at, trust),
+            _ => unreachable!(),
+        };
+        let node = 10 + 2 * i as u64;
+        let trusted = SecondaryNode::start(secondary_config(
+            &with(trust(ca)),
+            node,
+            Mode::Async,
+            IndexMode::Maintained,
+        ));
+        wait_until("convergence with a CA", Duration::from_secs(10), || {
+            converged(&db, &trusted)
+        });
+        let (other_ca, _, _) = ca_and_leaf("primary.example");
+        refused(&with(trust(other_ca)), node + 1);
+    }
 }

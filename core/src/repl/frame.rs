@@ -26,7 +26,8 @@
 //! 0x05 SnapshotBegin  lsn u64, blocks u64, count u8, DbCreate op * count
 //! 0x06 SnapshotBlock  db u32, block u32, block bytes (the rest)
 //! 0x07 SnapshotEnd    lsn u64
-//! 0x08 Error          code u16, message (the rest, UTF-8)
+//! 0x08 Error          code u16 (1 stale epoch, 2 protocol, 3 apply, 4 other,
+//!                     5 fenced), message (the rest, UTF-8)
 //! 0x09 TxnAbort       (empty)
 //! 0x0a BlockDigests   db u32, count u32, (block u32, xxh3 u64) * count
 //! 0x0b DigestsEnd     (empty): the secondary sent all its digests
@@ -103,6 +104,9 @@ pub enum ErrorCode {
     /// A delta that did not apply.
     Apply = 3,
     Other = 4,
+    /// The sender learnt of a newer epoch from this session: it is fenced
+    /// and refuses writes (the answer a promoted node's notice waits for).
+    Fenced = 5,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -495,6 +499,7 @@ impl Message {
                     1 => ErrorCode::StaleEpoch,
                     2 => ErrorCode::Protocol,
                     3 => ErrorCode::Apply,
+                    5 => ErrorCode::Fenced,
                     _ => ErrorCode::Other,
                 };
                 let message = String::from_utf8_lossy(&p.split_off(0)).into_owned();

@@ -375,7 +375,7 @@ impl Primary {
             self.events.push_back(PrimaryEvent::Fenced(frame.epoch));
             self.refuse(
                 session,
-                ErrorCode::Other,
+                ErrorCode::Fenced,
                 "fenced: the peer runs a newer epoch",
             );
             return;
@@ -463,7 +463,7 @@ impl Primary {
             self.events.push_back(PrimaryEvent::Fenced(peer.current()));
             self.refuse(
                 session,
-                ErrorCode::Other,
+                ErrorCode::Fenced,
                 "fenced: the peer knows a newer epoch",
             );
             return;

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use hotblock_core::repl::{Epoch, EpochHistory, Frame, Message, Mode, NodeId};
+use hotblock_core::repl::{Epoch, EpochHistory, ErrorCode, Frame, Message, Mode, NodeId};
 use hotblock_core::Lsn;
 use hotblock_nic_transport::tcp::{write_frames, FrameReader};
 use hotblock_nic_transport::{ConnectTo, Secret};
@@ -151,9 +151,10 @@ async fn once(notice: &FenceNotice) -> Result<Answer, String> {
         return Ok(Answer::Newer(frame.epoch));
     }
     match frame.message {
-        Message::Error { message, .. } if message.starts_with("fenced") => {
-            Ok(Answer::Fenced(message))
-        }
+        Message::Error {
+            code: ErrorCode::Fenced,
+            message,
+        } => Ok(Answer::Fenced(message)),
         Message::Welcome { .. } if frame.epoch == ours => Ok(Answer::Ours),
         Message::Error { message, .. } => Err(format!("refused: {message}")),
         other => Err(format!("unexpected answer {other:?}")),
