@@ -5,7 +5,9 @@ mod cluster;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cluster::{signal, wait_until, Proc, Writers};
+use cluster::{
+    assert_all_present, data_dir, signal, wait_secondaries_online, wait_until, Proc, Writers,
+};
 use redis::{Commands, Value};
 
 fn err_text(e: &redis::RedisError) -> String {
@@ -14,13 +16,7 @@ fn err_text(e: &redis::RedisError) -> String {
 
 /// Waits until `node` reports one secondary, online.
 fn wait_online(node: &Proc) {
-    wait_until("a secondary online", Duration::from_secs(20), || {
-        let info = node.info("replication");
-        info.get("connected_secondaries").map(String::as_str) == Some("1")
-            && info
-                .get("secondary0")
-                .is_some_and(|l| l.contains("state=online"))
-    });
+    wait_secondaries_online(node, 1);
 }
 
 #[test]
@@ -260,16 +256,7 @@ fn sync_failover_keeps_every_acknowledged_write() {
     let acked = writers.stop();
     secondary.promote();
     let mut c = secondary.client();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|k| !c.exists::<_, bool>(k.as_str()).unwrap())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_present(&mut c, &acked);
     assert_eq!(secondary.info("replication")["role"], "primary");
     // The promoted node takes writes.
     let () = c.set("after", "failover").unwrap();
@@ -350,18 +337,8 @@ fn async_secondaries_and_a_daisy_chain_converge() {
 #[test]
 fn data_directories_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let (node_dir, sec_dir) = (dir.path().join("node"), dir.path().join("sec"));
-    std::fs::create_dir(&node_dir).unwrap();
-    std::fs::create_dir(&sec_dir).unwrap();
-    let mut node = Proc::node(
-        dir.path(),
-        &[
-            "--data-dir",
-            node_dir.to_str().unwrap(),
-            "--sync-quorum",
-            "1",
-        ],
-    );
+    let (node_dir, sec_dir) = (data_dir(dir.path(), "node"), data_dir(dir.path(), "sec"));
+    let mut node = Proc::node(dir.path(), &["--data-dir", &node_dir, "--sync-quorum", "1"]);
     let mut secondary = Proc::secondary(
         dir.path(),
         node.repl_port,
@@ -369,7 +346,7 @@ fn data_directories_survive_kill_9() {
             "--mode",
             "sync",
             "--data-dir",
-            sec_dir.to_str().unwrap(),
+            &sec_dir,
             "--fsync",
             "always",
         ],
@@ -447,15 +424,9 @@ fn data_directories_survive_kill_9() {
 #[test]
 fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
     let dir = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir(&a_dir).unwrap();
-    std::fs::create_dir(&b_dir).unwrap();
-    let mut a = Proc::node(dir.path(), &["--data-dir", a_dir.to_str().unwrap()]);
-    let mut b = Proc::secondary(
-        dir.path(),
-        a.repl_port,
-        &["--data-dir", b_dir.to_str().unwrap()],
-    );
+    let (a_dir, b_dir) = (data_dir(dir.path(), "a"), data_dir(dir.path(), "b"));
+    let mut a = Proc::node(dir.path(), &["--data-dir", &a_dir]);
+    let mut b = Proc::secondary(dir.path(), a.repl_port, &["--data-dir", &b_dir]);
     let mut ca = a.client();
     for i in 0..200 {
         let () = ca.set(format!("shared{i}"), i).unwrap();
@@ -480,7 +451,7 @@ fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
     let old = Proc::secondary(
         dir.path(),
         b.repl_port,
-        &["--data-dir", a_dir.to_str().unwrap(), "--serve-reads"],
+        &["--data-dir", &a_dir, "--serve-reads"],
     );
     let lsn = b.lsn();
     wait_until("the old primary converges", Duration::from_secs(30), || {
@@ -505,9 +476,8 @@ fn an_old_primary_rejoins_and_discards_its_divergent_tail() {
 #[test]
 fn clean_stops_wait_and_start_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let mut node = Proc::node(dir.path(), &["--data-dir", data.to_str().unwrap()]);
+    let data = data_dir(dir.path(), "data");
+    let mut node = Proc::node(dir.path(), &["--data-dir", &data]);
     let secondary = Proc::secondary(dir.path(), node.repl_port, &[]);
     let mut c = node.client();
     let () = c.set("k", "v").unwrap();
@@ -728,14 +698,12 @@ fn a_pipeline_whose_replies_exceed_the_output_limit_runs_in_order_in_pieces() {
 #[test]
 fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let (node_dir, sec_dir) = (dir.path().join("node"), dir.path().join("sec"));
-    std::fs::create_dir(&node_dir).unwrap();
-    std::fs::create_dir(&sec_dir).unwrap();
+    let (node_dir, sec_dir) = (data_dir(dir.path(), "node"), data_dir(dir.path(), "sec"));
     let mut node = Proc::node(
         dir.path(),
         &[
             "--data-dir",
-            node_dir.to_str().unwrap(),
+            &node_dir,
             "--sync-quorum",
             "1",
             "--sync-timeout-ms",
@@ -745,7 +713,7 @@ fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
     let mut secondary = Proc::secondary(
         dir.path(),
         node.repl_port,
-        &["--mode", "sync", "--data-dir", sec_dir.to_str().unwrap()],
+        &["--mode", "sync", "--data-dir", &sec_dir],
     );
     wait_online(&node);
     let writers = Writers::start(node.port, 3);
@@ -780,17 +748,7 @@ fn twenty_kill_9s_under_sync_load_lose_no_acknowledged_write() {
         acked.len()
     );
     let mut c = node.client();
-    let lost: Vec<&String> = acked
-        .iter()
-        .filter(|k| !c.exists::<_, bool>(k.as_str()).unwrap())
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_all_present(&mut c, &acked);
     let lsn = node.lsn();
     wait_until("the secondary converges", Duration::from_secs(30), || {
         let info = secondary.info("replication");
@@ -882,16 +840,11 @@ fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
 #[test]
 fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("old-primary");
-    std::fs::create_dir(&data).unwrap();
-    let mut node = Proc::node(dir.path(), &["--data-dir", data.to_str().unwrap()]);
+    let data = data_dir(dir.path(), "old-primary");
+    let mut node = Proc::node(dir.path(), &["--data-dir", &data]);
     let promoted = Proc::secondary(dir.path(), node.repl_port, &["--mode", "async"]);
     let stays = Proc::secondary(dir.path(), node.repl_port, &["--mode", "async"]);
-    wait_until("two secondaries online", Duration::from_secs(20), || {
-        let info = node.info("replication");
-        info["connected_secondaries"] == "2"
-            && (0..2).all(|i| info[&format!("secondary{i}")].contains("state=online"))
-    });
+    wait_secondaries_online(&node, 2);
     let mut old = node.client();
     let () = old.set("before", 1).unwrap();
     wait_until("the write replicated", Duration::from_secs(20), || {
@@ -970,12 +923,8 @@ fn a_paused_async_primary_is_fenced_by_the_promoted_node() {
 #[test]
 fn tls_replication_between_the_binaries_keeps_its_certificate_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("node-data");
-    std::fs::create_dir(&data).unwrap();
-    let mut node = Proc::node(
-        dir.path(),
-        &["--transport", "tls", "--data-dir", data.to_str().unwrap()],
-    );
+    let data = data_dir(dir.path(), "node-data");
+    let mut node = Proc::node(dir.path(), &["--transport", "tls", "--data-dir", &data]);
     let pinned = node
         .fingerprints()
         .pop()
@@ -1066,12 +1015,8 @@ fn write_until_refused(
 #[test]
 fn a_full_data_directory_refuses_writes_loses_nothing_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    let mut node = Proc::node(
-        dir.path(),
-        &["--data-dir", data.to_str().unwrap(), "--fsync", "always"],
-    );
+    let data = data_dir(dir.path(), "data");
+    let mut node = Proc::node(dir.path(), &["--data-dir", &data, "--fsync", "always"]);
     let value = "v".repeat(1024);
     let check_all = |node: &Proc, keys: &[String]| {
         let mut c = node.client();
@@ -1085,7 +1030,7 @@ fn a_full_data_directory_refuses_writes_loses_nothing_and_recovers() {
     };
     let mut acked = Vec::new();
     for round in ["a", "b"] {
-        limit_file_size(node.pid(), Some(largest_file(&data) + 256 * 1024));
+        limit_file_size(node.pid(), Some(largest_file(data.as_ref()) + 256 * 1024));
         let mut c = node.client();
         let (keys, refused) = write_until_refused(&mut c, round);
         assert!(keys.len() > 50, "{} writes before the refusal", keys.len());
@@ -1135,8 +1080,7 @@ fn a_full_data_directory_refuses_writes_loses_nothing_and_recovers() {
 #[test]
 fn a_secondary_with_a_wiped_data_dir_catches_up_in_full_before_its_acks_count() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("secondary-data");
-    std::fs::create_dir(&data).unwrap();
+    let data = data_dir(dir.path(), "secondary-data");
     let mut node = Proc::node(
         dir.path(),
         &["--sync-quorum", "1", "--sync-timeout-ms", "500"],
@@ -1144,14 +1088,7 @@ fn a_secondary_with_a_wiped_data_dir_catches_up_in_full_before_its_acks_count() 
     let mut secondary = Proc::secondary(
         dir.path(),
         node.repl_port,
-        &[
-            "--mode",
-            "sync",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--fsync",
-            "always",
-        ],
+        &["--mode", "sync", "--data-dir", &data, "--fsync", "always"],
     );
     wait_online(&node);
     let writers = Writers::start(node.port, 4);
@@ -1177,16 +1114,7 @@ fn a_secondary_with_a_wiped_data_dir_catches_up_in_full_before_its_acks_count() 
     let acked = writers.stop();
     secondary.promote();
     let mut c = secondary.client();
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|k| !c.exists::<_, bool>(k.as_str()).unwrap())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} acknowledged writes lost: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_present(&mut c, &acked);
     // The resync was checkpointed into the wiped directory.
     assert!(std::fs::read_dir(&data).unwrap().any(|e| e
         .unwrap()
@@ -1202,16 +1130,14 @@ fn a_secondary_with_a_wiped_data_dir_catches_up_in_full_before_its_acks_count() 
 #[test]
 fn a_sync_ok_comes_after_both_nodes_fsynced_the_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let (node_data, secondary_data) = (dir.path().join("n"), dir.path().join("s"));
-    std::fs::create_dir(&node_data).unwrap();
-    std::fs::create_dir(&secondary_data).unwrap();
+    let (node_data, secondary_data) = (data_dir(dir.path(), "n"), data_dir(dir.path(), "s"));
     let node = Proc::node(
         dir.path(),
         &[
             "--sync-quorum",
             "1",
             "--data-dir",
-            node_data.to_str().unwrap(),
+            &node_data,
             "--fsync",
             "always",
         ],
@@ -1223,7 +1149,7 @@ fn a_sync_ok_comes_after_both_nodes_fsynced_the_commit() {
             "--mode",
             "sync",
             "--data-dir",
-            secondary_data.to_str().unwrap(),
+            &secondary_data,
             "--fsync",
             "always",
         ],
@@ -1254,15 +1180,12 @@ fn every_node_killed_mid_transactions_keeps_them_whole_and_every_acked_one() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
-    let (node_dir, sec_dir) = (dir.path().join("node"), dir.path().join("sec"));
-    std::fs::create_dir(&node_dir).unwrap();
-    std::fs::create_dir(&sec_dir).unwrap();
-    let data = |d: &std::path::Path| d.to_str().unwrap().to_string();
+    let (node_dir, sec_dir) = (data_dir(dir.path(), "node"), data_dir(dir.path(), "sec"));
     let mut node = Proc::node(
         dir.path(),
         &[
             "--data-dir",
-            &data(&node_dir),
+            &node_dir,
             "--fsync",
             "always",
             "--sync-quorum",
@@ -1276,7 +1199,7 @@ fn every_node_killed_mid_transactions_keeps_them_whole_and_every_acked_one() {
             "--mode",
             "sync",
             "--data-dir",
-            &data(&sec_dir),
+            &sec_dir,
             "--fsync",
             "always",
         ],
@@ -1386,11 +1309,7 @@ fn a_failover_while_sync_commits_wait_settles_them_on_every_node() {
         node.repl_port,
         &["--mode", "sync", "--serve-reads"],
     );
-    wait_until("two secondaries online", Duration::from_secs(20), || {
-        let info = node.info("replication");
-        info["connected_secondaries"] == "2"
-            && (0..2).all(|i| info[&format!("secondary{i}")].contains("state=online"))
-    });
+    wait_secondaries_online(&node, 2);
     let () = node.client().set("first", 1).unwrap();
     signal("-STOP", b.pid());
     let base = node.lsn();

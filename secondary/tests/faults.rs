@@ -6,7 +6,7 @@ mod cluster;
 use std::time::Duration;
 
 use cluster::proxy::{Fault, Proxy};
-use cluster::{wait_until, Proc};
+use cluster::{assert_all_present, wait_until, Proc};
 use redis::Commands;
 
 /// A hot secondary that reaches its primary through `proxy`.
@@ -102,13 +102,7 @@ fn a_blackholed_sync_primary_acknowledges_nothing() {
         acked.push(format!("after{i}"));
     }
     converged(&node, &secondary);
-    let mut s = secondary.client();
-    for k in &acked {
-        assert!(
-            s.exists::<_, bool>(k).unwrap(),
-            "{k} acknowledged but missing"
-        );
-    }
+    assert_all_present(&mut secondary.client(), &acked);
 }
 
 /// Row 10: latency, a bandwidth cap and a link cut every few kilobytes
@@ -201,13 +195,7 @@ fn sync_writes_under_latency_bandwidth_and_cuts_get_ok_or_timeout_and_keep_every
     assert!(timeouts > 0, "no fault delayed an acknowledgement");
     assert!(acked.len() > 10, "{} writes acknowledged", acked.len());
     converged(&node, &secondary);
-    let mut s = secondary.client();
-    for k in &acked {
-        assert!(
-            s.exists::<_, bool>(k).unwrap(),
-            "{k} acknowledged but missing"
-        );
-    }
+    assert_all_present(&mut secondary.client(), &acked);
 }
 
 /// Row 4 and guarantee 2: an async primary with `--min-secondaries 1
@@ -274,13 +262,8 @@ fn an_async_primary_refuses_writes_past_max_lag_and_a_failover_loses_only_the_wi
         "the promoted LSN is logged:\n{}",
         secondary.log_text()
     );
-    let mut s = secondary.client();
-    for k in &before {
-        assert!(
-            s.exists::<_, bool>(k).unwrap(),
-            "{k} written before the cut, lost"
-        );
-    }
+    // Every write from before the cut is there.
+    assert_all_present(&mut secondary.client(), &before);
     // Only writes from the window can be lost, and the window is short:
     // the primary stopped taking writes once the lag passed 1000 ms (about
     // 50 writes 20 ms apart).

@@ -422,6 +422,47 @@ impl Writers {
 }
 
 /// Polls `check` until it holds or `limit` passes.
+/// A new directory `name` under `root`, for a node's `--data-dir`; its
+/// path as an argument.
+pub fn data_dir(root: &Path, name: &str) -> String {
+    let dir = root.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+/// Waits until `node` has `count` secondaries connected, all online.
+pub fn wait_secondaries_online(node: &Proc, count: usize) {
+    wait_until("secondaries online", Duration::from_secs(20), || {
+        let info = node.info("replication");
+        info.get("connected_secondaries") == Some(&count.to_string())
+            && (0..count).all(|i| {
+                info.get(&format!("secondary{i}"))
+                    .is_some_and(|l| l.contains("state=online"))
+            })
+    });
+}
+
+/// Fails naming the keys (of `keys`, all acknowledged writes) that `c`
+/// does not hold.
+pub fn assert_all_present(c: &mut redis::Connection, keys: &[String]) {
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            !redis::cmd("EXISTS")
+                .arg(k.as_str())
+                .query::<bool>(c)
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
