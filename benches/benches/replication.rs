@@ -91,7 +91,7 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
             Mode::Async
         },
         indexes: IndexMode::Deferred,
-        relay: None,
+        downstream: None,
         databases: Vec::new(),
         persister: None,
         progress_bar: false,
@@ -208,7 +208,7 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
         node: NodeId(2),
         mode: Mode::Async,
         indexes: IndexMode::Deferred,
-        relay: None,
+        downstream: None,
         databases: Vec::new(),
         persister: None,
         progress_bar: false,

@@ -54,7 +54,6 @@ mod error;
 mod ids;
 mod index;
 mod location;
-pub mod persist;
 mod record;
 pub mod repl;
 mod snapshot;

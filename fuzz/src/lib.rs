@@ -200,12 +200,12 @@ pub fn repl_session(data: &[u8]) {
 /// Decodes `data` as a data directory's snapshot file: an error or a
 /// snapshot, never a panic or an allocation beyond the declared limits.
 pub fn persist_snapshot(data: &[u8]) {
-    hotblock_core::persist::fuzz_load_snapshot(data);
+    hotblock_persist::fuzz_load_snapshot(data);
 }
 
 /// Decodes `data` as a data directory's log file (and as its state file).
 pub fn persist_log(data: &[u8]) {
-    hotblock_core::persist::fuzz_load_log(data);
+    hotblock_persist::fuzz_load_log(data);
 }
 
 // ---------------------------------------------------------------------------

@@ -10,13 +10,12 @@
 //! (`ListenOn::Tls`/`ConnectTo::Tls`), with the same pinned or CA-signed
 //! certificate.
 //!
-//! `resp` parses client requests in the Redis protocol and encodes replies.
+//! **Not here**: the client protocol (RESP), which is `hotblock-node`'s.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod link;
 pub mod quic;
-pub mod resp;
 pub mod tcp;
 pub mod tls;
 

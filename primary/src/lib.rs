@@ -21,12 +21,11 @@
 //! [`hotblock_core`]; see its crate documentation.
 #![forbid(unsafe_code)]
 
-pub mod node;
 mod replication;
 
 use std::sync::Arc;
 
-use hotblock_core::persist::Persister;
+use hotblock_persist::Persister;
 
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
@@ -290,6 +289,6 @@ impl std::ops::DerefMut for Transaction<'_> {
 }
 
 /// The local log failed: writes stop (as Redis's `MISCONF`).
-fn persist_error(e: hotblock_core::persist::PersistError) -> Error {
+fn persist_error(e: hotblock_persist::PersistError) -> Error {
     Error::Io(std::io::Error::other(e.to_string()))
 }

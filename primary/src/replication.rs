@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use hotblock_core::persist::{PersistedState, Persister};
 use hotblock_core::repl::{
     Epoch, EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
 };
 use hotblock_core::{Delta, Engine, Error, HookPurpose, Lsn};
 use hotblock_nic_transport::tcp::FrameReader;
 use hotblock_nic_transport::{ListenOn, Listener, Secret};
+use hotblock_persist::{PersistedState, Persister};
 use tokio::sync::mpsc;
 
 /// How a primary serves secondaries.

@@ -14,21 +14,16 @@
 //! any transaction of the new epoch is logged.
 #![forbid(unsafe_code)]
 
-pub mod cmd;
-mod follower;
-pub use follower::NodeFollower;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hotblock_core::persist::{PersistedState, Persister};
 use hotblock_core::repl::{
     Epoch, EpochHistory, Message, Mode, NodeId, Secondary, SecondaryConfig, SecondaryEvent,
 };
 use hotblock_core::{Engine, EngineConfig, Error, IndexMode, Lsn, Role};
 use hotblock_nic_transport::tcp::{write_frames, FrameReader};
 use hotblock_nic_transport::{ConnectTo, Link, Secret};
-use hotblock_primary::Replicator;
+use hotblock_persist::{PersistedState, Persister};
 use tokio::sync::oneshot;
 
 /// Reconnection backoff: first wait, and the most it grows to.
@@ -43,10 +38,10 @@ pub struct SecondaryNodeConfig {
     pub mode: Mode,
     /// `Maintained` serves reads (hot); `Deferred` keeps blocks only (passive).
     pub indexes: IndexMode,
-    /// Relay the stream to secondaries of our own (a daisy chain): where
-    /// they connect, and how they are served (never with a sync quorum: a
-    /// relay does not make its upstream's commits wait).
-    pub relay: Option<hotblock_primary::ReplicationConfig>,
+    /// Told when the stream restarts or resumes: a relay serving
+    /// secondaries of this node's own (a daisy chain), composed by the
+    /// caller on the same engine.
+    pub downstream: Option<Arc<dyn Downstream>>,
     /// Replicate these databases only (by name); empty: all. The others'
     /// transactions arrive empty, so LSNs still follow the primary's.
     pub databases: Vec<String>,
@@ -56,6 +51,18 @@ pub struct SecondaryNodeConfig {
     /// Show snapshot loading as a progress bar (on a terminal) instead of
     /// log lines.
     pub progress_bar: bool,
+}
+
+/// What a relay on this node's engine needs to hear from the follow loop,
+/// in order with the deltas the engine applies: the relay (a primary
+/// controller, in `hotblock-node`) forwards those deltas, and must restart
+/// its own secondaries when the blocks are replaced, and stamp frames with
+/// the upstream's epochs.
+pub trait Downstream: Send + Sync + std::fmt::Debug {
+    /// A full resync began: the blocks are about to be replaced.
+    fn resync_started(&self);
+    /// The copy is whole and streaming again, under `history`.
+    fn online(&self, history: &EpochHistory);
 }
 
 /// What the controller says about itself.
@@ -85,7 +92,6 @@ pub struct SecondaryNode {
     upstream: Arc<Upstream>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<std::thread::JoinHandle<Secondary>>,
-    relay: Option<Arc<Replicator>>,
 }
 
 impl SecondaryNode {
@@ -125,29 +131,11 @@ impl SecondaryNode {
         );
         let mut secondary = secondary;
         secondary.observe_epoch(epoch_seen);
-        let relay = match &config.relay {
-            Some(relay) => {
-                let mut relay = relay.clone();
-                relay.protocol.sync_quorum = 0;
-                relay.history = secondary.history().clone();
-                match Replicator::start(engine.clone(), relay) {
-                    Ok(r) => Some(Arc::new(r)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start relaying");
-                        status.lock().expect("status lock").last_error =
-                            Some(format!("relay: {e}"));
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
         let upstream = Arc::new(Upstream {
             to: Mutex::new(config.primary.clone()),
             changed: tokio::sync::Notify::new(),
         });
         let thread_upstream = upstream.clone();
-        let thread_relay = relay.clone();
         let thread_status = status.clone();
         let handle = std::thread::Builder::new()
             .name("hotblock-secondary".into())
@@ -161,7 +149,6 @@ impl SecondaryNode {
                     config,
                     thread_upstream,
                     thread_status,
-                    thread_relay,
                     stop_rx,
                 ))
             })
@@ -172,7 +159,6 @@ impl SecondaryNode {
             upstream,
             stop: Some(stop_tx),
             handle: Some(handle),
-            relay,
         }
     }
 
@@ -191,11 +177,6 @@ impl SecondaryNode {
     pub fn repoint(&self, to: ConnectTo) {
         *self.upstream.to.lock().expect("upstream lock") = to;
         self.upstream.changed.notify_one();
-    }
-
-    /// The relay serving this node's own secondaries, if configured.
-    pub fn relay(&self) -> Option<&Replicator> {
-        self.relay.as_deref()
     }
 
     /// Stops following. Returns the protocol state (engine and history).
@@ -237,7 +218,6 @@ async fn follow(
     config: SecondaryNodeConfig,
     upstream: Arc<Upstream>,
     status: Arc<Mutex<SecondaryStatus>>,
-    relay: Option<Arc<Replicator>>,
     mut stop: oneshot::Receiver<()>,
 ) -> Secondary {
     let mut backoff = BACKOFF_MIN;
@@ -259,7 +239,7 @@ async fn follow(
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
-                    ended = session(&mut secondary, link, &config, &mut persist, &status, relay.as_deref()) => Some(ended),
+                    ended = session(&mut secondary, link, &config, &mut persist, &status) => Some(ended),
                     _ = upstream.changed.notified() => Some("re-pointed to another primary".into()),
                 };
                 secondary.disconnected();
@@ -298,8 +278,8 @@ async fn session(
     config: &SecondaryNodeConfig,
     persist: &mut Persist<'_>,
     status: &Mutex<SecondaryStatus>,
-    relay: Option<&Replicator>,
 ) -> String {
+    let downstream = config.downstream.as_deref();
     let (read, mut write) = (link.read, link.write);
     let mut reader = FrameReader::new(read);
     if let Err(e) = secondary.connect(Instant::now()) {
@@ -321,8 +301,8 @@ async fn session(
                     tracing::info!(blocks, "full resync started");
                     progress.start(blocks);
                     status.lock().expect("status lock").snapshots += 1;
-                    if let Some(relay) = relay {
-                        relay.reset();
+                    if let Some(d) = downstream {
+                        d.resync_started();
                     }
                 }
                 SecondaryEvent::SnapshotProgress { installed, blocks } => {
@@ -334,10 +314,8 @@ async fn session(
                     if let Err(e) = persist.online(secondary) {
                         return e;
                     }
-                    if let Some(relay) = relay {
-                        // Downstream frames carry the upstream's epoch.
-                        relay.set_history(secondary.history().clone());
-                        relay.set_available(true);
+                    if let Some(d) = downstream {
+                        d.online(secondary.history());
                     }
                 }
             }

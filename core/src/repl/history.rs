@@ -42,9 +42,8 @@ impl std::fmt::Display for Epoch {
     }
 }
 
-/// Most epochs a history keeps; older ones are dropped (a node that far
-/// behind resyncs in full).
-pub const HISTORY_LEN_MAX: usize = 256;
+// Most epochs a history keeps (defined in `limits.rs`).
+pub use crate::repl::limits::HISTORY_LEN_MAX;
 
 /// `(epoch, start)`: epoch `e`'s first transaction has LSN `start + 1`.
 /// Epochs strictly rise and starts never fall.
@@ -127,7 +126,9 @@ impl EpochHistory {
         Some(common)
     }
 
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+    /// The wire (and `state.hb`) form: entry count u16, then (epoch u64,
+    /// start lsn u64) per entry, little-endian.
+    pub fn encode(&self, out: &mut Vec<u8>) {
         out.put_u16_le(self.entries.len() as u16);
         for (epoch, start) in &self.entries {
             out.put_u64_le(epoch.0);
@@ -135,7 +136,9 @@ impl EpochHistory {
         }
     }
 
-    pub(crate) fn decode(p: &mut Bytes) -> Result<Self, FrameError> {
+    /// Reads what [`EpochHistory::encode`] wrote, checking that epochs rise
+    /// and starts never fall.
+    pub fn decode(p: &mut Bytes) -> Result<Self, FrameError> {
         let bad = FrameError::Malformed("epoch history");
         if p.remaining() < 2 {
             return Err(bad);

@@ -100,14 +100,14 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
         Cmd::Node { args } => {
-            return hotblock_primary::node::cmd::main_from(
+            return hotblock_node::cmd::primary::main_from(
                 std::iter::once(OsString::from("hotblock-node"))
                     .chain(args)
                     .collect(),
             )
         }
         Cmd::Secondary { args } => {
-            return hotblock_secondary::cmd::main_from(
+            return hotblock_node::cmd::secondary::main_from(
                 std::iter::once(OsString::from("hotblock-secondary"))
                     .chain(args)
                     .collect(),

@@ -237,7 +237,7 @@ fn spawn_self(name: &str, args: &[String], log: &Path) -> Result<Child, String> 
         .args(args)
         .env(
             "RUST_LOG",
-            "warn,hotblock_primary::node::server=info,hotblock_primary::replication=info,hotblock_primary::node::cmd=info",
+            "warn,hotblock_node::server=info,hotblock_primary::replication=info,hotblock_node::cmd=info",
         )
         .stdout(Stdio::null())
         .stderr(log)

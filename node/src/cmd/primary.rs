@@ -1,0 +1,217 @@
+//! `hotblock-node`'s command line and start-up: flags (and the config
+//! file), recovery from the data directory, replication, then the client
+//! port until a shutdown. A library module so that `hotblock-bench` can run
+//! the same node as a process of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
+use clap::Parser;
+use hotblock_core::repl::{EpochHistory, PrimaryConfig};
+use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
+use hotblock_persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
+use hotblock_primary::{Db, DbConfig, ReplicationConfig};
+
+/// A hotblock primary: records in RAM blocks, served over RESP (the Redis
+/// protocol), each transaction streamed to secondaries
+/// (`hotblock-secondary --primary <this --repl-listen>`).
+///
+/// Settings come from flags, then the --config file (TOML, keys named as
+/// the flags: `sync-quorum = 1`), then the environment variables named.
+#[derive(Debug, Parser)]
+#[command(name = "hotblock-node", version, args_override_self = true)]
+pub struct Args {
+    /// Address for clients (RESP).
+    #[arg(long, default_value = "127.0.0.1:7379")]
+    listen: SocketAddr,
+    /// Address for secondaries.
+    #[arg(long, default_value = "127.0.0.1:7380")]
+    repl_listen: SocketAddr,
+    /// How secondaries connect: TCP, or QUIC (TLS 1.3; secondaries pin the
+    /// certificate fingerprint this node logs at start).
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: cli::Transport,
+    /// Clients must AUTH with this password. Required to listen beyond loopback.
+    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Secret secondaries prove by challenge. Required to serve them beyond loopback.
+    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
+    repl_secret: Option<String>,
+    #[command(flatten)]
+    sync: cli::SyncArgs,
+    /// Refuse writes while fewer than N secondaries acknowledged within --max-lag-ms.
+    #[arg(long, default_value_t = 0)]
+    min_secondaries: usize,
+    /// How recently a secondary must have acknowledged to count for
+    /// --min-secondaries.
+    #[arg(long, default_value_t = 10_000)]
+    max_lag_ms: u64,
+    /// Block size of new databases (a power of two, 4096 to 1048576); a
+    /// record (key, values, payload) must fit in one block.
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// Most memory for blocks (`1073741824`, `512mb`, `2gb`); past it
+    /// writes get -OOM and reads go on. Default: no limit.
+    #[arg(long, value_parser = cli::parse_size)]
+    maxmemory: Option<u64>,
+    /// Keep a snapshot and a log of every commit here, and recover from
+    /// them at start. The directory must exist.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: when commits reach the disk. `always`: before OK
+    /// (nothing acknowledged is lost); `everysec`: within a second (a power
+    /// loss loses up to 1 s; a crash of this process, nothing); `no`: when
+    /// the OS writes back.
+    #[arg(long, default_value = "everysec")]
+    fsync: FsyncPolicy,
+    /// This node's id in the epochs it starts (1 to 65535): at a restart
+    /// from --data-dir. Default: the --listen port (port 0: random).
+    #[arg(long)]
+    node_id: Option<u16>,
+    /// Most connected clients.
+    #[arg(long, default_value_t = 10_000)]
+    maxclients: usize,
+    /// Reply bytes buffered for one client before they are written out
+    /// (`64mb`; 0: no limit, as in Redis); a client that takes none of them
+    /// for --client-output-stall-ms is dropped (it pipelines and never
+    /// reads).
+    #[arg(long, value_parser = cli::parse_size, default_value = "64mb")]
+    client_output_buffer_limit: u64,
+    #[arg(long, default_value_t = 30_000)]
+    client_output_stall_ms: u64,
+    /// Check a secondary's blocks against this node's digests this often (0: never).
+    #[arg(long, default_value_t = 0)]
+    verify_interval_ms: u64,
+    /// TOML file with any of these settings; flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `hotblock-node`'s `main`: parses the command line, runs until stopped.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os().collect())
+}
+
+/// `main` with the command line given (the program name first).
+pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    cli::main_with("hotblock-node", argv, |a: &Args| a.config.as_deref(), run)
+}
+
+/// Runs a node with `args` until `SHUTDOWN` or a signal.
+pub fn run(args: Args) -> Result<(), String> {
+    cli::check_exposure(
+        "clients",
+        args.listen,
+        args.requirepass.is_some(),
+        "--requirepass",
+    )?;
+    cli::check_exposure(
+        "secondaries",
+        args.repl_listen,
+        args.repl_secret.is_some(),
+        "--repl-secret",
+    )?;
+    let engine_config = EngineConfig {
+        memory_limit_bytes: args.maxmemory,
+        ..Default::default()
+    };
+    let (engine, persister, history, fenced_by) = match &args.data_dir {
+        Some(dir) => {
+            let (persister, engine, state) = Persister::open(
+                PersistConfig {
+                    fsync: args.fsync,
+                    ..PersistConfig::new(dir.clone())
+                },
+                EngineConfig {
+                    role: Role::Follower(IndexMode::Deferred),
+                    ..engine_config.clone()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            engine
+                .promote()
+                .map_err(|e| format!("rebuilding indexes: {e}"))?;
+            persister.attach(&engine);
+            let mut history = state.history;
+            // Fenced before it stopped (a newer primary exists): it stays
+            // fenced, rather than start an epoch above the one that
+            // replaced it.
+            let fenced_by = (state.epoch_seen > history.current()).then_some(state.epoch_seen);
+            if engine.lsn() > Lsn::ZERO && fenced_by.is_none() {
+                // A restart writes under a new epoch: secondaries that hold
+                // transactions this node lost (a power loss under
+                // `everysec`) then see the fork instead of taking new
+                // transactions at the same LSNs for a continuation.
+                let node = cli::node_id(args.node_id, args.listen);
+                history.promote(engine.lsn(), node, state.epoch_seen);
+                persister
+                    .save_state(&PersistedState {
+                        history: history.clone(),
+                        epoch_seen: history.current(),
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
+            (engine, Some(persister), history, fenced_by)
+        }
+        None => (
+            Engine::new(engine_config.clone()),
+            None,
+            EpochHistory::default(),
+            None,
+        ),
+    };
+    let replication = ReplicationConfig {
+        listen: cli::listen_on(args.transport, args.repl_listen, args.data_dir.as_deref())?,
+        secret: cli::repl_secret(args.repl_secret.as_deref()),
+        protocol: args.sync.apply(PrimaryConfig {
+            min_secondaries: args.min_secondaries,
+            max_lag: Duration::from_millis(args.max_lag_ms),
+            verify_interval: (args.verify_interval_ms > 0)
+                .then(|| Duration::from_millis(args.verify_interval_ms)),
+            ..PrimaryConfig::default()
+        }),
+        history: history.clone(),
+    };
+    let db_config = DbConfig {
+        engine: engine_config,
+        auto_compact: true,
+    };
+    let mut db = Db::from_engine(engine, db_config.clone());
+    if let Some(p) = &persister {
+        db = db.with_persistence(p.clone());
+    }
+    let db = db
+        .with_replication(replication)
+        .map_err(|e| format!("cannot listen for secondaries on {}: {e}", args.repl_listen))?;
+    if let (Some(epoch), Some(r)) = (fenced_by, db.replicator()) {
+        tracing::error!(%epoch, "this node was fenced by a newer primary before it stopped: it refuses writes; start it as hotblock-secondary --primary <the new primary> --data-dir <this directory> to rejoin");
+        r.fence(epoch);
+    }
+    let options = NodeOptions {
+        requirepass: args.requirepass.clone(),
+        limits: ServerLimits {
+            max_clients: args.maxclients,
+            output_buffer_max: match args.client_output_buffer_limit {
+                0 => usize::MAX,
+                limit => limit as usize,
+            },
+            output_stall: Duration::from_millis(args.client_output_stall_ms),
+            ..ServerLimits::default()
+        },
+        serve_reads: true,
+        promote_replication: None,
+        block_size: args.block_size,
+        db: db_config,
+        persister,
+        fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+    };
+    let node = Node::primary(db, history, options).map_err(|e| e.to_string())?;
+    serve_until_shutdown(node.clone(), args.listen)?;
+    node.close();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,281 @@
+//! `hotblock-secondary`'s command line and start-up: flags (and the config
+//! file), recovery from the data directory, the follower, then the RESP
+//! port until a shutdown. A library module so that `hotblock-bench` can run
+//! the same secondary as a process of its own.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::cli::{self, Transport};
+use crate::relay::Relay;
+use crate::Follower;
+use crate::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
+use clap::{Parser, ValueEnum};
+use hotblock_core::repl::{EpochHistory, Mode, PrimaryConfig};
+use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
+use hotblock_nic_transport::{ConnectTo, Trust};
+use hotblock_persist::{FsyncPolicy, PersistConfig, Persister};
+use hotblock_primary::{DbConfig, ReplicationConfig};
+use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// The primary's sync commits wait for this secondary.
+    Sync,
+    /// Commits do not wait; the primary tracks this secondary's lag.
+    Async,
+}
+
+/// A hotblock secondary: applies a primary's transactions to its own
+/// blocks and acknowledges each once applied (and logged, with
+/// --data-dir). Passive by default: it keeps blocks only, and its RESP port
+/// (--listen) answers PING, INFO, ROLE, REPLICAOF NO ONE and SHUTDOWN.
+/// `REPLICAOF NO ONE` promotes it in place: indexes rebuilt, a new epoch,
+/// writes on --listen and secondaries on --repl-listen.
+///
+/// Settings come from flags, then the --config file (TOML, keys named as
+/// the flags), then the environment variables named.
+#[derive(Debug, Parser)]
+#[command(name = "hotblock-secondary", version, args_override_self = true)]
+pub struct Args {
+    /// The primary's replication address (its --repl-listen).
+    #[arg(long)]
+    primary: String,
+    #[arg(long, value_enum, default_value = "async")]
+    mode: ModeArg,
+    #[arg(long, value_enum, default_value = "tcp")]
+    transport: Transport,
+    /// With --transport tls or quic: the SHA-256 of the primary's
+    /// certificate (hex, as the primary logs it). Only that certificate is
+    /// accepted.
+    #[arg(long)]
+    primary_fingerprint: Option<String>,
+    /// The secret the primary expects.
+    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
+    repl_secret: Option<String>,
+    /// RESP port: admin commands and, with --serve-reads, reads.
+    #[arg(long, default_value = "127.0.0.1:7381")]
+    listen: SocketAddr,
+    /// Keep indexes and answer GET, EXISTS, DBSIZE and REC.* reads.
+    #[arg(long)]
+    serve_reads: bool,
+    /// Serve downstream secondaries (a relay); after promotion, this
+    /// node's secondaries connect here.
+    #[arg(long)]
+    repl_listen: Option<SocketAddr>,
+    /// Clients of --listen must AUTH with this password.
+    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Persist blocks and the log here; recover from them on restart and
+    /// resume by partial resync. The directory must exist.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: `always` acknowledges only what is on disk;
+    /// `everysec` and `no` acknowledge once applied and logged.
+    #[arg(long, default_value = "everysec")]
+    fsync: FsyncPolicy,
+    /// Replicate only these databases (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    databases: Vec<String>,
+    /// This node's id, in the epoch it starts when promoted (1 to 65535).
+    /// Default: the --listen port (port 0: random).
+    #[arg(long)]
+    node_id: Option<u16>,
+    /// Most memory for blocks (`512mb`, `2gb`).
+    #[arg(long, value_parser = cli::parse_size)]
+    maxmemory: Option<u64>,
+    /// Once promoted: how commits wait for this node's sync secondaries.
+    #[command(flatten)]
+    sync: cli::SyncArgs,
+    /// Block size of databases created once promoted.
+    #[arg(long)]
+    block_size: Option<usize>,
+    /// TOML file with any of these settings; flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `hotblock-secondary`'s `main`: parses the command line, runs until stopped.
+pub fn main() -> ExitCode {
+    main_from(std::env::args_os().collect())
+}
+
+/// `main` with the command line given (the program name first).
+pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
+    cli::main_with(
+        "hotblock-secondary",
+        argv,
+        |a: &Args| a.config.as_deref(),
+        run,
+    )
+}
+
+/// Runs a secondary with `args` until `SHUTDOWN` or a signal.
+pub fn run(args: Args) -> Result<(), String> {
+    cli::check_exposure(
+        "clients",
+        args.listen,
+        args.requirepass.is_some(),
+        "--requirepass",
+    )?;
+    if let Some(repl) = args.repl_listen {
+        cli::check_exposure(
+            "secondaries",
+            repl,
+            args.repl_secret.is_some(),
+            "--repl-secret",
+        )?;
+    }
+    let connect = connect_to(
+        args.transport,
+        &args.primary,
+        args.primary_fingerprint.as_deref(),
+    )?;
+    let mode = match args.mode {
+        ModeArg::Sync => Mode::Sync,
+        ModeArg::Async => Mode::Async,
+    };
+    let indexes = match args.serve_reads {
+        true => IndexMode::Maintained,
+        false => IndexMode::Deferred,
+    };
+    let engine_config = EngineConfig {
+        memory_limit_bytes: args.maxmemory,
+        role: Role::Follower(indexes),
+        ..Default::default()
+    };
+    let (engine, persister, history, epoch_seen) = match &args.data_dir {
+        Some(dir) => {
+            let (persister, engine, state) = Persister::open(
+                PersistConfig {
+                    fsync: args.fsync,
+                    ..PersistConfig::new(dir.clone())
+                },
+                engine_config.clone(),
+            )
+            .map_err(|e| e.to_string())?;
+            // An old primary restarted as a secondary: its blocks stay; the
+            // primary decides what of them it can keep.
+            engine.demote(indexes);
+            persister.attach(&engine);
+            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %state.history.current(), "recovered from the data directory");
+            (engine, Some(persister), state.history, state.epoch_seen)
+        }
+        None => (
+            Engine::new(engine_config.clone()),
+            None,
+            EpochHistory::default(),
+            Default::default(),
+        ),
+    };
+    let secret = cli::repl_secret(args.repl_secret.as_deref());
+    let protocol = args.sync.apply(PrimaryConfig::default());
+    let relay_config = match args.repl_listen {
+        Some(addr) => Some(ReplicationConfig {
+            listen: cli::listen_on(args.transport, addr, args.data_dir.as_deref())?,
+            secret: secret.clone(),
+            protocol: PrimaryConfig::default(),
+            history: EpochHistory::default(),
+        }),
+        None => None,
+    };
+    let relay = match &relay_config {
+        Some(config) => match Relay::start(&engine, &history, config.clone()) {
+            Ok(relay) => Some(relay),
+            Err(e) => {
+                // As before the relay was composed here: the secondary
+                // still follows, and says why it does not relay.
+                tracing::error!(error = %e, "cannot start relaying");
+                None
+            }
+        },
+        None => None,
+    };
+    let node_id = cli::node_id(args.node_id, args.listen);
+    let config = SecondaryNodeConfig {
+        primary: connect.clone(),
+        secret: secret.clone(),
+        node: node_id,
+        mode,
+        indexes,
+        downstream: relay
+            .clone()
+            .map(|r| r as std::sync::Arc<dyn hotblock_secondary::Downstream>),
+        databases: args.databases.clone(),
+        persister: persister.clone(),
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let follower = SecondaryNode::start_with(engine, history, epoch_seen, config);
+    tracing::info!(primary = %args.primary, ?mode, node = node_id.0, "following");
+    let options = NodeOptions {
+        requirepass: args.requirepass.clone(),
+        limits: ServerLimits::default(),
+        serve_reads: args.serve_reads,
+        promote_replication: relay_config.map(|r| ReplicationConfig { protocol, ..r }),
+        block_size: args.block_size,
+        db: DbConfig {
+            engine: engine_config,
+            auto_compact: true,
+        },
+        persister,
+        fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+    };
+    let node = Node::secondary(
+        Follower::new(
+            follower,
+            relay,
+            mode,
+            args.transport,
+            (args.primary.clone(), connect),
+            secret,
+            node_id,
+        ),
+        options,
+    );
+    serve_until_shutdown(node.clone(), args.listen)?;
+    node.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How to reach the primary at `address` (`host:port`) over `transport`;
+/// TLS and QUIC pin `fingerprint`.
+pub(crate) fn connect_to(
+    transport: Transport,
+    address: &str,
+    fingerprint: Option<&str>,
+) -> Result<ConnectTo, String> {
+    let addr: SocketAddr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("primary {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("primary {address}: no address"))?;
+    Ok(match transport {
+        Transport::Tcp => ConnectTo::Tcp(addr),
+        Transport::Tls | Transport::Quic => {
+            let hex = fingerprint.ok_or(
+                "--transport tls and quic need the primary's certificate fingerprint (it logs it): --primary-fingerprint, or REPLICAOF host port fingerprint",
+            )?;
+            let trust = Trust::Pinned(parse_fingerprint(hex)?);
+            match transport {
+                Transport::Quic => ConnectTo::Quic(addr, trust),
+                _ => ConnectTo::Tls(addr, trust),
+            }
+        }
+    })
+}
+
+fn parse_fingerprint(hex: &str) -> Result<[u8; 32], String> {
+    let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    if hex.len() != 64 {
+        return Err("the primary's fingerprint: 64 hex digits (a SHA-256)".into());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .map_err(|e| format!("the primary's fingerprint: {e}"))?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,118 @@
+//! The secondary as the RESP node sees it: its engine for reads, its
+//! replication state for `INFO`/`ROLE`, re-pointing and promotion in place.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use crate::cli::Transport;
+use crate::relay::Relay;
+use crate::FollowerInfo;
+use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
+use hotblock_core::{Engine, Error};
+use hotblock_nic_transport::{ConnectTo, Secret};
+
+use crate::cmd::secondary::connect_to;
+use hotblock_secondary::SecondaryNode;
+
+/// A running [`SecondaryNode`] behind `hotblock-secondary`'s RESP port.
+#[derive(Debug)]
+pub struct Follower {
+    node: SecondaryNode,
+    /// Serving this node's own secondaries (`--repl-listen`), if it does.
+    relay: Option<Arc<Relay>>,
+    mode: Mode,
+    transport: Transport,
+    upstream: Mutex<Upstream>,
+    /// Who this node is, to tell the former primary of a new epoch after a
+    /// promotion (`crate::fence`).
+    secret: Secret,
+    node_id: NodeId,
+}
+
+/// The primary followed now: its address as given, and how to reach it.
+#[derive(Debug)]
+struct Upstream {
+    address: String,
+    to: ConnectTo,
+}
+
+impl Follower {
+    /// `node` follows `to` (reached at `address`, as given).
+    pub fn new(
+        node: SecondaryNode,
+        relay: Option<Arc<Relay>>,
+        mode: Mode,
+        transport: Transport,
+        (address, to): (String, ConnectTo),
+        secret: Secret,
+        node_id: NodeId,
+    ) -> Self {
+        Follower {
+            node,
+            relay,
+            mode,
+            transport,
+            upstream: Mutex::new(Upstream { address, to }),
+            secret,
+            node_id,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.node.engine()
+    }
+
+    pub fn info(&self) -> FollowerInfo {
+        let s = self.node.status();
+        FollowerInfo {
+            primary: self.upstream.lock().expect("upstream lock").address.clone(),
+            mode: self.mode,
+            connected: s.connected,
+            streaming: s.streaming,
+            lsn: s.lsn,
+            epoch: s.epoch,
+            snapshots: s.snapshots,
+            blocks_diverged: s.blocks_diverged,
+            last_error: s.last_error,
+        }
+    }
+
+    /// Stops following and promotes: indexes rebuilt, a new epoch. Returns
+    /// the engine, now writable, and its history. Blocks (it joins threads
+    /// and drops runtimes): call it off the async workers.
+    pub fn promote(self) -> Result<(Engine, EpochHistory), Error> {
+        let Follower { node, relay, .. } = self;
+        let secondary = node.stop();
+        // The relay's port is free again for the new primary's controller.
+        drop(relay);
+        // The new epoch rises above every epoch this node has seen (the
+        // secondary takes its own highest into account).
+        secondary.promote(Epoch(0))
+    }
+
+    pub fn upstream(&self) -> Option<(ConnectTo, Secret, NodeId)> {
+        let upstream = self.upstream.lock().expect("upstream lock");
+        Some((upstream.to.clone(), self.secret.clone(), self.node_id))
+    }
+
+    pub fn relay_address(&self) -> Option<SocketAddr> {
+        self.relay.as_ref()?.local_addr().parse().ok()
+    }
+
+    pub fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String> {
+        if self.transport == Transport::Tcp && fingerprint.is_some() {
+            return Err("a fingerprint is for --transport tls or quic; this node uses tcp".into());
+        }
+        let to = connect_to(self.transport, &address.to_string(), fingerprint)?;
+        // Held across both, so that concurrent re-points cannot leave the
+        // follow loop on one primary and INFO (or a fence notice) on another.
+        let mut upstream = self.upstream.lock().expect("upstream lock");
+        tracing::warn!(from = %upstream.address, to = %address, "re-pointed (REPLICAOF)");
+        self.node.repoint(to.clone());
+        *upstream = Upstream {
+            address: address.to_string(),
+            to,
+        };
+        Ok(())
+    }
+}

@@ -1,0 +1,276 @@
+//! `INFO` and `ROLE`: Redis's layout (`# Section` headers, `field:value`
+//! lines) with hotblock's fields, whose names are part of the contract.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::resp::Reply;
+use bytes::Bytes;
+use hotblock_core::repl::Mode;
+
+use crate::{Node, Role};
+
+const SECTIONS: [&str; 7] = [
+    "server",
+    "clients",
+    "replication",
+    "memory",
+    "persistence",
+    "stats",
+    "keyspace",
+];
+
+/// `INFO [section]`: one section, or all (`all`, `everything`, none).
+pub(crate) fn info(node: &Node, section: Option<&Bytes>) -> Reply {
+    let wanted = section.map(|s| String::from_utf8_lossy(s).to_lowercase());
+    let mut out = String::new();
+    for name in SECTIONS {
+        let all = matches!(
+            wanted.as_deref(),
+            None | Some("all" | "everything" | "default")
+        );
+        if !all && wanted.as_deref() != Some(name) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = writeln!(out, "# {}{}\r", name[..1].to_uppercase(), &name[1..]);
+        section_text(node, name, &mut out);
+    }
+    Reply::Bulk(Some(Bytes::from(out)))
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Sync => "sync",
+        Mode::Async => "async",
+    }
+}
+
+fn line(out: &mut String, field: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "{field}:{value}\r\n");
+}
+
+fn section_text(node: &Node, name: &str, out: &mut String) {
+    let stats = node.stats();
+    let role = node.role.read().expect("role lock");
+    match name {
+        "server" => {
+            line(out, "hotblock_version", env!("CARGO_PKG_VERSION"));
+            line(out, "redis_version", "7.0.0-compatible");
+            line(out, "process_id", std::process::id());
+            line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
+            // Not `node.role_name()`: that would take the role lock again,
+            // which blocks behind a waiting promotion.
+            line(out, "role", role.name());
+        }
+        "clients" => {
+            line(
+                out,
+                "connected_clients",
+                stats.connected_clients.load(Ordering::Relaxed),
+            );
+            line(out, "maxclients", node.options.limits.max_clients);
+        }
+        "replication" => match &*role {
+            Role::Primary(db) => {
+                let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
+                line(out, "role", "primary");
+                line(
+                    out,
+                    "epoch",
+                    node.history.lock().expect("history lock").current().0,
+                );
+                line(out, "lsn", db.lsn().0);
+                line(out, "connected_secondaries", secondaries.len());
+                line(out, "connected_slaves", secondaries.len());
+                if let Some(r) = db.replicator() {
+                    line(out, "repl_listen", r.local_addr());
+                    line(out, "sync_quorum", r.sync_quorum());
+                    line(out, "writable", r.check_writable().is_ok() as u8);
+                    line(out, "fenced", r.is_fenced() as u8);
+                }
+                for (i, (s, address)) in secondaries.iter().enumerate() {
+                    line(
+                        out,
+                        &format!("secondary{i}"),
+                        format_args!(
+                            "id={},addr={},mode={},state={},acked_lsn={},lag_lsn={},lag_ms={}",
+                            s.node.map_or(0, |n| n.0),
+                            address,
+                            mode_name(s.mode),
+                            s.state,
+                            s.acked_lsn.0,
+                            s.lag_lsn,
+                            s.lag_ms
+                        ),
+                    );
+                }
+                line(out, "master_repl_offset", db.lsn().0);
+            }
+            Role::Secondary(f) => {
+                let i = f.info();
+                line(out, "role", "secondary");
+                line(out, "epoch", i.epoch.0);
+                line(out, "lsn", i.lsn.0);
+                line(out, "connected_secondaries", 0);
+                line(out, "primary", &i.primary);
+                line(out, "mode", mode_name(i.mode));
+                line(
+                    out,
+                    "primary_link_status",
+                    if i.connected { "up" } else { "down" },
+                );
+                line(
+                    out,
+                    "state",
+                    match (i.connected, i.streaming) {
+                        (true, true) => "online",
+                        (true, false) => "resync",
+                        (false, _) => "disconnected",
+                    },
+                );
+                line(out, "snapshots", i.snapshots);
+                line(out, "blocks_diverged", i.blocks_diverged);
+                line(out, "serve_reads", node.options.serve_reads as u8);
+                if let Some(e) = &i.last_error {
+                    line(out, "last_error", e.replace(['\r', '\n'], " "));
+                }
+            }
+            Role::Promoting => {
+                line(out, "role", "promoting");
+            }
+        },
+        "memory" => {
+            let engine = match &*role {
+                Role::Primary(db) => Some(db.engine().clone()),
+                Role::Secondary(f) => Some(f.engine().clone()),
+                Role::Promoting => None,
+            };
+            if let Some(engine) = engine {
+                line(out, "used_memory", engine.memory_used_bytes());
+                line(out, "maxmemory", engine.memory_limit_bytes().unwrap_or(0));
+                let index: u64 = engine
+                    .databases()
+                    .iter()
+                    .map(|d| d.stats().index_bytes)
+                    .sum();
+                line(out, "index_memory", index);
+            }
+        }
+        "persistence" => match &node.options.persister {
+            Some(p) => {
+                let s = p.status();
+                line(out, "data_dir", s.dir.display());
+                line(out, "fsync", s.fsync);
+                line(out, "logged_lsn", s.logged_lsn.0);
+                line(out, "durable_lsn", s.durable_lsn.0);
+                line(out, "log_bytes", s.log_bytes);
+                line(out, "checkpoint_lsn", s.last_checkpoint_lsn.0);
+                line(out, "healthy", s.last_error.is_none() as u8);
+                if let Some(e) = &s.last_error {
+                    line(out, "last_error", e.replace(['\r', '\n'], " "));
+                }
+            }
+            None => line(out, "data_dir", ""),
+        },
+        "stats" => {
+            line(
+                out,
+                "total_connections_received",
+                stats.connections_received.load(Ordering::Relaxed),
+            );
+            line(
+                out,
+                "total_commands_processed",
+                stats.commands_processed.load(Ordering::Relaxed),
+            );
+            line(
+                out,
+                "rejected_connections",
+                stats.rejected_connections.load(Ordering::Relaxed),
+            );
+            line(
+                out,
+                "keyspace_hits",
+                stats.keyspace_hits.load(Ordering::Relaxed),
+            );
+            line(
+                out,
+                "keyspace_misses",
+                stats.keyspace_misses.load(Ordering::Relaxed),
+            );
+            line(
+                out,
+                "total_error_replies",
+                stats.errors.load(Ordering::Relaxed),
+            );
+        }
+        "keyspace" => {
+            let engine = match &*role {
+                Role::Primary(db) => Some(db.engine().clone()),
+                Role::Secondary(f) if node.options.serve_reads => Some(f.engine().clone()),
+                _ => None,
+            };
+            for db in engine.iter().flat_map(|e| e.databases()) {
+                let stats = db.stats();
+                line(
+                    out,
+                    &format!("db_{}", db.name()),
+                    format_args!(
+                        "keys={},blocks={},indexes={}",
+                        stats.records,
+                        stats.blocks,
+                        db.schema().indexes.len()
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `ROLE`, in Redis's shapes: `[master, offset, [[ip, port, offset], ...]]`
+/// or `[slave, ip, port, state, offset]`, offsets being LSNs.
+pub(crate) fn role(node: &Node) -> Reply {
+    let text = |s: &str| Reply::Bulk(Some(Bytes::from(s.to_string())));
+    match &*node.role.read().expect("role lock") {
+        Role::Primary(db) => {
+            let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
+            let list = secondaries
+                .iter()
+                .map(|(s, address)| {
+                    let (ip, port) = address.rsplit_once(':').unwrap_or((address, "0"));
+                    Reply::Array(Some(vec![
+                        text(ip),
+                        text(port),
+                        text(&s.acked_lsn.0.to_string()),
+                    ]))
+                })
+                .collect();
+            Reply::Array(Some(vec![
+                text("master"),
+                Reply::Integer(db.lsn().0 as i64),
+                Reply::Array(Some(list)),
+            ]))
+        }
+        Role::Secondary(f) => {
+            let i = f.info();
+            let (ip, port) = i.primary.rsplit_once(':').unwrap_or((&i.primary, "0"));
+            let state = match (i.connected, i.streaming) {
+                (true, true) => "connected",
+                (true, false) => "sync",
+                (false, _) => "connect",
+            };
+            Reply::Array(Some(vec![
+                text("slave"),
+                text(ip),
+                Reply::Integer(port.parse().unwrap_or(0)),
+                text(state),
+                Reply::Integer(i.lsn.0 as i64),
+            ]))
+        }
+        Role::Promoting => Reply::Array(Some(vec![text("promoting")])),
+    }
+}

@@ -1,0 +1,223 @@
+//! The client port: accepts connections, reads pipelined requests, runs
+//! them in order and writes their replies in one write per batch.
+//!
+//! Memory per client is bounded: a request by the parser's limits, replies
+//! by `output_buffer_max` (past it they are written out before more
+//! requests run, so a client that never reads stalls only itself, and is
+//! dropped after `output_stall`). A protocol error gets its reply and a
+//! closed connection; nothing after it runs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::resp::{parse_request, Reply};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::commands::{execute_pipeline, Session};
+use crate::Node;
+
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Requests run as one batch (and whose replies are buffered together).
+const PIPELINE_BATCH_MAX: usize = 1024;
+
+/// A running client port.
+#[derive(Debug)]
+pub struct ServerHandle {
+    pub local_addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting; connected clients end with the runtime.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `node` on `listener` until the task is aborted.
+pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<ServerHandle> {
+    let local_addr = listener.local_addr()?;
+    let task = tokio::spawn(accept_loop(node, listener));
+    Ok(ServerHandle { local_addr, task })
+}
+
+async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let stats = node.stats();
+        Node::count(&stats.connections_received);
+        let connected = stats.connected_clients.fetch_add(1, Ordering::AcqRel);
+        if connected as usize >= node.options().limits.max_clients {
+            stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
+            Node::count(&stats.rejected_connections);
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let node = node.clone();
+        tokio::spawn(async move {
+            tracing::debug!(client = id, %peer, "client connected");
+            if let Err(e) = client(&node, stream, id).await {
+                tracing::debug!(client = id, %peer, error = %e, "client connection ended");
+            }
+            node.stats()
+                .connected_clients
+                .fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Result<()> {
+    let limits = node.options().limits;
+    let mut session = Session::new(id, node.options().requirepass.is_none());
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::new();
+    let mut shutdown = Box::pin(node.shutdown_requested());
+    // Requests parsed but not yet run (a batch stopped at the output
+    // budget), and a protocol error to report once they have run.
+    let mut pending = std::collections::VecDeque::new();
+    let mut broken = None;
+    loop {
+        // Run every whole request already received, in batches whose
+        // replies are written out before the next batch runs.
+        loop {
+            let mut drained = false;
+            let requests: Vec<_> = if pending.is_empty() && broken.is_none() {
+                let mut requests = Vec::new();
+                while requests.len() < PIPELINE_BATCH_MAX {
+                    match parse_request(&mut input, &limits.resp, session.authenticated) {
+                        Ok(Some(args)) if args.is_empty() => continue,
+                        Ok(Some(args)) => {
+                            // `AUTH` changes what the parser accepts next.
+                            let auth = args[0].eq_ignore_ascii_case(b"AUTH")
+                                || args[0].eq_ignore_ascii_case(b"HELLO");
+                            requests.push(args);
+                            if auth && !session.authenticated {
+                                break;
+                            }
+                        }
+                        Ok(None) => {
+                            drained = true;
+                            break;
+                        }
+                        Err(e) => {
+                            broken = Some(e);
+                            break;
+                        }
+                    }
+                }
+                requests
+            } else {
+                pending.drain(..).collect()
+            };
+            pending = execute_pipeline(
+                node,
+                &mut session,
+                requests,
+                &mut output,
+                limits.output_buffer_max,
+            )
+            .await;
+            if output.len() >= limits.output_buffer_max {
+                flush(&mut stream, &mut output, &limits).await?;
+            }
+            if session.close {
+                return flush(&mut stream, &mut output, &limits).await;
+            }
+            if !pending.is_empty() {
+                continue;
+            }
+            if let Some(e) = broken.take() {
+                tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
+                Reply::from(e).encode(&mut output);
+                return flush(&mut stream, &mut output, &limits).await;
+            }
+            if drained {
+                break;
+            }
+        }
+        flush(&mut stream, &mut output, &limits).await?;
+        input.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            read = stream.read_buf(&mut input) => read?,
+            _ = &mut shutdown => return Ok(()),
+        };
+        if read == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes the pending replies, dropping a client that takes none of them
+/// for `output_stall`.
+async fn flush(
+    stream: &mut TcpStream,
+    output: &mut BytesMut,
+    limits: &super::ServerLimits,
+) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limits.output_stall, stream.write_all(output)).await {
+        Ok(written) => {
+            output.clear();
+            written
+        }
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client reads no replies: dropped",
+        )),
+    }
+}
+
+/// Runs the client port on a runtime of its own until `SHUTDOWN`, SIGTERM
+/// or SIGINT. Call it outside any async runtime.
+pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("hotblock-client")
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen for clients on {listen}: {e}"))?;
+        let server = serve(node.clone(), listener).map_err(|e| e.to_string())?;
+        tracing::info!(addr = %server.local_addr, lsn = %node.lsn(), "ready for clients");
+        wait_for_stop(&node).await;
+        server.abort();
+        Ok::<(), String>(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_stop(node: &Node) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = node.shutdown_requested() => tracing::info!("shutting down (SHUTDOWN)"),
+        _ = term.recv() => tracing::info!("shutting down (SIGTERM)"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down (SIGINT)"),
+    }
+}

@@ -1,0 +1,150 @@
+//! The RESP request parser against good and hostile input
+//! (RELIABILITY.md rows 17–19, 21, 22).
+
+use bytes::{BufMut, BytesMut};
+use hotblock_node::resp::{parse_request, ProtocolError, Reply, RespLimits};
+
+fn parse_all(input: &[u8], authenticated: bool) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+    let mut buf = BytesMut::from(input);
+    let mut out = Vec::new();
+    while let Some(args) = parse_request(&mut buf, &RespLimits::default(), authenticated)? {
+        out.push(args.into_iter().map(|a| a.to_vec()).collect());
+    }
+    assert!(buf.is_empty(), "left over: {buf:?}");
+    Ok(out)
+}
+
+fn args(list: &[&str]) -> Vec<Vec<u8>> {
+    list.iter().map(|a| a.as_bytes().to_vec()).collect()
+}
+
+#[test]
+fn multibulk_and_inline_requests_pipelined() {
+    let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nva\r\nl\r\nPING\r\n  GET   k \r\n*0\r\n";
+    let got = parse_all(input, true).unwrap();
+    assert_eq!(
+        got,
+        vec![
+            args(&["SET", "k", "va\r\nl"]),
+            args(&["PING"]),
+            args(&["GET", "k"]),
+            vec![]
+        ]
+    );
+}
+
+#[test]
+fn a_request_fed_byte_by_byte_waits_then_parses_once() {
+    let input = b"*2\r\n$4\r\nECHO\r\n$11\r\nhello world\r\n";
+    let mut buf = BytesMut::new();
+    let limits = RespLimits::default();
+    for (i, b) in input.iter().enumerate() {
+        buf.put_u8(*b);
+        let parsed = parse_request(&mut buf, &limits, true).unwrap();
+        if i + 1 < input.len() {
+            assert!(parsed.is_none(), "parsed early at byte {i}");
+        } else {
+            assert_eq!(parsed.unwrap(), vec![&b"ECHO"[..], &b"hello world"[..]]);
+        }
+    }
+}
+
+#[test]
+fn huge_or_negative_lengths_are_refused_before_anything_is_read() {
+    // Row 17: huge array counts, authenticated or not; nothing preallocated.
+    for input in [
+        &b"*2147483648\r\n"[..],
+        b"*1000000000000000000000\r\n",
+        b"*-5\r\n",
+        b"*x\r\n",
+    ] {
+        let e = parse_all(input, true).unwrap_err();
+        assert!(e.0.contains("invalid multibulk length"), "{input:?}: {e}");
+    }
+    let e = parse_all(b"*1000000\r\n", false).unwrap_err();
+    assert!(e.0.contains("unauthenticated multibulk length"), "{e}");
+    // Row 18: bulk lengths negative, past i64, past the limit.
+    for input in [
+        &b"*1\r\n$-5\r\n"[..],
+        b"*1\r\n$9223372036854775808\r\n",
+        b"*1\r\n$+5\r\nhello\r\n",
+        b"*1\r\n$536870913\r\n",
+    ] {
+        let e = parse_all(input, true).unwrap_err();
+        assert!(e.0.contains("invalid bulk length"), "{input:?}: {e}");
+    }
+    let e = parse_all(b"*1\r\n$20000\r\n", false).unwrap_err();
+    assert!(e.0.contains("unauthenticated bulk length"), "{e}");
+    // A bulk string must end with CRLF.
+    assert!(parse_all(b"*1\r\n$2\r\nabc\r\n", true).is_err());
+}
+
+#[test]
+fn an_inline_request_without_a_newline_is_capped() {
+    // Row 19: 64 KiB without a newline.
+    let mut buf = BytesMut::from(&vec![b'a'; 64 * 1024][..]);
+    assert_eq!(
+        parse_request(&mut buf, &RespLimits::default(), true),
+        Ok(None)
+    );
+    buf.put_u8(b'a');
+    let e = parse_request(&mut buf, &RespLimits::default(), true).unwrap_err();
+    assert!(e.0.contains("too big inline request"), "{e}");
+}
+
+#[test]
+fn http_on_the_resp_port_is_refused() {
+    // Row 21: nothing after it runs.
+    let e = parse_all(
+        b"POST / HTTP/1.1\r\nHost: x\r\n\r\n*1\r\n$4\r\nPING\r\n",
+        true,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("HTTP"), "{e}");
+}
+
+#[test]
+fn nested_arrays_are_refused() {
+    // Row 22: a request is one level deep; no recursion to exhaust.
+    let nested = "*1\r\n".repeat(100_000);
+    let e = parse_all(nested.as_bytes(), true).unwrap_err();
+    assert!(e.0.contains("expected '$'"), "{e}");
+}
+
+#[test]
+fn replies_encode_as_redis_does() {
+    let mut out = BytesMut::new();
+    Reply::Array(Some(vec![
+        Reply::ok(),
+        Reply::Error("ERR bad\r\nthing".into()),
+        Reply::Integer(-3),
+        Reply::Bulk(Some("hi".into())),
+        Reply::Bulk(None),
+        Reply::Array(None),
+    ]))
+    .encode(&mut out);
+    assert_eq!(
+        &out[..],
+        b"*6\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*-1\r\n"
+    );
+}
+
+/// Replays the `resp_request` fuzz corpus (`fuzz/corpus/resp_request`).
+#[test]
+fn resp_request_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/resp_request");
+    let entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("fuzz corpus {} is missing: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        !entries.is_empty(),
+        "fuzz corpus {} is empty",
+        dir.display()
+    );
+    for path in entries {
+        let data = std::fs::read(&path).unwrap();
+        let result = std::panic::catch_unwind(|| hotblock_node::resp::fuzz_parse(&data));
+        assert!(result.is_ok(), "{} panicked", path.display());
+    }
+}
