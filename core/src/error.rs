@@ -93,20 +93,9 @@ pub enum Error {
     /// Resync the node from a peer (or start it empty).
     #[error("blocks may hold part of the transaction at lsn {lsn} (the process stopped while applying it)")]
     TornCommit { lsn: u64 },
-    /// A sync commit was applied here but not acknowledged by the sync
-    /// quorum before the sync timeout (policy `block`). It may or may not
-    /// survive a failover: its outcome is unknown. Read it back to find out.
-    #[error("commit at lsn {lsn} not acknowledged by the sync quorum in time: outcome unknown")]
-    OutcomeUnknown { lsn: u64 },
-    /// Fewer secondaries than `min_secondaries` are current (within
-    /// `max_lag`): writes are refused until enough catch up (Redis's
-    /// `NOREPLICAS`).
-    #[error("not enough current secondaries to accept writes")]
-    TooFewSecondaries,
-    /// A node with a newer epoch exists: this one is no longer the primary
-    /// and refuses writes.
-    #[error("this node is no longer the primary (a newer epoch exists)")]
-    Fenced,
+    /// The arena's memory could not be mapped or grown (with
+    /// `ArenaBacking::Dir`: its files on tmpfs could not be created,
+    /// extended or synced). Nothing was changed.
     #[error("arena I/O: {0}")]
     Io(#[from] std::io::Error),
 }

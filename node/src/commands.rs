@@ -18,6 +18,7 @@ use hotblock_core::{DatabaseOptions, Error, Lsn, Txn};
 
 use crate::{info, Node, DEFAULT_DATABASE};
 use hotblock_primary::Db;
+use hotblock_primary::WriteError;
 
 /// One client's connection state.
 #[derive(Debug)]
@@ -153,10 +154,20 @@ pub(crate) fn error_reply(e: &Error) -> Reply {
             format!("OOM command not allowed when used memory > 'maxmemory' ({e})")
         }
         Error::ReadOnly => "READONLY You can't write against a read only replica.".into(),
-        Error::Fenced => format!("READONLY {e}"),
-        Error::TooFewSecondaries => "NOREPLICAS Not enough good replicas to write.".into(),
-        Error::OutcomeUnknown { .. } => format!("TIMEOUT {e}"),
         Error::Io(_) => format!("MISCONF {e}"),
+        _ => format!("ERR {e}"),
+    })
+}
+
+/// The RESP error for a failed write: the engine's, or a cluster state
+/// with Redis's code for it.
+pub(crate) fn write_error_reply(e: &WriteError) -> Reply {
+    Reply::Error(match e {
+        WriteError::Engine(e) => return error_reply(e),
+        WriteError::Fenced => format!("READONLY {e}"),
+        WriteError::TooFewSecondaries => "NOREPLICAS Not enough good replicas to write.".into(),
+        WriteError::OutcomeUnknown { .. } => format!("TIMEOUT {e}"),
+        WriteError::Persist(_) => format!("MISCONF {e}"),
         _ => format!("ERR {e}"),
     })
 }
@@ -281,7 +292,7 @@ async fn commit_run(
     lone: bool,
 ) -> Result<Vec<Reply>, Reply> {
     let (replies, lsn) = {
-        let mut txn = db.begin(db_name).map_err(|e| error_reply(&e))?;
+        let mut txn = db.begin(db_name).map_err(|e| write_error_reply(&e))?;
         let replies: Vec<Reply> = commands
             .iter()
             .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
@@ -289,12 +300,14 @@ async fn commit_run(
         if lone && matches!(replies[..], [Reply::Error(_)]) {
             return Ok(replies);
         }
-        let committed = txn.commit_local().map_err(|e| error_reply(&e))?;
+        let committed = txn.commit_local().map_err(|e| write_error_reply(&e))?;
         (replies, committed.map(|c| c.lsn))
     };
     if let Some(lsn) = lsn {
         session.last_write = lsn;
-        db.wait_committed(lsn).await.map_err(|e| error_reply(&e))?;
+        db.wait_committed(lsn)
+            .await
+            .map_err(|e| write_error_reply(&e))?;
     }
     Ok(replies)
 }
@@ -825,12 +838,12 @@ async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply 
     }
     let lsn = match db.create_database(names[0], options) {
         Ok(lsn) => lsn,
-        Err(e) => return error_reply(&e),
+        Err(e) => return write_error_reply(&e),
     };
     session.last_write = lsn;
     match db.wait_committed(lsn).await {
         Ok(()) => Reply::ok(),
-        Err(e) => error_reply(&e),
+        Err(e) => write_error_reply(&e),
     }
 }
 

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use hotblock_core::repl::EpochHistory;
-use hotblock_core::{Engine, Error};
-use hotblock_primary::{ReplicationConfig, Replicator};
+use hotblock_core::Engine;
+use hotblock_primary::{ReplicationConfig, Replicator, StartError};
 use hotblock_secondary::Downstream;
 
 /// The primary controller of a relay.
@@ -28,7 +28,7 @@ impl Relay {
         engine: &Engine,
         history: &EpochHistory,
         mut config: ReplicationConfig,
-    ) -> Result<Arc<Relay>, Error> {
+    ) -> Result<Arc<Relay>, StartError> {
         config.protocol.sync_quorum = 0;
         config.history = history.clone();
         let replicator = Replicator::start(engine.clone(), config)?;

@@ -289,7 +289,7 @@ fn writes_are_refused_without_enough_current_secondaries() {
     let addr = ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap());
     assert!(matches!(
         db.begin("t"),
-        Err(hotblock_core::Error::TooFewSecondaries)
+        Err(hotblock_primary::WriteError::TooFewSecondaries)
     ));
     let node = SecondaryNode::start(secondary_config(
         &addr,
@@ -303,7 +303,10 @@ fn writes_are_refused_without_enough_current_secondaries() {
     write(&db, 0, 10);
     drop(node);
     wait_until("writes refused again", Duration::from_secs(10), || {
-        matches!(db.begin("t"), Err(hotblock_core::Error::TooFewSecondaries))
+        matches!(
+            db.begin("t"),
+            Err(hotblock_primary::WriteError::TooFewSecondaries)
+        )
     });
     // Reads go on meanwhile.
     assert_eq!(db.count("t").unwrap(), 20);

@@ -21,17 +21,20 @@
 //! [`hotblock_core`]; see its crate documentation.
 #![forbid(unsafe_code)]
 
+mod error;
 mod replication;
 
 use std::sync::Arc;
 
 use hotblock_persist::Persister;
 
+pub use error::{Error, StartError, WriteError};
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
+use hotblock_core::Error as EngineError;
 use hotblock_core::Txn;
 pub use hotblock_core::{
-    ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Error, Lsn,
+    ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Lsn,
     MemoryAdvice, Record,
 };
 
@@ -97,18 +100,20 @@ impl Db {
     /// Waits until the commit at `lsn` is as durable as configured: in the
     /// local log (per its fsync policy), then on the sync quorum. The async
     /// counterpart of what `Transaction::commit` does after committing.
-    pub async fn wait_committed(&self, lsn: Lsn) -> Result<(), Error> {
+    pub async fn wait_committed(&self, lsn: Lsn) -> Result<(), WriteError> {
         if let Some(p) = &self.persister {
             if p.needs_wait(lsn) {
                 let p = p.clone();
-                tokio::task::spawn_blocking(move || p.wait_durable(lsn))
-                    .await
-                    .map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?
-                    .map_err(persist_error)?;
+                match tokio::task::spawn_blocking(move || p.wait_durable(lsn)).await {
+                    Ok(durable) => durable?,
+                    // The blocking pool is shutting down (or the wait
+                    // panicked): the commit is not known to be on disk.
+                    Err(_) => return Err(WriteError::OutcomeUnknown { lsn }),
+                }
             } else {
                 // The append may have failed even where nothing waits for
                 // an fsync: never OK a transaction the log lacks.
-                p.check_healthy().map_err(persist_error)?;
+                p.check_healthy()?;
             }
         }
         if let Some(replicator) = &self.replicator {
@@ -119,8 +124,8 @@ impl Db {
 
     /// Starts serving secondaries. From now on every commit is streamed to
     /// them, and with a sync quorum a commit returns only once the quorum
-    /// has applied it (or fails with `Error::OutcomeUnknown`).
-    pub fn with_replication(mut self, config: ReplicationConfig) -> Result<Db, Error> {
+    /// has applied it (or fails with `WriteError::OutcomeUnknown`).
+    pub fn with_replication(mut self, config: ReplicationConfig) -> Result<Db, StartError> {
         let replicator = Replicator::start(self.engine.clone(), config)?;
         if let Some(p) = &self.persister {
             // A fencing outlives a restart (see `Replicator::fence`).
@@ -149,29 +154,29 @@ impl Db {
 
     /// Creates a database, in a transaction of its own (refused when a
     /// write would be: fenced, too few secondaries, a failed log).
-    pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, Error> {
+    pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, WriteError> {
         self.check_writable()?;
         Ok(self.engine.create_database(name, options)?.lsn)
     }
 
-    fn check_writable(&self) -> Result<(), Error> {
+    fn check_writable(&self) -> Result<(), WriteError> {
         if let Some(replicator) = &self.replicator {
             replicator.check_writable()?;
         }
         if let Some(p) = &self.persister {
-            p.check_healthy().map_err(persist_error)?;
+            p.check_healthy()?;
         }
         Ok(())
     }
 
     /// A handle to one database, for repeated queries without a name lookup.
-    pub fn database(&self, name: &str) -> Result<Arc<Database>, Error> {
+    pub fn database(&self, name: &str) -> Result<Arc<Database>, EngineError> {
         self.engine.database(name)
     }
 
     /// Begins a write transaction on `db`. Waits while another transaction
     /// on the same database is open.
-    pub fn begin(&self, db: &str) -> Result<Transaction<'_>, Error> {
+    pub fn begin(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
         self.check_writable()?;
         Ok(Transaction {
             owner: self,
@@ -186,21 +191,21 @@ impl Db {
         key: &[u8],
         values: &[Option<&[u8]>],
         payload: &[u8],
-    ) -> Result<Lsn, Error> {
+    ) -> Result<Lsn, WriteError> {
         let mut txn = self.begin(db)?;
         txn.put(key, values, payload)?;
         Ok(txn.commit()?.expect("a put writes").lsn)
     }
 
     /// Deletes one record in a transaction of its own. Returns whether it existed.
-    pub fn delete(&self, db: &str, key: &[u8]) -> Result<bool, Error> {
+    pub fn delete(&self, db: &str, key: &[u8]) -> Result<bool, WriteError> {
         let mut txn = self.begin(db)?;
         let existed = txn.delete(key)?;
         txn.commit()?;
         Ok(existed)
     }
 
-    pub fn get(&self, db: &str, key: &[u8]) -> Result<Option<Record>, Error> {
+    pub fn get(&self, db: &str, key: &[u8]) -> Result<Option<Record>, EngineError> {
         self.engine.database(db)?.get(key)
     }
 
@@ -211,15 +216,15 @@ impl Db {
         index: &str,
         value: &[u8],
         limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
         self.engine.database(db)?.find(index, value, limit)
     }
 
-    pub fn count(&self, db: &str) -> Result<u64, Error> {
+    pub fn count(&self, db: &str) -> Result<u64, EngineError> {
         Ok(self.engine.database(db)?.count())
     }
 
-    pub fn stats(&self, db: &str) -> Result<DbStats, Error> {
+    pub fn stats(&self, db: &str) -> Result<DbStats, EngineError> {
         self.engine.stats(db)
     }
 
@@ -245,13 +250,13 @@ pub struct Transaction<'a> {
 impl Transaction<'_> {
     /// Commits; returns the LSN and delta, or `None` if nothing was written.
     /// With replication and a sync quorum, returns once the quorum applied
-    /// the transaction, or fails with `Error::OutcomeUnknown`.
-    pub fn commit(self) -> Result<Option<Committed>, Error> {
+    /// the transaction, or fails with `WriteError::OutcomeUnknown`.
+    pub fn commit(self) -> Result<Option<Committed>, WriteError> {
         let owner = self.owner;
         let committed = self.commit_local()?;
         if let Some(c) = &committed {
             if let Some(p) = &owner.persister {
-                p.wait_durable(c.lsn).map_err(persist_error)?;
+                p.wait_durable(c.lsn)?;
             }
             if let Some(replicator) = &owner.replicator {
                 replicator.wait_sync(c.lsn)?;
@@ -263,7 +268,7 @@ impl Transaction<'_> {
     /// Commits in memory and returns at once, without waiting for the disk
     /// or the sync quorum: nobody may be told the transaction is committed
     /// until `Db::wait_committed(lsn)` returns.
-    pub fn commit_local(self) -> Result<Option<Committed>, Error> {
+    pub fn commit_local(self) -> Result<Option<Committed>, WriteError> {
         let db = self.txn.database().clone();
         let committed = self.txn.commit()?;
         if committed.is_some() {
@@ -286,9 +291,4 @@ impl std::ops::DerefMut for Transaction<'_> {
     fn deref_mut(&mut self) -> &mut Txn {
         &mut self.txn
     }
-}
-
-/// The local log failed: writes stop (as Redis's `MISCONF`).
-fn persist_error(e: hotblock_persist::PersistError) -> Error {
-    Error::Io(std::io::Error::other(e.to_string()))
 }

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use hotblock_core::repl::{
     Epoch, EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
 };
-use hotblock_core::{Delta, Engine, Error, HookPurpose, Lsn};
+use hotblock_core::{Delta, Engine, HookPurpose, Lsn};
+
+use crate::error::{StartError, WriteError};
 use hotblock_nic_transport::tcp::FrameReader;
 use hotblock_nic_transport::{ListenOn, Listener, Secret};
 use hotblock_persist::{PersistedState, Persister};
@@ -133,16 +135,17 @@ pub struct Replicator {
 impl Replicator {
     /// Listens on `config.listen` and streams every later commit of `engine`
     /// to the secondaries that connect.
-    pub fn start(engine: Engine, config: ReplicationConfig) -> Result<Replicator, Error> {
+    pub fn start(engine: Engine, config: ReplicationConfig) -> Result<Replicator, StartError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("hotblock-repl")
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(StartError::Runtime)?;
         let listener = runtime
             .block_on(Listener::bind(&config.listen))
-            .map_err(io_error)?;
-        let local_addr = listener.local_addr().map_err(io_error)?;
+            .map_err(StartError::Listen)?;
+        let local_addr = listener.local_addr().map_err(StartError::Listen)?;
         let shared = Arc::new(Shared {
             sync: Mutex::new(SyncState {
                 acked: engine.lsn(),
@@ -264,12 +267,12 @@ impl Replicator {
 
     /// Whether a write may begin: not fenced, and enough current
     /// secondaries (`min_secondaries`). Checked when a transaction begins.
-    pub fn check_writable(&self) -> Result<(), Error> {
+    pub fn check_writable(&self) -> Result<(), WriteError> {
         if self.is_fenced() {
-            return Err(Error::Fenced);
+            return Err(WriteError::Fenced);
         }
         if !self.shared.writable.load(Ordering::Relaxed) {
-            return Err(Error::TooFewSecondaries);
+            return Err(WriteError::TooFewSecondaries);
         }
         Ok(())
     }
@@ -286,9 +289,9 @@ impl Replicator {
 
     /// `wait_sync` for async callers: the same outcome without blocking a
     /// thread.
-    pub async fn wait_sync_async(&self, lsn: Lsn) -> Result<(), Error> {
+    pub async fn wait_sync_async(&self, lsn: Lsn) -> Result<(), WriteError> {
         if self.is_fenced() {
-            return Err(Error::Fenced);
+            return Err(WriteError::Fenced);
         }
         if self.sync_quorum == 0 {
             return Ok(());
@@ -299,27 +302,27 @@ impl Replicator {
             {
                 let p = rx.borrow_and_update();
                 if p.fenced {
-                    return Err(Error::Fenced);
+                    return Err(WriteError::Fenced);
                 }
                 if p.quorum_acked >= lsn {
                     return Ok(());
                 }
                 if p.timed_out >= lsn {
-                    return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+                    return Err(WriteError::OutcomeUnknown { lsn });
                 }
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                _ => return Err(Error::OutcomeUnknown { lsn: lsn.0 }),
+                _ => return Err(WriteError::OutcomeUnknown { lsn }),
             }
         }
     }
 
     /// Waits until the commit at `lsn` is acknowledged by the sync quorum.
     /// Returns at once when no quorum is configured.
-    pub fn wait_sync(&self, lsn: Lsn) -> Result<(), Error> {
+    pub fn wait_sync(&self, lsn: Lsn) -> Result<(), WriteError> {
         if self.is_fenced() {
-            return Err(Error::Fenced);
+            return Err(WriteError::Fenced);
         }
         if self.sync_quorum == 0 {
             return Ok(());
@@ -330,17 +333,17 @@ impl Replicator {
         let mut state = self.shared.sync.lock().expect("sync lock");
         loop {
             if self.is_fenced() {
-                return Err(Error::Fenced);
+                return Err(WriteError::Fenced);
             }
             if state.acked >= lsn {
                 return Ok(());
             }
             if state.timed_out >= lsn {
-                return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+                return Err(WriteError::OutcomeUnknown { lsn });
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::OutcomeUnknown { lsn: lsn.0 });
+                return Err(WriteError::OutcomeUnknown { lsn });
             }
             state = self
                 .shared
@@ -355,13 +358,6 @@ impl Replicator {
 impl Drop for Replicator {
     fn drop(&mut self) {
         self.engine.set_commit_hook(HookPurpose::Replication, None);
-    }
-}
-
-fn io_error(e: hotblock_nic_transport::TransportError) -> Error {
-    match e {
-        hotblock_nic_transport::TransportError::Io(e) => Error::Io(e),
-        other => Error::Io(std::io::Error::other(other.to_string())),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The embedded `Db`: one-shot writes, transactions, queries, and automatic
 //! compaction after heavy deletes.
 
-use hotblock_primary::{DatabaseOptions, Db, Error};
+use hotblock_core::Error;
+use hotblock_primary::{DatabaseOptions, Db};
 
 #[test]
 fn one_shot_writes_and_queries() {
