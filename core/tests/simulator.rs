@@ -12,7 +12,10 @@
 //! - no node's epoch goes backwards;
 //! - a byte flipped in a secondary's blocks is found by the primary's
 //!   periodic digests and repaired by a resync (the node is left out of the
-//!   other checks until then).
+//!   other checks until then);
+//! - every node's state machine holds its own invariants
+//!   (`Primary::check_invariants`, `Secondary::check_invariants`: real
+//!   checks in debug builds, nothing in release).
 //!
 //! Then a liveness phase heals everything and checks that every node
 //! converges to the primary's digests.
@@ -983,6 +986,13 @@ impl Sim {
     // ---- the checker ----
 
     fn check(&mut self) {
+        for node in &self.nodes {
+            match &node.state {
+                State::Primary(p) => p.check_invariants(),
+                State::Secondary { sec, .. } => sec.check_invariants(),
+                State::Down { .. } => {}
+            }
+        }
         for i in 0..NODES {
             let seen = match &self.nodes[i].state {
                 State::Secondary { sec, .. } => Some(sec.epoch()),
@@ -1302,7 +1312,15 @@ fn simulated_clusters_stay_safe_and_converge() {
     let started = std::time::Instant::now();
     let mut stats = Stats::default();
     for &seed in &seeds {
-        stats += run_seed(seed);
+        // A state machine's own invariant check panics inside it, where
+        // `Sim::fail` cannot name the seed: name it here.
+        match std::panic::catch_unwind(|| run_seed(seed)) {
+            Ok(s) => stats += s,
+            Err(panic) => {
+                eprintln!("seed {seed} failed; replay: HOTBLOCK_SIM_SEED={seed} cargo test --test simulator");
+                std::panic::resume_unwind(panic);
+            }
+        }
     }
     eprintln!(
         "simulator: {} seeds passed in {:.1?}: {stats:?}",

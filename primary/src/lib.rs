@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod pipe;
 mod replication;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use hotblock_persist::Persister;
 
 pub use error::{Error, StartError, WriteError};
+pub use pipe::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
 use hotblock_core::Error as EngineError;
@@ -178,6 +180,10 @@ impl Db {
     /// on the same database is open.
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
         self.check_writable()?;
+        if let Some(replicator) = &self.replicator {
+            // Backpressure from the commit pipe, before any lock is taken.
+            replicator.admit();
+        }
         Ok(Transaction {
             owner: self,
             txn: self.engine.begin(db)?,

@@ -1,16 +1,19 @@
 //! The primary controller: drives `hotblock_core::repl::Primary` over TCP.
 //!
 //! One task owns the protocol state machine (no locks around it); commits
-//! reach it through the engine's commit hook, in LSN order, and secondaries'
-//! frames through per-connection reader tasks. After each batch of inputs it
-//! writes every session's pending frames in one write, so concurrent commits
-//! share round trips (group commit). Sync committers wait on a condition
-//! variable for the quorum watermark to pass their LSN.
+//! reach it through the [`CommitPipe`](crate::pipe) (fed by the engine's
+//! commit hook, in LSN order), and secondaries' frames through
+//! per-connection reader tasks. After each batch of inputs it writes every
+//! session's pending frames in one write, so concurrent commits share round
+//! trips (group commit). After each round it publishes one [`AckProgress`]:
+//! the single record of what the quorum acknowledged, what timed out, and
+//! whether this primary is fenced, which every waiter (blocking or async)
+//! reads with the same rule, [`AckProgress::outcome`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{
@@ -19,6 +22,7 @@ use hotblock_core::repl::{
 use hotblock_core::{Delta, Engine, HookPurpose, Lsn};
 
 use crate::error::{StartError, WriteError};
+use crate::pipe::{CommitPipe, Handoff};
 use hotblock_nic_transport::tcp::FrameReader;
 use hotblock_nic_transport::{ListenOn, Listener, Secret};
 use hotblock_persist::{PersistedState, Persister};
@@ -58,15 +62,8 @@ const FLUSH_BYTES_MAX: usize = 4 << 20;
 
 #[derive(Debug)]
 enum Input {
-    Commit(Delta),
     /// A newer epoch was learnt outside a session (`Replicator::fence`).
     Fence(Epoch),
-    /// A relay's upstream history changed.
-    History(EpochHistory),
-    /// A relay's log restarted (it loads a snapshot).
-    Reset,
-    /// A relay's copy is whole (true) or loading (false).
-    Available(bool),
     /// `VERIFY`: send digests to every caught-up secondary now; reply with
     /// how many were sent them.
     Verify(tokio::sync::oneshot::Sender<usize>),
@@ -75,12 +72,6 @@ enum Input {
     Drained(u64),
     Frame(u64, Frame),
     Closed(u64),
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    acked: Lsn,
-    timed_out: Lsn,
 }
 
 /// What async waiters (`WAIT`, sync commits of the RESP server) watch: the
@@ -97,6 +88,21 @@ pub struct AckProgress {
 }
 
 impl AckProgress {
+    /// What a sync commit at `lsn` has come to, once known: the one rule
+    /// every waiter applies. A fenced primary answers `Fenced` first.
+    pub fn outcome(&self, lsn: Lsn) -> Option<Result<(), WriteError>> {
+        if self.fenced {
+            return Some(Err(WriteError::Fenced));
+        }
+        if self.quorum_acked >= lsn {
+            return Some(Ok(()));
+        }
+        if self.timed_out >= lsn {
+            return Some(Err(WriteError::OutcomeUnknown { lsn }));
+        }
+        None
+    }
+
     /// Secondaries that acknowledged `lsn` or later.
     pub fn count_at_least(&self, lsn: Lsn) -> usize {
         self.secondaries.iter().filter(|&&a| a >= lsn).count()
@@ -105,11 +111,9 @@ impl AckProgress {
 
 #[derive(Debug)]
 struct Shared {
-    sync: Mutex<SyncState>,
-    synced: Condvar,
+    pipe: CommitPipe,
     status: Mutex<Vec<SessionStatus>>,
     addresses: Mutex<HashMap<SessionId, String>>,
-    fenced: AtomicBool,
     /// Where a fencing is saved (`PersistedState::epoch_seen`), so that a
     /// restart does not lift it.
     fencing_kept_in: Mutex<Option<Persister>>,
@@ -117,7 +121,25 @@ struct Shared {
     epoch: AtomicU64,
     /// `Primary::accepts_writes`, as of the controller's last round.
     writable: AtomicBool,
+    /// The one record of acknowledgements and fencing (see the module doc).
     progress: tokio::sync::watch::Sender<AckProgress>,
+    /// Blocking waiters sleep here; notified whenever `progress` changes.
+    progressed: (parking_lot::Mutex<()>, parking_lot::Condvar),
+}
+
+impl Shared {
+    /// Publishes `change` to `progress`, waking every kind of waiter if it
+    /// changed anything.
+    fn publish(&self, change: impl FnOnce(&mut AckProgress) -> bool) {
+        let _guard = self.progressed.0.lock();
+        if self.progress.send_if_modified(change) {
+            self.progressed.1.notify_all();
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.progress.borrow().fenced
+    }
 }
 
 /// A running primary controller. Dropping it stops replication.
@@ -147,14 +169,9 @@ impl Replicator {
             .map_err(StartError::Listen)?;
         let local_addr = listener.local_addr().map_err(StartError::Listen)?;
         let shared = Arc::new(Shared {
-            sync: Mutex::new(SyncState {
-                acked: engine.lsn(),
-                timed_out: Lsn::ZERO,
-            }),
-            synced: Condvar::new(),
+            pipe: CommitPipe::new(),
             status: Mutex::new(Vec::new()),
             addresses: Mutex::new(HashMap::new()),
-            fenced: AtomicBool::new(false),
             fencing_kept_in: Mutex::new(None),
             epoch: AtomicU64::new(config.history.current().0),
             writable: AtomicBool::new(config.protocol.min_secondaries == 0),
@@ -162,14 +179,15 @@ impl Replicator {
                 quorum_acked: engine.lsn(),
                 ..Default::default()
             }),
+            progressed: Default::default(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let hook_tx = tx.clone();
         let inputs = tx.clone();
+        let hook_shared = shared.clone();
         engine.set_commit_hook(
             HookPurpose::Replication,
             Some(Arc::new(move |delta: &Delta| {
-                let _ = hook_tx.send(Input::Commit(delta.clone()));
+                hook_shared.pipe.push(Handoff::Commit(delta.clone()))
             })),
         );
         let wait = config.protocol.sync_quorum > 0;
@@ -197,18 +215,18 @@ impl Replicator {
         self.shared
             .epoch
             .store(history.current().0, Ordering::Relaxed);
-        let _ = self.inputs.send(Input::History(history));
+        self.shared.pipe.push(Handoff::History(history));
     }
 
     /// For a relay: its log restarted from a snapshot; downstream sessions
     /// start over.
     pub fn reset(&self) {
-        let _ = self.inputs.send(Input::Reset);
+        self.shared.pipe.push(Handoff::Reset);
     }
 
     /// For a relay: whether its copy is whole, so it may serve.
     pub fn set_available(&self, available: bool) {
-        let _ = self.inputs.send(Input::Available(available));
+        self.shared.pipe.push(Handoff::Available(available));
     }
 
     /// Sends every caught-up secondary the digests of its blocks now; each
@@ -246,7 +264,13 @@ impl Replicator {
 
     /// Whether a newer epoch fenced this primary.
     pub fn is_fenced(&self) -> bool {
-        self.shared.fenced.load(Ordering::Relaxed)
+        self.shared.is_fenced()
+    }
+
+    /// Waits, outside every lock, while the commit pipe is full (see
+    /// [`crate::pipe`]); `Db::begin` calls it before a transaction begins.
+    pub fn admit(&self) {
+        self.shared.pipe.admit();
     }
 
     /// Saves a fencing in `persister`'s state file when it happens.
@@ -260,7 +284,10 @@ impl Replicator {
     /// `check_writable`.
     pub fn fence(&self, epoch: Epoch) {
         if epoch.0 > self.shared.epoch.load(Ordering::Relaxed) {
-            self.shared.fenced.store(true, Ordering::Relaxed);
+            // Published at once, so that `check_writable` refuses the next
+            // write; the controller learns it next.
+            self.shared
+                .publish(|p| !std::mem::replace(&mut p.fenced, true));
             let _ = self.inputs.send(Input::Fence(epoch));
         }
     }
@@ -290,26 +317,14 @@ impl Replicator {
     /// `wait_sync` for async callers: the same outcome without blocking a
     /// thread.
     pub async fn wait_sync_async(&self, lsn: Lsn) -> Result<(), WriteError> {
-        if self.is_fenced() {
-            return Err(WriteError::Fenced);
+        if let Some(done) = self.no_wait(lsn) {
+            return done;
         }
-        if self.sync_quorum == 0 {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + self.sync_timeout * 2 + Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + self.wait_guard();
         let mut rx = self.shared.progress.subscribe();
         loop {
-            {
-                let p = rx.borrow_and_update();
-                if p.fenced {
-                    return Err(WriteError::Fenced);
-                }
-                if p.quorum_acked >= lsn {
-                    return Ok(());
-                }
-                if p.timed_out >= lsn {
-                    return Err(WriteError::OutcomeUnknown { lsn });
-                }
+            if let Some(outcome) = rx.borrow_and_update().outcome(lsn) {
+                return outcome;
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
@@ -321,37 +336,39 @@ impl Replicator {
     /// Waits until the commit at `lsn` is acknowledged by the sync quorum.
     /// Returns at once when no quorum is configured.
     pub fn wait_sync(&self, lsn: Lsn) -> Result<(), WriteError> {
-        if self.is_fenced() {
-            return Err(WriteError::Fenced);
+        if let Some(done) = self.no_wait(lsn) {
+            return done;
         }
-        if self.sync_quorum == 0 {
-            return Ok(());
-        }
-        // The protocol times the wait out; this deadline only guards against
-        // a controller that stopped.
-        let deadline = Instant::now() + self.sync_timeout * 2 + Duration::from_secs(1);
-        let mut state = self.shared.sync.lock().expect("sync lock");
+        let deadline = Instant::now() + self.wait_guard();
+        let mut guard = self.shared.progressed.0.lock();
         loop {
-            if self.is_fenced() {
-                return Err(WriteError::Fenced);
+            if let Some(outcome) = self.shared.progress.borrow().outcome(lsn) {
+                return outcome;
             }
-            if state.acked >= lsn {
-                return Ok(());
-            }
-            if state.timed_out >= lsn {
-                return Err(WriteError::OutcomeUnknown { lsn });
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(WriteError::OutcomeUnknown { lsn });
-            }
-            state = self
+            if self
                 .shared
-                .synced
-                .wait_timeout(state, deadline - now)
-                .expect("sync lock")
-                .0;
+                .progressed
+                .1
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return Err(WriteError::OutcomeUnknown { lsn });
+            }
         }
+    }
+
+    /// The answer that needs no wait: fenced, or no quorum to wait for.
+    fn no_wait(&self, _lsn: Lsn) -> Option<Result<(), WriteError>> {
+        if self.is_fenced() {
+            return Some(Err(WriteError::Fenced));
+        }
+        (self.sync_quorum == 0).then_some(Ok(()))
+    }
+
+    /// The protocol times a sync wait out; this longer guard only protects
+    /// a waiter from a controller that stopped.
+    fn wait_guard(&self) -> Duration {
+        self.sync_timeout * 2 + Duration::from_secs(1)
     }
 }
 
@@ -478,10 +495,20 @@ async fn run(
     let mut next_status = Instant::now();
     let mut last_status = Instant::now();
     let mut more = false;
+    // What the quorum acknowledged and what timed out: published each
+    // round in `AckProgress`, the only copy waiters read.
+    let mut quorum_acked = shared.progress.borrow().quorum_acked;
+    let mut timed_out = Lsn::ZERO;
+    let mut handoffs = Vec::new();
     loop {
         // With frames left over from the last round (a snapshot in
         // progress), only look for inputs; do not wait.
         let idle = writers.is_empty() && !wait;
+        shared.pipe.set_wake_per_push(!idle);
+        // A push between the last drain and the flag above woke nobody.
+        if !idle && !shared.pipe.is_empty() {
+            more = true;
+        }
         let timeout = match more {
             true => Instant::now(),
             false => {
@@ -503,6 +530,7 @@ async fn run(
                 Some(input) => Some(input),
                 None => return,
             },
+            _ = shared.pipe.woken(), if !idle => None,
             _ = tokio::time::sleep_until(timeout.into()) => None,
         };
         let now = Instant::now();
@@ -521,15 +549,21 @@ async fn run(
                 }
             }
         }
+        // Commits (and a relay's news) first, in the order they happened.
+        shared.pipe.drain(&mut handoffs);
+        for handoff in handoffs.drain(..) {
+            match handoff {
+                Handoff::Commit(delta) => primary.on_commit(now, delta, wait),
+                Handoff::History(history) => primary.set_history(history),
+                Handoff::Reset => primary.reset(),
+                Handoff::Available(available) => primary.set_available(available),
+            }
+        }
         // Acknowledgements arrived: INFO and ROLE should show them soon.
         let heard = inputs.iter().any(|i| matches!(i, Input::Frame(..)));
         for input in inputs {
             match input {
-                Input::Commit(delta) => primary.on_commit(now, delta, wait),
-                Input::History(history) => primary.set_history(history),
                 Input::Fence(epoch) => primary.fence(epoch),
-                Input::Reset => primary.reset(),
-                Input::Available(available) => primary.set_available(available),
                 Input::Verify(reply) => {
                     let _ = reply.send(primary.verify_now(now));
                 }
@@ -595,16 +629,10 @@ async fn run(
         }
         while let Some(event) = primary.poll_event() {
             match event {
-                PrimaryEvent::SyncAcked(lsn) => {
-                    let mut sync = shared.sync.lock().expect("sync lock");
-                    sync.acked = sync.acked.max(lsn);
-                    drop(sync);
-                    shared.synced.notify_all();
-                }
+                PrimaryEvent::SyncAcked(lsn) => quorum_acked = quorum_acked.max(lsn),
                 PrimaryEvent::SyncTimedOut(lsn) => {
                     tracing::warn!(%lsn, "sync commits timed out: outcome unknown");
-                    shared.sync.lock().expect("sync lock").timed_out = lsn;
-                    shared.synced.notify_all();
+                    timed_out = lsn;
                 }
                 PrimaryEvent::Close { session, reason } => {
                     tracing::info!(?session, %reason, "closing secondary session");
@@ -620,8 +648,7 @@ async fn run(
                 }
                 PrimaryEvent::Fenced(epoch) => {
                     tracing::error!(%epoch, "a newer epoch exists: this primary is fenced; it refuses writes (restart it as hotblock-secondary --data-dir to rejoin)");
-                    shared.fenced.store(true, Ordering::Relaxed);
-                    shared.synced.notify_all();
+                    shared.publish(|p| !std::mem::replace(&mut p.fenced, true));
                     let kept_in = shared.fencing_kept_in.lock().expect("fencing lock").clone();
                     if let Some(p) = kept_in {
                         let state = PersistedState {
@@ -642,19 +669,13 @@ async fn run(
         shared
             .writable
             .store(primary.accepts_writes(now), Ordering::Relaxed);
-        let (quorum_acked, timed_out) = {
-            let sync = shared.sync.lock().expect("sync lock");
-            (sync.acked, sync.timed_out)
-        };
-        let progress = AckProgress {
-            quorum_acked,
-            timed_out,
-            fenced: shared.fenced.load(Ordering::Relaxed),
-            secondaries: primary.acked_lsns(),
-        };
-        shared.progress.send_if_modified(|p| {
-            let changed = *p != progress;
-            *p = progress;
+        let secondaries = primary.acked_lsns();
+        shared.publish(|p| {
+            let changed = (p.quorum_acked, p.timed_out, &p.secondaries)
+                != (quorum_acked, timed_out, &secondaries);
+            p.quorum_acked = quorum_acked;
+            p.timed_out = timed_out;
+            p.secondaries = secondaries;
             changed
         });
         if now >= next_status || (heard && now >= last_status + STATUS_FRESH) {

@@ -70,12 +70,48 @@ impl Backlog {
         self.entries.get(i)
     }
 
-    /// Whether a node at `lsn` (at most `head`, the engine's LSN) can catch
-    /// up from here alone: nothing after `lsn` has been evicted. Entries
-    /// past the last one held are commits the controller has yet to be
-    /// handed (it may lag the engine); they will arrive in order.
+    /// Whether a node at `lsn` (at most `head`, the controller's head) can
+    /// catch up from here alone: nothing after `lsn` has been evicted.
+    /// Entries past the last one held are commits the controller has yet
+    /// to be handed (it may lag the engine); they will arrive in order.
     pub(crate) fn covers_after(&self, lsn: Lsn, head: Lsn) -> bool {
         lsn == head || self.first().is_some_and(|first| lsn.next() >= first)
+    }
+
+    /// Asserts the backlog's shape: LSNs consecutive (`push` starts over
+    /// after a gap), none past `head` (the controller's head: the last LSN
+    /// it was handed), and over `bytes_max` only to keep the newest entry.
+    /// Not asserted: that the last entry *is* `head` — commits the engine
+    /// made before the controller started (or before a relay's reset) may
+    /// still be on their way, and reach the backlog after `head` was set
+    /// past them. O(1), plus a walk over every entry (each LSN, the byte
+    /// count) while there are at most `walk_max`.
+    pub(crate) fn check_invariants(&self, head: Lsn, walk_max: usize) {
+        if let (Some(first), Some(last)) = (self.first(), self.last()) {
+            assert_eq!(
+                last.0 - first.0 + 1,
+                self.entries.len() as u64,
+                "backlog from {first} to {last} in {} entries",
+                self.entries.len()
+            );
+            assert!(last <= head, "backlog holds {last}, past the head {head}");
+        }
+        assert!(
+            self.bytes <= self.bytes_max || self.entries.len() == 1,
+            "backlog of {} bytes in {} entries, over its bound of {}",
+            self.bytes,
+            self.entries.len(),
+            self.bytes_max
+        );
+        if self.entries.len() > walk_max {
+            return;
+        }
+        for (a, b) in self.entries.iter().zip(self.entries.iter().skip(1)) {
+            let (a, b) = (a.delta.lsn(), b.delta.lsn());
+            assert_eq!(b, a.next(), "backlog not contiguous: {a} then {b}");
+        }
+        let bytes: usize = self.entries.iter().map(|e| e.bytes).sum();
+        assert_eq!(bytes, self.bytes, "backlog byte count");
     }
 
     /// Bytes of the entries after `lsn`: a session's unacknowledged bytes.

@@ -23,7 +23,7 @@
 //! 0x02 Welcome        lsn u64, catch_up u8 (0 stream, 1 snapshot), history
 //! 0x03 Ack            lsn u64
 //! 0x04 Heartbeat      lsn u64
-//! 0x05 SnapshotBegin  lsn u64, blocks u64, count u8, DbCreate op * count
+//! 0x05 SnapshotBegin  lsn u64, blocks u64, count u16, (len u16, DbCreate op) * count
 //! 0x06 SnapshotBlock  db u32, block u32, block bytes (the rest)
 //! 0x07 SnapshotEnd    lsn u64
 //! 0x08 Error          code u16 (1 stale epoch, 2 protocol, 3 apply, 4 other,
@@ -55,9 +55,10 @@ use crate::repl::NodeId;
 pub const FRAME_FORMAT_VERSION: u8 = 1;
 /// Bytes before the payload.
 pub const FRAME_HEADER_SIZE: usize = 24;
-/// Largest frame, in bytes: one whole block plus room for its header.
-pub const FRAME_SIZE_MAX: usize = BLOCK_SIZE_MAX + 64 * 1024;
-const CHECKSUM_SIZE: usize = 8;
+/// Bytes after the payload: the xxh3-64 checksum.
+pub(crate) const CHECKSUM_SIZE: usize = 8;
+// The codec's bounds, defined (and tied to each other) in `limits.rs`.
+pub use crate::repl::limits::{DIGESTS_PER_FRAME_MAX, FRAME_SIZE_MAX};
 
 const T_HELLO: u8 = 0x01;
 const T_WELCOME: u8 = 0x02;
@@ -71,9 +72,6 @@ const T_TXN_ABORT: u8 = 0x09;
 const T_BLOCK_DIGESTS: u8 = 0x0a;
 const T_DIGESTS_END: u8 = 0x0b;
 const T_BLOCK_SAME: u8 = 0x0c;
-
-/// Most (block, digest) entries in one `BlockDigests` frame (12 bytes each).
-pub const DIGESTS_PER_FRAME_MAX: usize = 64 * 1024;
 const T_OP_BASE: u8 = 0x10;
 
 /// How a secondary asks to be replicated to.
@@ -389,6 +387,10 @@ impl Message {
         }
     }
 
+    /// One arm per message type, in the order of the format table in the
+    /// module doc. Long, but not split: each arm is a few lines that read
+    /// one payload against that table, and the shared `need`/`done`
+    /// checks keep every arm bounded the same way.
     fn decode_payload(kind: u8, mut p: Bytes) -> Result<Message, FrameError> {
         let need = |p: &Bytes, n: usize| {
             if p.remaining() < n {

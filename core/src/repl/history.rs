@@ -126,6 +126,23 @@ impl EpochHistory {
         Some(common)
     }
 
+    /// Asserts what `EpochHistory` promises (see the type's doc): one to
+    /// `HISTORY_LEN_MAX` entries, epochs strictly rising, starts never
+    /// falling. Part of the state machines' `check_invariants`, which
+    /// decide whether checks run at all (debug builds).
+    pub(crate) fn check_invariants(&self) {
+        assert!(
+            (1..=HISTORY_LEN_MAX).contains(&self.entries.len()),
+            "history of {} epochs",
+            self.entries.len()
+        );
+        for pair in self.entries.windows(2) {
+            let ((e0, s0), (e1, s1)) = (pair[0], pair[1]);
+            assert!(e1 > e0, "history epochs not rising: {e0} then {e1}");
+            assert!(s1 >= s0, "history starts falling: {s0} then {s1}");
+        }
+    }
+
     /// The wire (and `state.hb`) form: entry count u16, then (epoch u64,
     /// start lsn u64) per entry, little-endian.
     pub fn encode(&self, out: &mut Vec<u8>) {

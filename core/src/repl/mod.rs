@@ -8,6 +8,7 @@
 mod backlog;
 pub mod frame;
 pub mod history;
+mod limits;
 pub mod primary;
 pub mod secondary;
 

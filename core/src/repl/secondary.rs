@@ -18,10 +18,11 @@ use crate::constants::DELTA_OPS_MAX;
 use crate::database::Schema;
 use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
-use crate::error::ApplyError;
+use crate::error::{ApplyError, DeltaDecodeError, Error};
 use crate::ids::{BlockId, DbId, Lsn};
 use crate::repl::frame::{CatchUp, ErrorCode, Frame, Message, Mode, DIGESTS_PER_FRAME_MAX};
 use crate::repl::history::{Epoch, EpochHistory};
+use crate::repl::limits::{PRIMARY_TIMEOUT_DEFAULT_MS, SECONDARY_HEARTBEAT_INTERVAL_DEFAULT_MS};
 use crate::repl::NodeId;
 
 #[derive(Clone, Debug)]
@@ -43,8 +44,8 @@ impl SecondaryConfig {
             node,
             mode,
             databases: Vec::new(),
-            heartbeat_interval: Duration::from_millis(100),
-            primary_timeout: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(SECONDARY_HEARTBEAT_INTERVAL_DEFAULT_MS),
+            primary_timeout: Duration::from_millis(PRIMARY_TIMEOUT_DEFAULT_MS),
         }
     }
 }
@@ -61,7 +62,83 @@ pub enum SecondaryEvent {
     Disconnect { reason: String },
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// Why a secondary refuses a frame and drops its connection. The text
+/// (`Display`) is the reason in `SecondaryEvent::Disconnect` and the
+/// message of the `Error` frame sent back: logs and tests match it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+enum SecondaryError {
+    #[error("frame {got} where {due} was due: lost, repeated or reordered")]
+    OutOfSequence { got: u64, due: u64 },
+    #[error("frame from an older epoch")]
+    StaleEpoch,
+    #[error("welcome with an inconsistent epoch")]
+    WelcomeEpoch,
+    /// The snapshot's schemas could not be set up.
+    #[error("{source}")]
+    SnapshotBegin {
+        #[source]
+        source: Error,
+    },
+    #[error("{source}")]
+    InstallBlock {
+        #[source]
+        source: Error,
+    },
+    #[error("{source}")]
+    KeepBlock {
+        #[source]
+        source: Error,
+    },
+    #[error("{source}")]
+    FinishSnapshot {
+        #[source]
+        source: Error,
+    },
+    #[error("block digests inside a transaction")]
+    DigestsInTransaction,
+    /// Verification found blocks that differ from the primary's.
+    #[error(
+        "verification: {blocks} block(s) differ from the primary's, first {first:?}; resyncing"
+    )]
+    Diverged {
+        blocks: usize,
+        first: (DbId, BlockId),
+    },
+    #[error("primary refused: {message}")]
+    PrimaryRefused { message: String },
+    #[error("unexpected {message:?} while {phase:?}")]
+    Unexpected { message: Box<Message>, phase: Phase },
+    #[error("TxnBegin inside a transaction")]
+    TxnBeginInTransaction,
+    #[error("op outside a transaction")]
+    OpOutsideTransaction,
+    #[error("transaction too long")]
+    TransactionTooLong,
+    /// The ops received do not make a transaction.
+    #[error("{source}")]
+    BadTransaction {
+        #[source]
+        source: DeltaDecodeError,
+    },
+    #[error("apply failed: {source}")]
+    Apply {
+        #[source]
+        source: ApplyError,
+    },
+}
+
+impl SecondaryError {
+    /// The code of the `Error` frame that tells the primary.
+    fn code(&self) -> ErrorCode {
+        match self {
+            SecondaryError::StaleEpoch => ErrorCode::StaleEpoch,
+            _ => ErrorCode::Protocol,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Phase {
     Disconnected,
     AwaitWelcome,
@@ -155,6 +232,92 @@ impl Secondary {
                 self.reset_connection();
             }
         }
+        self.check_invariants();
+    }
+
+    /// Asserts the state machine's invariants; a no-op in release builds.
+    /// Called at the end of every handler; drivers and tests may call it
+    /// at any time between calls. It panics, naming the invariant, when one
+    /// does not hold:
+    ///
+    /// - the history's (and a pending history's) epochs strictly rise and
+    ///   starts never fall; a pending history exists only while awaiting
+    ///   the snapshot it describes, and its epoch is one this node has seen;
+    /// - the transaction being received, if any, opens with `TxnBegin`,
+    ///   has not reached its `TxnCommit` (it is applied whole, at once) and
+    ///   holds at most `DELTA_OPS_MAX` ops, on a streaming or snapshotting
+    ///   connection only;
+    /// - disconnected, nothing is expected (`seq_in` 0), pending, due or
+    ///   being verified;
+    /// - an acknowledgement is due and digests are being gathered only
+    ///   while streaming (nothing is acknowledged before the copy is
+    ///   consistent);
+    /// - a damaged copy is never connected (`connect` starts it over);
+    /// - a snapshot whose end is known is not yet consistent: once the
+    ///   engine reaches the end, the snapshot is finished at once.
+    ///
+    /// Cost: O(history).
+    pub fn check_invariants(&self) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        self.history.check_invariants();
+        if let Some(pending) = &self.pending_history {
+            pending.check_invariants();
+            assert_eq!(self.phase, Phase::AwaitSnapshot, "a pending history");
+            assert!(
+                pending.current() <= self.epoch(),
+                "pending history at {}, above the epoch seen {}",
+                pending.current(),
+                self.epoch()
+            );
+        }
+        if let (Some(first), Some(last)) = (self.pending.first(), self.pending.last()) {
+            assert!(
+                matches!(first, DeltaOp::TxnBegin { .. }),
+                "a transaction opened by {first:?}"
+            );
+            // `receive_op` takes the transaction whole at its commit.
+            assert!(
+                !matches!(last, DeltaOp::TxnCommit { .. }),
+                "a committed transaction left pending"
+            );
+            assert!(self.pending.len() <= DELTA_OPS_MAX, "transaction too long");
+            assert!(
+                matches!(self.phase, Phase::Streaming | Phase::Snapshot { .. }),
+                "a transaction pending while {:?}",
+                self.phase
+            );
+        }
+        if self.phase == Phase::Disconnected {
+            assert_eq!(
+                self.seq_in, 0,
+                "disconnected, expecting frame {}",
+                self.seq_in
+            );
+        }
+        assert!(
+            !self.ack_due || self.is_streaming(),
+            "an acknowledgement due while {:?}",
+            self.phase
+        );
+        assert!(
+            self.verifying.is_empty() || self.is_streaming(),
+            "verifying while {:?}",
+            self.phase
+        );
+        assert!(
+            !self.damaged || self.phase == Phase::Disconnected,
+            "a damaged copy connected ({:?})",
+            self.phase
+        );
+        if let Phase::Snapshot { end: Some(end), .. } = self.phase {
+            assert!(
+                self.engine.lsn() < end,
+                "snapshot at {} not finished though its end is {end}",
+                self.engine.lsn()
+            );
+        }
     }
 
     /// Blocks that verification found to differ from the primary's.
@@ -165,7 +328,7 @@ impl Secondary {
     /// Compares the primary's block digests with ours, at the same LSN. A
     /// difference means our blocks changed under us: stop, say which, and
     /// resync.
-    fn verify(&mut self) -> Result<(), String> {
+    fn verify(&mut self) -> Result<(), SecondaryError> {
         let theirs = std::mem::take(&mut self.verifying);
         let mut differ = Vec::new();
         for (db, entries) in &theirs {
@@ -193,11 +356,10 @@ impl Secondary {
         }
         self.blocks_diverged += differ.len() as u64;
         self.damaged = true;
-        Err(format!(
-            "verification: {} block(s) differ from the primary's, first {:?}; resyncing",
-            differ.len(),
-            differ[0]
-        ))
+        Err(SecondaryError::Diverged {
+            blocks: differ.len(),
+            first: differ[0],
+        })
     }
 
     /// Blocks that incremental resyncs kept rather than transferred.
@@ -258,7 +420,14 @@ impl Secondary {
     /// A connection to the primary is up: say who we are and where we are.
     /// A copy left half-loaded by an earlier snapshot is dropped first, so
     /// the node starts from the empty log.
-    pub fn connect(&mut self, now: Instant) -> Result<(), crate::error::Error> {
+    pub fn connect(&mut self, now: Instant) -> Result<(), Error> {
+        let connected = self.send_hello(now);
+        self.check_invariants();
+        connected
+    }
+
+    /// `connect`, less the invariant check.
+    fn send_hello(&mut self, now: Instant) -> Result<(), Error> {
         self.reset_connection();
         if !self.is_consistent() {
             self.engine.reset_to_snapshot(&[], Lsn::ZERO)?;
@@ -284,6 +453,7 @@ impl Secondary {
     /// The connection is gone (the driver noticed, or asked for it).
     pub fn disconnected(&mut self) {
         self.reset_connection();
+        self.check_invariants();
     }
 
     fn reset_connection(&mut self) {
@@ -303,29 +473,33 @@ impl Secondary {
     }
 
     pub fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        if let Err(e) = self.frame(now, frame) {
+            self.refuse(e.code(), &e.to_string());
+        }
+        self.check_invariants();
+    }
+
+    /// `handle_frame`, less the refusal and the invariant check: checks the
+    /// frame's sequence number and epoch, then handles its message.
+    fn frame(&mut self, now: Instant, frame: Frame) -> Result<(), SecondaryError> {
         if matches!(self.phase, Phase::Disconnected) {
-            return;
+            return Ok(());
         }
         self.last_heard = now;
         if frame.seq != self.seq_in {
-            let why = format!(
-                "frame {} where {} was due: lost, repeated or reordered",
-                frame.seq, self.seq_in
-            );
-            self.refuse(ErrorCode::Protocol, &why);
-            return;
+            return Err(SecondaryError::OutOfSequence {
+                got: frame.seq,
+                due: self.seq_in,
+            });
         }
         self.seq_in += 1;
         if frame.epoch < self.epoch() {
-            self.refuse(ErrorCode::StaleEpoch, "frame from an older epoch");
-            return;
+            return Err(SecondaryError::StaleEpoch);
         }
-        if let Err(reason) = self.handle_message(frame.epoch, frame.message) {
-            self.refuse(ErrorCode::Protocol, &reason);
-        }
+        self.handle_message(frame.epoch, frame.message)
     }
 
-    fn handle_message(&mut self, epoch: Epoch, message: Message) -> Result<(), String> {
+    fn handle_message(&mut self, epoch: Epoch, message: Message) -> Result<(), SecondaryError> {
         match (&mut self.phase, message) {
             (
                 Phase::AwaitWelcome,
@@ -334,30 +508,7 @@ impl Secondary {
                     catch_up,
                     history,
                 },
-            ) => {
-                if history.current() != epoch || history.current() < self.epoch() {
-                    return Err("welcome with an inconsistent epoch".into());
-                }
-                self.phase = match catch_up {
-                    // Our log is a prefix of the primary's: its history is ours.
-                    CatchUp::Stream => {
-                        self.history = history;
-                        Phase::Streaming
-                    }
-                    // Our log is not (yet) the primary's: keep our history,
-                    // which describes our blocks, until the snapshot starts.
-                    CatchUp::Snapshot => {
-                        self.epoch_seen = self.epoch_seen.max(history.current());
-                        self.pending_history = Some(history);
-                        self.send_digests();
-                        Phase::AwaitSnapshot
-                    }
-                };
-                if self.phase == Phase::Streaming {
-                    self.events.push_back(SecondaryEvent::Online);
-                    self.ack_due = true;
-                }
-            }
+            ) => self.welcome(epoch, catch_up, history)?,
             (
                 Phase::AwaitSnapshot,
                 Message::SnapshotBegin {
@@ -365,38 +516,7 @@ impl Secondary {
                     blocks,
                     databases,
                 },
-            ) => {
-                let schemas: Vec<Schema> = databases
-                    .into_iter()
-                    .filter_map(|op| match op {
-                        DeltaOp::DbCreate {
-                            db,
-                            name,
-                            block_size,
-                            indexes,
-                        } => Some(Schema {
-                            id: db,
-                            name,
-                            block_size: block_size as usize,
-                            indexes,
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                self.engine
-                    .begin_incremental_snapshot(&schemas, lsn)
-                    .map_err(|e| e.to_string())?;
-                if let Some(history) = self.pending_history.take() {
-                    self.history = history;
-                }
-                self.phase = Phase::Snapshot {
-                    installed: 0,
-                    blocks,
-                    end: None,
-                };
-                self.events
-                    .push_back(SecondaryEvent::SnapshotStarted { blocks });
-            }
+            ) => self.snapshot_begin(lsn, blocks, databases)?,
             (
                 Phase::Snapshot {
                     installed,
@@ -407,7 +527,7 @@ impl Secondary {
             ) => {
                 self.engine
                     .install_block(db, block, &bytes)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| SecondaryError::InstallBlock { source })?;
                 *installed += 1;
                 let (installed, blocks) = (*installed, *blocks);
                 self.events
@@ -423,7 +543,7 @@ impl Secondary {
             ) => {
                 self.engine
                     .keep_block(db, block)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| SecondaryError::KeepBlock { source })?;
                 *installed += 1;
                 self.blocks_kept += 1;
                 let (installed, blocks) = (*installed, *blocks);
@@ -440,26 +560,105 @@ impl Secondary {
             // Verification: the primary's digests at the LSN we are at.
             (Phase::Streaming, Message::BlockDigests { db, entries }) => {
                 if !self.pending.is_empty() {
-                    return Err("block digests inside a transaction".into());
+                    return Err(SecondaryError::DigestsInTransaction);
                 }
                 self.verifying.push((db, entries));
             }
             (Phase::Streaming, Message::DigestsEnd) => self.verify()?,
             (Phase::Snapshot { .. } | Phase::AwaitSnapshot, Message::Heartbeat { .. }) => {}
             (_, Message::Error { message, .. }) => {
-                return Err(format!("primary refused: {message}"))
+                return Err(SecondaryError::PrimaryRefused { message })
             }
-            (phase, message) => return Err(format!("unexpected {message:?} while {phase:?}")),
+            (phase, message) => {
+                return Err(SecondaryError::Unexpected {
+                    message: Box::new(message),
+                    phase: phase.clone(),
+                })
+            }
         }
         Ok(())
     }
 
-    fn receive_op(&mut self, op: DeltaOp) -> Result<(), String> {
+    /// `Welcome`: the primary says how it will bring us up to date.
+    fn welcome(
+        &mut self,
+        epoch: Epoch,
+        catch_up: CatchUp,
+        history: EpochHistory,
+    ) -> Result<(), SecondaryError> {
+        if history.current() != epoch || history.current() < self.epoch() {
+            return Err(SecondaryError::WelcomeEpoch);
+        }
+        self.phase = match catch_up {
+            // Our log is a prefix of the primary's: its history is ours.
+            CatchUp::Stream => {
+                self.history = history;
+                Phase::Streaming
+            }
+            // Our log is not (yet) the primary's: keep our history,
+            // which describes our blocks, until the snapshot starts.
+            CatchUp::Snapshot => {
+                self.epoch_seen = self.epoch_seen.max(history.current());
+                self.pending_history = Some(history);
+                self.send_digests();
+                Phase::AwaitSnapshot
+            }
+        };
+        if self.phase == Phase::Streaming {
+            self.events.push_back(SecondaryEvent::Online);
+            self.ack_due = true;
+        }
+        Ok(())
+    }
+
+    /// `SnapshotBegin`: the primary's schemas at `lsn`; the blocks follow.
+    fn snapshot_begin(
+        &mut self,
+        lsn: Lsn,
+        blocks: u64,
+        databases: Vec<DeltaOp>,
+    ) -> Result<(), SecondaryError> {
+        let schemas: Vec<Schema> = databases
+            .into_iter()
+            .filter_map(|op| match op {
+                DeltaOp::DbCreate {
+                    db,
+                    name,
+                    block_size,
+                    indexes,
+                } => Some(Schema {
+                    id: db,
+                    name,
+                    block_size: block_size as usize,
+                    indexes,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.engine
+            .begin_incremental_snapshot(&schemas, lsn)
+            .map_err(|source| SecondaryError::SnapshotBegin { source })?;
+        if let Some(history) = self.pending_history.take() {
+            self.history = history;
+        }
+        self.phase = Phase::Snapshot {
+            installed: 0,
+            blocks,
+            end: None,
+        };
+        self.events
+            .push_back(SecondaryEvent::SnapshotStarted { blocks });
+        Ok(())
+    }
+
+    fn receive_op(&mut self, op: DeltaOp) -> Result<(), SecondaryError> {
         match (&op, self.pending.is_empty()) {
             (DeltaOp::TxnBegin { .. }, true) => {}
-            (DeltaOp::TxnBegin { .. }, false) => return Err("TxnBegin inside a transaction".into()),
-            (_, true) => return Err("op outside a transaction".into()),
-            _ if self.pending.len() >= DELTA_OPS_MAX => return Err("transaction too long".into()),
+            (DeltaOp::TxnBegin { .. }, false) => return Err(SecondaryError::TxnBeginInTransaction),
+            (_, true) => return Err(SecondaryError::OpOutsideTransaction),
+            _ if self.pending.len() >= DELTA_OPS_MAX => {
+                return Err(SecondaryError::TransactionTooLong)
+            }
             _ => {}
         }
         let commit = matches!(op, DeltaOp::TxnCommit { .. });
@@ -468,7 +667,7 @@ impl Secondary {
             return Ok(());
         }
         let delta = Delta::from_checked_ops(std::mem::take(&mut self.pending))
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| SecondaryError::BadTransaction { source })?;
         if matches!(self.phase, Phase::Snapshot { .. }) {
             // A block the primary allocates anew cannot be a kept copy.
             for op in delta.ops() {
@@ -491,7 +690,7 @@ impl Secondary {
             if !matches!(e, ApplyError::LsnGap { .. }) {
                 self.damaged = true;
             }
-            return Err(format!("apply failed: {e}"));
+            return Err(SecondaryError::Apply { source: e });
         }
         match self.phase {
             Phase::Streaming => self.ack_due = true,
@@ -500,10 +699,12 @@ impl Secondary {
         Ok(())
     }
 
-    fn finish_snapshot_if_consistent(&mut self) -> Result<(), String> {
+    fn finish_snapshot_if_consistent(&mut self) -> Result<(), SecondaryError> {
         if let Phase::Snapshot { end: Some(end), .. } = self.phase {
             if self.engine.lsn() >= end {
-                self.engine.finish_snapshot().map_err(|e| e.to_string())?;
+                self.engine
+                    .finish_snapshot()
+                    .map_err(|source| SecondaryError::FinishSnapshot { source })?;
                 self.phase = Phase::Streaming;
                 self.ack_due = true;
                 self.events.push_back(SecondaryEvent::Online);
@@ -513,6 +714,12 @@ impl Secondary {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timeout(now);
+        self.check_invariants();
+    }
+
+    /// `handle_timeout`, less the invariant check.
+    fn timeout(&mut self, now: Instant) {
         if matches!(self.phase, Phase::Disconnected) {
             return;
         }
@@ -550,6 +757,13 @@ impl Secondary {
     }
 
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let frame = self.next_frame(now);
+        self.check_invariants();
+        frame
+    }
+
+    /// `poll_transmit`, less the invariant check.
+    fn next_frame(&mut self, now: Instant) -> Option<Frame> {
         let mut frame = self.queue.pop_front().or_else(|| {
             if !(self.ack_due && self.is_streaming()) {
                 return None;
@@ -634,6 +848,96 @@ mod tests {
         frame.seq = *seq;
         *seq += 1;
         sec.handle_frame(now, frame);
+    }
+
+    /// The texts of `SecondaryError` are the ones the `String` errors they
+    /// replaced had (they reach logs, `Disconnect` reasons and the error
+    /// frames primaries log); the wrapped errors stay reachable as sources.
+    #[test]
+    fn error_texts_are_unchanged_and_sources_kept() {
+        use std::error::Error as _;
+        let texts = [
+            (
+                SecondaryError::OutOfSequence { got: 7, due: 5 },
+                "frame 7 where 5 was due: lost, repeated or reordered",
+            ),
+            (SecondaryError::StaleEpoch, "frame from an older epoch"),
+            (
+                SecondaryError::WelcomeEpoch,
+                "welcome with an inconsistent epoch",
+            ),
+            (
+                SecondaryError::DigestsInTransaction,
+                "block digests inside a transaction",
+            ),
+            (
+                SecondaryError::Diverged {
+                    blocks: 2,
+                    first: (DbId(0), BlockId(3)),
+                },
+                &format!(
+                    "verification: {} block(s) differ from the primary's, first {:?}; resyncing",
+                    2,
+                    (DbId(0), BlockId(3))
+                ),
+            ),
+            (
+                SecondaryError::PrimaryRefused {
+                    message: "no".into(),
+                },
+                "primary refused: no",
+            ),
+            (
+                SecondaryError::Unexpected {
+                    message: Box::new(Message::DigestsEnd),
+                    phase: Phase::AwaitWelcome,
+                },
+                &format!(
+                    "unexpected {:?} while {:?}",
+                    Message::DigestsEnd,
+                    Phase::AwaitWelcome
+                ),
+            ),
+            (
+                SecondaryError::TxnBeginInTransaction,
+                "TxnBegin inside a transaction",
+            ),
+            (
+                SecondaryError::OpOutsideTransaction,
+                "op outside a transaction",
+            ),
+            (SecondaryError::TransactionTooLong, "transaction too long"),
+            (
+                SecondaryError::BadTransaction {
+                    source: DeltaDecodeError::Malformed("x"),
+                },
+                &DeltaDecodeError::Malformed("x").to_string(),
+            ),
+            (
+                SecondaryError::Apply {
+                    source: ApplyError::UnknownDatabase(DbId(4)),
+                },
+                &format!("apply failed: {}", ApplyError::UnknownDatabase(DbId(4))),
+            ),
+            (
+                SecondaryError::InstallBlock {
+                    source: Error::ReadOnly,
+                },
+                &Error::ReadOnly.to_string(),
+            ),
+        ];
+        for (error, text) in &texts {
+            assert_eq!(error.to_string(), *text);
+        }
+        let apply = SecondaryError::Apply {
+            source: ApplyError::UnknownDatabase(DbId(4)),
+        };
+        assert!(apply.source().is_some_and(|s| s.is::<ApplyError>()));
+        assert_eq!(
+            SecondaryError::StaleEpoch.code(),
+            ErrorCode::StaleEpoch,
+            "a stale frame is answered as such"
+        );
     }
 
     #[test]
