@@ -10,6 +10,8 @@ use clap::{Parser, ValueEnum};
 use hotblock_core::repl::{PrimaryConfig, SyncPolicy};
 use hotblock_nic_transport::{hex, ListenOn, TlsIdentity};
 
+use crate::error::StartupError;
+
 /// How secondaries and their primary connect (`--transport`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
@@ -45,13 +47,13 @@ pub fn listen_on(
     transport: Transport,
     addr: SocketAddr,
     data_dir: Option<&Path>,
-) -> Result<ListenOn, String> {
+) -> Result<ListenOn, StartupError> {
     if !transport.is_tls() {
         return Ok(ListenOn::Tcp(addr));
     }
     let identity = match data_dir {
         Some(dir) => kept_identity(dir)?,
-        None => TlsIdentity::self_signed().map_err(|e| e.to_string())?,
+        None => TlsIdentity::self_signed().map_err(StartupError::Tls)?,
     };
     tracing::info!(
         %addr,
@@ -66,13 +68,15 @@ pub fn listen_on(
 }
 
 /// The identity in `dir`, made and saved if there is none.
-fn kept_identity(dir: &Path) -> Result<TlsIdentity, String> {
+fn kept_identity(dir: &Path) -> Result<TlsIdentity, StartupError> {
     let path = dir.join(TLS_IDENTITY_FILE);
     let broken = |why: &str| {
-        format!(
-            "{}: {why}; remove it to make a new certificate (secondaries must then pin the new fingerprint)",
-            path.display()
-        )
+        StartupError::BadFile {
+        path: path.clone(),
+        why: format!(
+            "{why}; remove it to make a new certificate (secondaries must then pin the new fingerprint)"
+        ),
+    }
     };
     match std::fs::read(&path) {
         Ok(bytes) => {
@@ -91,18 +95,20 @@ fn kept_identity(dir: &Path) -> Result<TlsIdentity, String> {
             Ok(identity)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let identity = TlsIdentity::self_signed().map_err(|e| e.to_string())?;
+            let identity = TlsIdentity::self_signed().map_err(StartupError::Tls)?;
             let (cert, key) = identity.to_der();
             let mut bytes = TLS_IDENTITY_MAGIC.to_vec();
             bytes.extend_from_slice(&(cert.len() as u32).to_le_bytes());
             bytes.extend_from_slice(&cert);
             bytes.extend_from_slice(&key);
-            write_private_atomically(&path, &bytes)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            write_private_atomically(&path, &bytes).map_err(|source| StartupError::File {
+                path: path.clone(),
+                source,
+            })?;
             tracing::info!(file = %path.display(), "made a TLS certificate for this node");
             Ok(identity)
         }
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(StartupError::File { path, source }),
     }
 }
 
@@ -209,7 +215,7 @@ pub fn main_with<A: Parser>(
     name: &str,
     argv: Vec<OsString>,
     config_of: impl Fn(&A) -> Option<&std::path::Path>,
-    run: impl FnOnce(A) -> Result<(), String>,
+    run: impl FnOnce(A) -> Result<(), StartupError>,
 ) -> std::process::ExitCode {
     let args = parse_with_config(argv, config_of);
     init_logging();
@@ -246,13 +252,13 @@ fn handle_file_size_signal() {
 }
 
 /// A TOML file's settings as `--key value` arguments.
-pub fn config_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+pub fn config_args(path: &std::path::Path) -> Result<Vec<OsString>, ConfigFileError> {
+    let text = std::fs::read_to_string(path)?;
+    let table: toml::Table = text.parse()?;
     let mut out = Vec::new();
     for (key, value) in table {
         if key == "config" {
-            return Err("a config file cannot name another (config)".into());
+            return Err(ConfigFileError::Nested);
         }
         let flag = OsString::from(format!("--{key}"));
         match value {
@@ -270,15 +276,46 @@ pub fn config_args(path: &std::path::Path) -> Result<Vec<OsString>, String> {
                     .collect();
                 out.extend([flag, items.join(",").into()]);
             }
-            other => return Err(format!("{key}: unsupported value {other}")),
+            other => {
+                return Err(ConfigFileError::Unsupported {
+                    key,
+                    value: other.to_string(),
+                })
+            }
         }
     }
     Ok(out)
 }
 
+/// Why a `--config` file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigFileError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("a config file cannot name another (config)")]
+    Nested,
+    #[error("{key}: unsupported value {value}")]
+    Unsupported { key: String, value: String },
+}
+
+/// Why a size flag's value was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SizeError {
+    #[error("'{0}' is not a size (try 1048576, 64kb, 512mb, 2gb)")]
+    NotASize(String),
+    #[error("'{size}': unknown unit '{unit}' (b, kb, mb, gb, tb)")]
+    UnknownUnit { size: String, unit: String },
+    #[error("'{0}' is too large")]
+    TooLarge(String),
+}
+
 /// A byte count: `1048576`, `64kb`, `512mb`, `2gb` (powers of 1024, as
 /// Redis reads `maxmemory`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let lower = s.trim().to_ascii_lowercase();
     let (digits, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => lower.split_at(i),
@@ -286,17 +323,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("'{s}' is not a size (try 1048576, 64kb, 512mb, 2gb)"))?;
+        .map_err(|_| SizeError::NotASize(s.to_string()))?;
     let scale: u64 = match unit {
         "" | "b" => 1,
         "k" | "kb" => 1 << 10,
         "m" | "mb" => 1 << 20,
         "g" | "gb" => 1 << 30,
         "t" | "tb" => 1 << 40,
-        _ => return Err(format!("'{s}': unknown unit '{unit}' (b, kb, mb, gb, tb)")),
+        _ => {
+            return Err(SizeError::UnknownUnit {
+                size: s.to_string(),
+                unit: unit.to_string(),
+            })
+        }
     };
     n.checked_mul(scale)
-        .ok_or_else(|| format!("'{s}' is too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 /// Logs to stderr through `tracing`; `RUST_LOG` filters (default `info`).
@@ -317,13 +359,13 @@ pub fn check_exposure(
     addr: SocketAddr,
     has_secret: bool,
     flag: &str,
-) -> Result<(), String> {
+) -> Result<(), StartupError> {
     if addr.ip().is_loopback() || has_secret {
         return Ok(());
     }
-    Err(format!(
+    Err(StartupError::Setting(format!(
         "refusing to listen for {what} on {addr}, beyond loopback, without {flag}"
-    ))
+    )))
 }
 
 /// The replication secret, or the empty one on loopback (logged).
@@ -411,6 +453,6 @@ mod tests {
         assert!(check_exposure("clients", lo, false, "--requirepass").is_ok());
         assert!(check_exposure("clients", any, true, "--requirepass").is_ok());
         let e = check_exposure("clients", any, false, "--requirepass").unwrap_err();
-        assert!(e.contains("--requirepass"), "{e}");
+        assert!(e.to_string().contains("--requirepass"), "{e}");
     }
 }

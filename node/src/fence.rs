@@ -54,6 +54,23 @@ enum Answer {
     Newer(Epoch),
 }
 
+/// Why one attempt to deliver the notice failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum NoticeError {
+    #[error(transparent)]
+    Transport(#[from] hotblock_nic_transport::TransportError),
+    #[error("sending the notice: {0}")]
+    Send(#[from] std::io::Error),
+    #[error("no answer")]
+    NoAnswer,
+    #[error("closed the connection without an answer")]
+    Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("unexpected answer {0}")]
+    Unexpected(String),
+}
+
 /// Starts delivering `notice` in the background.
 pub fn announce(notice: FenceNotice) {
     let spawned = std::thread::Builder::new()
@@ -121,11 +138,9 @@ async fn deliver(notice: FenceNotice) {
 }
 
 /// One attempt: connect, prove the secret, send `Hello`, read the answer.
-async fn once(notice: &FenceNotice) -> Result<Answer, String> {
+async fn once(notice: &FenceNotice) -> Result<Answer, NoticeError> {
     let ours = notice.history.current();
-    let link = hotblock_nic_transport::connect(&notice.to, &notice.secret)
-        .await
-        .map_err(|e| e.to_string())?;
+    let link = hotblock_nic_transport::connect(&notice.to, &notice.secret).await?;
     let (read, mut write) = (link.read, link.write);
     let hello = Frame::new(
         ours,
@@ -137,14 +152,12 @@ async fn once(notice: &FenceNotice) -> Result<Answer, String> {
             databases: Vec::new(),
         },
     );
-    write_frames(&mut write, &[hello])
-        .await
-        .map_err(|e| e.to_string())?;
+    write_frames(&mut write, &[hello]).await?;
     let mut reader = FrameReader::new(read);
     let frame = match tokio::time::timeout(ANSWER_TIMEOUT, reader.next()).await {
-        Err(_) => return Err("no answer".into()),
-        Ok(Ok(None)) => return Err("closed the connection without an answer".into()),
-        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(NoticeError::NoAnswer),
+        Ok(Ok(None)) => return Err(NoticeError::Closed),
+        Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(Some(frame))) => frame,
     };
     if frame.epoch > ours {
@@ -156,7 +169,7 @@ async fn once(notice: &FenceNotice) -> Result<Answer, String> {
             message,
         } => Ok(Answer::Fenced(message)),
         Message::Welcome { .. } if frame.epoch == ours => Ok(Answer::Ours),
-        Message::Error { message, .. } => Err(format!("refused: {message}")),
-        other => Err(format!("unexpected answer {other:?}")),
+        Message::Error { message, .. } => Err(NoticeError::Refused(message)),
+        other => Err(NoticeError::Unexpected(format!("{other:?}"))),
     }
 }

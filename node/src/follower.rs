@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use crate::cli::Transport;
+use crate::error::{RepointError, UpstreamError};
 use crate::relay::Relay;
 use crate::FollowerInfo;
 use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
@@ -99,9 +100,13 @@ impl Follower {
         self.relay.as_ref()?.local_addr().parse().ok()
     }
 
-    pub fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String> {
+    pub fn repoint(
+        &self,
+        address: SocketAddr,
+        fingerprint: Option<&str>,
+    ) -> Result<(), RepointError> {
         if self.transport == Transport::Tcp && fingerprint.is_some() {
-            return Err("a fingerprint is for --transport tls or quic; this node uses tcp".into());
+            return Err(UpstreamError::FingerprintOnTcp.into());
         }
         let to = connect_to(self.transport, &address.to_string(), fingerprint)?;
         // Held across both, so that concurrent re-points cannot leave the

@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod cmd;
 mod commands;
+pub mod error;
 pub mod fence;
 mod follower;
 pub use follower::Follower;
@@ -43,6 +44,8 @@ use hotblock_core::{DatabaseOptions, Engine, Error, Lsn};
 use hotblock_persist::Persister;
 
 use hotblock_primary::{Db, DbConfig, ReplicationConfig};
+
+use crate::error::{PromoteError, RepointError};
 
 pub use server::{serve, serve_until_shutdown, ServerHandle};
 
@@ -209,13 +212,15 @@ impl Node {
 
     /// `REPLICAOF host port [fingerprint]` on a secondary: follow another
     /// primary (after a failover, say) without a restart.
-    pub fn repoint(&self, address: SocketAddr, fingerprint: Option<&str>) -> Result<(), String> {
+    pub fn repoint(
+        &self,
+        address: SocketAddr,
+        fingerprint: Option<&str>,
+    ) -> Result<(), RepointError> {
         match &*self.role.read().expect("role lock") {
             Role::Secondary(f) => f.repoint(address, fingerprint),
-            Role::Primary(_) => Err(
-                "a primary cannot follow another in place: restart it as hotblock-secondary --primary HOST:PORT --data-dir <its directory>, and it rejoins (its divergent tail discarded)".into(),
-            ),
-            Role::Promoting => Err(Reject::Promoting.message().into()),
+            Role::Primary(_) => Err(RepointError::NotASecondary),
+            Role::Promoting => Err(RepointError::Unavailable(Reject::Promoting.message())),
         }
     }
 
@@ -296,14 +301,14 @@ impl Node {
 
     /// `REPLICAOF NO ONE`: turns this secondary into a primary in place.
     /// Blocking: run it off the async workers.
-    pub fn promote(&self) -> Result<(Lsn, Epoch), String> {
+    pub fn promote(&self) -> Result<(Lsn, Epoch), PromoteError> {
         let follower = {
             let mut role = self.role.write().expect("role lock");
             match std::mem::replace(&mut *role, Role::Promoting) {
                 Role::Secondary(f) => f,
                 other => {
                     *role = other;
-                    return Err("this node is already a primary".into());
+                    return Err(PromoteError::AlreadyPrimary);
                 }
             }
         };
@@ -317,7 +322,7 @@ impl Node {
                 // not known to be whole: stay unavailable rather than serve
                 // them. A restart recovers from the data directory, if any.
                 tracing::error!(error = %e, "promotion failed; restart this node");
-                return Err(format!("promotion failed ({e}); restart this node"));
+                return Err(PromoteError::Failed(e));
             }
         };
         let lsn = engine.lsn();
@@ -378,9 +383,9 @@ impl Node {
         match problems.is_empty() {
             true => Ok((lsn, epoch)),
             false => {
-                let problems = problems.join("; ");
-                tracing::error!(%problems, "promoted, with problems");
-                Err(format!("promoted to primary, but {problems}"))
+                let e = PromoteError::Incomplete { problems };
+                tracing::error!(error = %e, "promoted, with problems");
+                Err(e)
             }
         }
     }

@@ -18,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::commands::{execute_pipeline, Session};
+use crate::error::StartupError;
 use crate::Node;
 
 /// Bytes read from a socket at once.
@@ -192,21 +193,30 @@ async fn flush(
 
 /// Runs the client port on a runtime of its own until `SHUTDOWN`, SIGTERM
 /// or SIGINT. Call it outside any async runtime.
-pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), String> {
+pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), StartupError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("hotblock-client")
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| StartupError::Io {
+            what: "the client runtime".into(),
+            source,
+        })?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| format!("cannot listen for clients on {listen}: {e}"))?;
-        let server = serve(node.clone(), listener).map_err(|e| e.to_string())?;
+            .map_err(|source| StartupError::Io {
+                what: format!("cannot listen for clients on {listen}"),
+                source,
+            })?;
+        let server = serve(node.clone(), listener).map_err(|source| StartupError::Io {
+            what: format!("serving clients on {listen}"),
+            source,
+        })?;
         tracing::info!(addr = %server.local_addr, lsn = %node.lsn(), "ready for clients");
         wait_for_stop(&node).await;
         server.abort();
-        Ok::<(), String>(())
+        Ok::<(), StartupError>(())
     })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     Ok(())

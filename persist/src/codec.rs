@@ -11,7 +11,8 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::error::PersistError;
+use crate::error::{Cause, PersistError};
+use crate::limits::READ_CHUNK_BYTES;
 use hotblock_core::Error;
 
 /// Why a file could not be decoded.
@@ -23,11 +24,12 @@ pub(crate) enum ReadError {
     /// A format version this build does not read.
     Version(u8),
     /// The bytes end early (`torn`: a write the process did not finish) or
-    /// are wrong, at `offset`.
+    /// are wrong, at `offset`; `source` is what a decoder underneath said.
     Bad {
         offset: u64,
         torn: bool,
         why: String,
+        source: Option<Cause>,
     },
     /// The engine refused a decoded snapshot for a reason that is not about
     /// the bytes (memory limit, say).
@@ -35,9 +37,44 @@ pub(crate) enum ReadError {
 }
 
 impl ReadError {
+    /// Wrong bytes at `offset`.
+    pub(crate) fn bad(offset: u64, why: impl Into<String>) -> ReadError {
+        ReadError::Bad {
+            offset,
+            torn: false,
+            why: why.into(),
+            source: None,
+        }
+    }
+
+    /// The input ends at `offset`, inside what it was reading.
+    fn torn(offset: u64, why: String) -> ReadError {
+        ReadError::Bad {
+            offset,
+            torn: true,
+            why,
+            source: None,
+        }
+    }
+
+    /// Wrong bytes at `offset`, as a decoder underneath found.
+    pub(crate) fn bad_because(
+        offset: u64,
+        why: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> ReadError {
+        ReadError::Bad {
+            offset,
+            torn: false,
+            why: why.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     pub(crate) fn into_persist(self, path: &Path) -> PersistError {
         match self {
             ReadError::Io(source) => PersistError::Io {
+                what: "reading",
                 path: path.to_path_buf(),
                 source,
             },
@@ -45,12 +82,21 @@ impl ReadError {
                 path: path.to_path_buf(),
                 version,
             },
-            ReadError::Bad { offset, why, .. } => PersistError::Corrupt {
+            ReadError::Bad {
+                offset,
+                why,
+                source,
+                ..
+            } => PersistError::Corrupt {
                 path: path.to_path_buf(),
                 offset,
                 why,
+                source,
             },
-            ReadError::Engine(e) => PersistError::Engine(e),
+            ReadError::Engine(source) => PersistError::Engine {
+                path: path.to_path_buf(),
+                source,
+            },
         }
     }
 }
@@ -80,11 +126,7 @@ impl<R: Read> Source<R> {
     }
 
     pub(crate) fn bad(&self, why: impl Into<String>) -> ReadError {
-        ReadError::Bad {
-            offset: self.offset,
-            torn: false,
-            why: why.into(),
-        }
+        ReadError::bad(self.offset, why)
     }
 
     /// Fills `buf`, or says how far it got before the input ended.
@@ -110,11 +152,10 @@ impl<R: Read> Source<R> {
         let start = self.offset;
         let got = self.fill(buf)?;
         if got < buf.len() {
-            return Err(ReadError::Bad {
-                offset: start,
-                torn: true,
-                why: format!("{what} cut short: {got} of {} bytes", buf.len()),
-            });
+            return Err(ReadError::torn(
+                start,
+                format!("{what} cut short: {got} of {} bytes", buf.len()),
+            ));
         }
         Ok(())
     }
@@ -127,31 +168,28 @@ impl<R: Read> Source<R> {
         match got {
             0 => Ok(false),
             n if n == buf.len() => Ok(true),
-            n => Err(ReadError::Bad {
-                offset: start,
-                torn: true,
-                why: format!("{what} cut short: {n} of {} bytes", buf.len()),
-            }),
+            n => Err(ReadError::torn(
+                start,
+                format!("{what} cut short: {n} of {} bytes", buf.len()),
+            )),
         }
     }
 
     /// `len` bytes into a new buffer that grows only as bytes arrive, so a
     /// corrupt length costs at most the bytes the input really holds.
     pub(crate) fn bytes(&mut self, len: usize, what: &str) -> Result<Vec<u8>, ReadError> {
-        const STEP: usize = 64 * 1024;
         let start = self.offset;
         let mut out = Vec::new();
         while out.len() < len {
-            let chunk = (len - out.len()).min(STEP);
+            let chunk = (len - out.len()).min(READ_CHUNK_BYTES);
             let at = out.len();
             out.resize(at + chunk, 0);
             let got = self.fill(&mut out[at..])?;
             if got < chunk {
-                return Err(ReadError::Bad {
-                    offset: start,
-                    torn: true,
-                    why: format!("{what} cut short: {} of {len} bytes", at + got),
-                });
+                return Err(ReadError::torn(
+                    start,
+                    format!("{what} cut short: {} of {len} bytes", at + got),
+                ));
             }
         }
         Ok(out)

@@ -1,13 +1,20 @@
 //! The directory itself: checking it, locking it, naming and listing its
 //! files, and the fsync-and-rename dance that makes a file appear whole or
 //! not at all.
+//!
+//! LSNs in names are 20 zero-padded digits, so that names sort as LSNs do.
+//! Files being written end in `.tmp` and are removed on open; files
+//! recovery could not use end in `.corrupt` and are kept for the operator.
+//! `LOCK` is empty; it is held with an exclusive `flock` while a
+//! `Persister` lives, so two processes never share a directory, and the
+//! kernel drops it when the process dies.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::error::PersistError;
+use crate::error::PersistError;
 use hotblock_core::Lsn;
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -18,15 +25,17 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 pub(crate) const CORRUPT_SUFFIX: &str = ".corrupt";
 /// Where a checkpoint writes its snapshot before it knows the LSN.
 pub(crate) const SNAPSHOT_TMP: &str = "snapshot.hb.tmp";
-/// LSNs in file names are zero-padded so names sort as LSNs do.
+/// LSNs in file names are zero-padded so names sort as LSNs do: as many
+/// digits as the largest LSN has.
 const LSN_DIGITS: usize = 20;
+const _: () = assert!(u64::MAX.ilog10() as usize + 1 == LSN_DIGITS);
 
 pub(crate) fn snapshot_name(lsn: Lsn) -> String {
-    format!("snapshot-{:020}.hb", lsn.0)
+    format!("snapshot-{:0LSN_DIGITS$}.hb", lsn.0)
 }
 
 pub(crate) fn log_name(base: Lsn) -> String {
-    format!("log-{:020}.hb", base.0)
+    format!("log-{:0LSN_DIGITS$}.hb", base.0)
 }
 
 fn parse_name(name: &str, prefix: &str) -> Option<Lsn> {
@@ -46,8 +55,8 @@ pub(crate) struct Listing {
 
 pub(crate) fn list(dir: &Path) -> Result<Listing, PersistError> {
     let mut listing = Listing::default();
-    for entry in fs::read_dir(dir).map_err(PersistError::io(dir))? {
-        let entry = entry.map_err(PersistError::io(dir))?;
+    for entry in fs::read_dir(dir).map_err(PersistError::io("listing the data directory", dir))? {
+        let entry = entry.map_err(PersistError::io("listing the data directory", dir))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -73,7 +82,7 @@ pub(crate) fn open_and_lock(dir: &Path) -> Result<File, PersistError> {
         Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
             return Err(PersistError::NotADirectory { dir: dir.into() })
         }
-        Err(e) => return Err(PersistError::io(dir)(e)),
+        Err(e) => return Err(PersistError::io("checking the data directory", dir)(e)),
     }
     let lock = OpenOptions::new()
         .create(true)
@@ -87,7 +96,7 @@ pub(crate) fn open_and_lock(dir: &Path) -> Result<File, PersistError> {
     match try_flock(&lock) {
         Ok(true) => Ok(lock),
         Ok(false) => Err(PersistError::Locked { dir: dir.into() }),
-        Err(e) => Err(PersistError::io(dir.join(LOCK_FILE))(e)),
+        Err(e) => Err(PersistError::io("locking", dir.join(LOCK_FILE))(e)),
     }
 }
 
@@ -118,7 +127,7 @@ fn try_flock(file: &File) -> io::Result<bool> {
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PersistError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(PersistError::io(dir))
+        .map_err(PersistError::io("fsyncing the directory", dir))
 }
 
 /// Writes `bytes` as `dir/name`, whole or not at all: to a temporary name,
@@ -130,17 +139,20 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(
         f.write_all(bytes)?;
         f.sync_all()
     };
-    write().map_err(PersistError::io(&tmp))?;
-    fs::rename(&tmp, dir.join(name)).map_err(PersistError::io(dir.join(name)))?;
+    write().map_err(PersistError::io("writing", &tmp))?;
+    let path = dir.join(name);
+    fs::rename(&tmp, &path).map_err(PersistError::io("renaming the .tmp file to", &path))?;
     sync_dir(dir)
 }
 
 /// Removes files a crash left half-written.
 pub(crate) fn remove_tmp_files(dir: &Path) -> Result<(), PersistError> {
-    for entry in fs::read_dir(dir).map_err(PersistError::io(dir))? {
-        let path = entry.map_err(PersistError::io(dir))?.path();
+    for entry in fs::read_dir(dir).map_err(PersistError::io("listing the data directory", dir))? {
+        let path = entry
+            .map_err(PersistError::io("listing the data directory", dir))?
+            .path();
         if path.to_str().is_some_and(|p| p.ends_with(TMP_SUFFIX)) {
-            fs::remove_file(&path).map_err(PersistError::io(&path))?;
+            fs::remove_file(&path).map_err(PersistError::io("removing", &path))?;
         }
     }
     Ok(())
@@ -156,13 +168,13 @@ pub(crate) fn set_aside(path: &Path) -> Result<PathBuf, PersistError> {
         to = PathBuf::from(format!("{base}.{n}"));
         n += 1;
     }
-    fs::rename(path, &to).map_err(PersistError::io(path))?;
+    fs::rename(path, &to).map_err(PersistError::io("setting aside", path))?;
     Ok(to)
 }
 
 pub(crate) fn remove(path: &Path) -> Result<(), PersistError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(PersistError::io(path)(e)),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(PersistError::io("removing", path)(e)),
         _ => Ok(()),
     }
 }

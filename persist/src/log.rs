@@ -1,18 +1,38 @@
-//! The log file: every delta since a snapshot, one record each (format in
-//! the module doc of `persist`).
+//! The log file: every delta since a snapshot, one record each — its
+//! format, its encoder and decoder, and creating a new one.
 //!
 //! Each record carries its own length and checksum, so recovery finds the
 //! end of what was written whole — a record cut by a crash, or bytes that
 //! rotted, fail their check — and cuts the file there.
+//!
+//! `log-<base lsn>.hb` holds the deltas after `base lsn`, in LSN order
+//! without a gap. It is created (header only) by a checkpoint, or by
+//! recovery, and appended to by the commit hook (`log_writer.rs`).
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "HBLG"
+//! 4       1     format version (1)
+//! 5       3     zero
+//! 8       8     base lsn: the first record holds lsn base + 1
+//! 16      8     xxh3-64 of bytes 0..16
+//! 24      ...   records, each:
+//!                 len u32 (LOG_RECORD_SIZE_MIN..=LOG_RECORD_SIZE_MAX),
+//!                 xxh3-64 of the delta u64,
+//!                 len bytes of delta (`Delta::encode`, its own format)
+//! ```
 
-use std::io::Read;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::codec::{ReadError, Source};
-use super::PERSIST_FORMAT_VERSION;
-use hotblock_core::constants::DELTA_SIZE_MAX;
+use crate::codec::{ReadError, Source};
+use crate::error::PersistError;
+use crate::limits::{LOG_RECORD_SIZE_MAX, LOG_RECORD_SIZE_MIN};
+use crate::PERSIST_FORMAT_VERSION;
 use hotblock_core::Delta;
 use hotblock_core::Lsn;
 
@@ -21,8 +41,37 @@ pub(crate) const LOG_MAGIC: [u8; 4] = *b"HBLG";
 pub(crate) const LOG_HEADER_SIZE: usize = 24;
 /// Length and checksum before each record's delta bytes.
 pub(crate) const RECORD_PREFIX_SIZE: usize = 12;
-/// The smallest encoded delta: its 8-byte prefix and 8-byte checksum.
-const RECORD_LEN_MIN: usize = 16;
+
+/// A log open for appending, positioned at its end.
+#[derive(Debug)]
+pub(crate) struct OpenLog {
+    pub(crate) file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) base: Lsn,
+    pub(crate) len: u64,
+}
+
+/// Creates `dir/name` as an empty log after `base` and opens it for
+/// appending. Not fsynced: the caller syncs it with whatever must be durable
+/// alongside it.
+pub(crate) fn create(dir: &Path, name: &str, base: Lsn) -> Result<OpenLog, PersistError> {
+    let path = dir.join(name);
+    let create = || -> io::Result<File> {
+        let mut f = File::create(&path)?;
+        f.write_all(&encode_header(base))?;
+        drop(f);
+        // O_APPEND: every record lands at the end, even after a failed
+        // write was cut off with `set_len`.
+        OpenOptions::new().append(true).open(&path)
+    };
+    let file = create().map_err(PersistError::io("creating the log", &path))?;
+    Ok(OpenLog {
+        file,
+        path,
+        base,
+        len: LOG_HEADER_SIZE as u64,
+    })
+}
 
 pub(crate) fn encode_header(base: Lsn) -> [u8; LOG_HEADER_SIZE] {
     let mut h = [0; LOG_HEADER_SIZE];
@@ -38,7 +87,7 @@ pub(crate) fn encode_header(base: Lsn) -> [u8; LOG_HEADER_SIZE] {
 /// encodes larger than a record may be.
 pub(crate) fn encode_record(delta: &Delta) -> Result<Vec<u8>, usize> {
     let len = delta.encoded_len();
-    if len > DELTA_SIZE_MAX {
+    if len > LOG_RECORD_SIZE_MAX {
         return Err(len);
     }
     let mut out = Vec::with_capacity(RECORD_PREFIX_SIZE + len);
@@ -69,21 +118,13 @@ impl<R: Read> LogReader<R> {
         let mut h = [0; LOG_HEADER_SIZE];
         src.exact(&mut h, "log header")?;
         if h[0..4] != LOG_MAGIC {
-            return Err(ReadError::Bad {
-                offset: 0,
-                torn: false,
-                why: "not a hotblock log (bad magic)".into(),
-            });
+            return Err(ReadError::bad(0, "not a hotblock log (bad magic)"));
         }
         if h[4] != PERSIST_FORMAT_VERSION {
             return Err(ReadError::Version(h[4]));
         }
         if h[5..8] != [0; 3] || xxh3_64(&h[..16]).to_le_bytes() != h[16..24] {
-            return Err(ReadError::Bad {
-                offset: 0,
-                torn: false,
-                why: "log header checksum mismatch".into(),
-            });
+            return Err(ReadError::bad(0, "log header checksum mismatch"));
         }
         let base = Lsn(u64::from_le_bytes(h[8..16].try_into().unwrap()));
         Ok(LogReader {
@@ -115,16 +156,12 @@ impl<R: Read> LogReader<R> {
             return Ok(None);
         }
         let at = self.good_end;
-        let bad = |why: String| ReadError::Bad {
-            offset: at,
-            torn: false,
-            why,
-        };
+        let bad = |why: String| ReadError::bad(at, why);
         let len = u32::from_le_bytes(prefix[0..4].try_into().unwrap()) as usize;
         let sum = u64::from_le_bytes(prefix[4..12].try_into().unwrap());
-        if !(RECORD_LEN_MIN..=DELTA_SIZE_MAX).contains(&len) {
+        if !(LOG_RECORD_SIZE_MIN..=LOG_RECORD_SIZE_MAX).contains(&len) {
             return Err(bad(format!(
-                "record length {len} outside {RECORD_LEN_MIN}..={DELTA_SIZE_MAX}"
+                "record length {len} outside {LOG_RECORD_SIZE_MIN}..={LOG_RECORD_SIZE_MAX}"
             )));
         }
         let body = self.src.bytes(len, "record")?;
@@ -132,7 +169,7 @@ impl<R: Read> LogReader<R> {
             return Err(bad("record checksum mismatch".into()));
         }
         let delta = Delta::decode(&Bytes::from(body))
-            .map_err(|e| bad(format!("record does not decode: {e}")))?;
+            .map_err(|e| ReadError::bad_because(at, "record does not decode", e))?;
         if delta.lsn() != self.last.next() {
             return Err(bad(format!(
                 "record for {} follows {}",

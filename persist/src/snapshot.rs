@@ -1,19 +1,44 @@
-//! The snapshot file: every database's schema and blocks at one LSN
-//! (format in the module doc of `persist`).
+//! The snapshot file: every database's schema and blocks at one LSN — its
+//! format, its streaming encoder and decoder.
 //!
 //! Written as a stream while the engine is held at a consistent point, and
 //! read as a stream into an engine, so neither side holds a second copy of
 //! the database in memory. The checksum covers the whole file and is only
 //! known at its end: a reader that installs blocks as it goes must discard
 //! the engine if the trailer does not match.
+//!
+//! `snapshot-<lsn>.hb` holds the databases at `lsn`. A checkpoint writes it
+//! to `snapshot.hb.tmp`, fsyncs it, renames it and fsyncs the directory
+//! (`checkpoint.rs`).
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "HBSN"
+//! 4       1     format version (1)
+//! 5       3     zero
+//! 8       8     lsn
+//! 16      4     database count n (at most DATABASES_MAX)
+//! 20      ...   n schemas, in rising id order, each:
+//!                 id u32, block_size u32, name_len u8 (1..=NAME_LEN_MAX), name,
+//!                 index_count u8 (at most INDEXES_PER_DB_MAX),
+//!                 (name_len u8, name) * index_count
+//!         ...   blocks, in rising (db id, block id) order, each:
+//!                 tag u8 = 1, db id u32, block id u32, block_size bytes
+//!         1     tag u8 = 0: end of blocks
+//!         8     block count
+//!         8     xxh3-64 of every byte before it
+//! ```
+//!
+//! The limits are the engine's (`hotblock_core::constants`); `limits.rs`
+//! asserts that each fits the field that stores it.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
 use xxhash_rust::xxh3::Xxh3;
 
-use super::codec::{ReadError, Source};
-use super::PERSIST_FORMAT_VERSION;
+use crate::codec::{ReadError, Source};
+use crate::PERSIST_FORMAT_VERSION;
 use hotblock_core::constants::{
     BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, DATABASES_MAX, INDEXES_PER_DB_MAX, NAME_LEN_MAX,
 };
@@ -131,14 +156,34 @@ pub(crate) fn read_snapshot<R: Read>(
     sink: &mut impl SnapshotSink,
 ) -> Result<(Lsn, u64), ReadError> {
     let mut src = Source::new(input, true);
+    let lsn = read_header(&mut src)?;
+    let schemas = read_schemas(&mut src)?;
+    sink.begin(lsn, &schemas)
+        .map_err(|e| engine_error(&src, e))?;
+    let blocks = read_blocks(&mut src, &schemas, sink)?;
+    let declared = src.u64("trailer")?;
+    let digest = src.digest();
+    let sum = src.u64("trailer")?;
+    if sum != digest {
+        return Err(src.bad("snapshot checksum mismatch"));
+    }
+    if declared != blocks {
+        return Err(src.bad(format!(
+            "trailer counts {declared} blocks, the file holds {blocks}"
+        )));
+    }
+    if !src.at_end()? {
+        return Err(src.bad("bytes after the trailer"));
+    }
+    Ok((lsn, blocks))
+}
+
+/// Magic, version, reserved bytes; returns the LSN.
+fn read_header<R: Read>(src: &mut Source<R>) -> Result<Lsn, ReadError> {
     let mut magic = [0; 4];
     src.exact(&mut magic, "snapshot header")?;
     if magic != SNAPSHOT_MAGIC {
-        return Err(ReadError::Bad {
-            offset: 0,
-            torn: false,
-            why: "not a hotblock snapshot (bad magic)".into(),
-        });
+        return Err(ReadError::bad(0, "not a hotblock snapshot (bad magic)"));
     }
     let version = src.u8("snapshot header")?;
     if version != PERSIST_FORMAT_VERSION {
@@ -149,7 +194,11 @@ pub(crate) fn read_snapshot<R: Read>(
     if zero != [0; 3] {
         return Err(src.bad("reserved header bytes are not zero"));
     }
-    let lsn = Lsn(src.u64("snapshot header")?);
+    Ok(Lsn(src.u64("snapshot header")?))
+}
+
+/// The database count and schemas: ids rising, names distinct.
+fn read_schemas<R: Read>(src: &mut Source<R>) -> Result<Vec<Schema>, ReadError> {
     let count = src.u32("database count")? as usize;
     if count > DATABASES_MAX {
         return Err(src.bad(format!("{count} databases, at most {DATABASES_MAX}")));
@@ -157,7 +206,7 @@ pub(crate) fn read_snapshot<R: Read>(
     let mut schemas: Vec<Schema> = Vec::new();
     let mut names = HashSet::new();
     for _ in 0..count {
-        let schema = read_schema(&mut src)?;
+        let schema = read_schema(src)?;
         if schemas.last().is_some_and(|s| s.id >= schema.id) {
             return Err(src.bad("database ids out of order"));
         }
@@ -166,18 +215,21 @@ pub(crate) fn read_snapshot<R: Read>(
         }
         schemas.push(schema);
     }
-    let engine_error = |src: &Source<R>, e: Error| match e {
-        Error::Corrupt { .. } => src.bad(e.to_string()),
-        other => ReadError::Engine(other),
-    };
-    sink.begin(lsn, &schemas)
-        .map_err(|e| engine_error(&src, e))?;
+    Ok(schemas)
+}
+
+/// The blocks, up to the end tag, into `sink`; returns how many.
+fn read_blocks<R: Read>(
+    src: &mut Source<R>,
+    schemas: &[Schema],
+    sink: &mut impl SnapshotSink,
+) -> Result<u64, ReadError> {
     let mut buf = Vec::new();
     let mut last: Option<(DbId, BlockId)> = None;
     let mut blocks = 0u64;
     loop {
         match src.u8("block tag")? {
-            TAG_END => break,
+            TAG_END => return Ok(blocks),
             TAG_BLOCK => {}
             other => return Err(src.bad(format!("unknown tag {other}"))),
         }
@@ -195,24 +247,18 @@ pub(crate) fn read_snapshot<R: Read>(
         buf.resize(schemas[i].block_size, 0);
         src.exact(&mut buf, "block")?;
         sink.block(db, block, &buf)
-            .map_err(|e| engine_error(&src, e))?;
+            .map_err(|e| engine_error(src, e))?;
         blocks += 1;
     }
-    let declared = src.u64("trailer")?;
-    let digest = src.digest();
-    let sum = src.u64("trailer")?;
-    if sum != digest {
-        return Err(src.bad("snapshot checksum mismatch"));
+}
+
+/// The engine refused what the snapshot holds: corruption if the engine
+/// says the bytes are wrong, else the engine's own error (a memory limit).
+fn engine_error<R: Read>(src: &Source<R>, e: Error) -> ReadError {
+    match e {
+        Error::Corrupt { .. } => ReadError::bad_because(src.offset(), "refused by the engine", e),
+        other => ReadError::Engine(other),
     }
-    if declared != blocks {
-        return Err(src.bad(format!(
-            "trailer counts {declared} blocks, the file holds {blocks}"
-        )));
-    }
-    if !src.at_end()? {
-        return Err(src.bad("bytes after the trailer"));
-    }
-    Ok((lsn, blocks))
 }
 
 fn read_schema<R: Read>(src: &mut Source<R>) -> Result<Schema, ReadError> {

@@ -1,13 +1,35 @@
 //! `state.hb`: the node's replication state — its epoch history and the
-//! highest epoch it has seen (format in the module doc of `persist`).
+//! highest epoch it has seen — its format, encoder, decoder, and loading
+//! and saving it.
 //!
 //! Small and rewritten whole, atomically, whenever it changes: a node that
-//! forgot a promotion could vote for, or follow, a stale primary.
+//! forgot a promotion could vote for, or follow, a stale primary. What the
+//! state means is decided by the replication crates; this one only keeps
+//! it.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "HBST"
+//! 4       1     format version (1)
+//! 5       3     zero
+//! 8       8     epoch_seen
+//! 16      2     history entry count n (1..=HISTORY_LEN_MAX of hotblock-core)
+//! 18      16n   entries: epoch u64, start lsn u64 (epochs rise, starts never fall)
+//! 18+16n  8     xxh3-64 of every byte before it
+//! ```
+//!
+//! The history's encoding is `EpochHistory::encode`'s; with the largest
+//! history the file is 16 + 2 + 16 × 256 + 8 = 4122 bytes.
+
+use std::io;
+use std::path::Path;
 
 use bytes::Bytes;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::PERSIST_FORMAT_VERSION;
+use crate::error::{Cause, PersistError};
+use crate::files::{self, STATE_FILE};
+use crate::PERSIST_FORMAT_VERSION;
 use hotblock_core::repl::{Epoch, EpochHistory};
 
 pub(crate) const STATE_MAGIC: [u8; 4] = *b"HBST";
@@ -46,16 +68,50 @@ pub(crate) fn encode(state: &PersistedState) -> Vec<u8> {
     out
 }
 
-/// Why `state.hb` was refused: (offset, reason), or a version.
+/// Reads `dir/state.hb`; the default state if there is none.
+pub(crate) fn load(dir: &Path) -> Result<PersistedState, PersistError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PersistedState::default()),
+        Err(e) => return Err(PersistError::io("reading", path)(e)),
+    };
+    decode(&bytes).map_err(|e| match e {
+        StateError::Version(version) => PersistError::UnsupportedVersion { path, version },
+        StateError::Bad {
+            offset,
+            why,
+            source,
+        } => PersistError::Corrupt {
+            path,
+            offset,
+            why: why.to_string(),
+            source,
+        },
+    })
+}
+
+/// Writes `dir/state.hb`, atomically and durably.
+pub(crate) fn save(dir: &Path, state: &PersistedState) -> Result<(), PersistError> {
+    files::write_atomically(dir, STATE_FILE, &encode(state))
+}
+
+/// Why `state.hb` was refused: (offset, reason, what the history decoder
+/// said), or a version.
 pub(crate) enum StateError {
     Version(u8),
-    Bad { offset: u64, why: &'static str },
+    Bad {
+        offset: u64,
+        why: &'static str,
+        source: Option<Cause>,
+    },
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<PersistedState, StateError> {
     let bad = |offset: usize, why| StateError::Bad {
         offset: offset as u64,
         why,
+        source: None,
     };
     if bytes.len() < HEADER_SIZE + CHECKSUM_SIZE {
         return Err(bad(0, "shorter than a header and checksum"));
@@ -76,8 +132,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PersistedState, StateError> {
     }
     let epoch_seen = Epoch(u64::from_le_bytes(bytes[8..16].try_into().unwrap()));
     let mut rest = Bytes::copy_from_slice(&bytes[HEADER_SIZE..body_end]);
-    let history =
-        EpochHistory::decode(&mut rest).map_err(|_| bad(HEADER_SIZE, "malformed epoch history"))?;
+    let history = EpochHistory::decode(&mut rest).map_err(|e| StateError::Bad {
+        offset: HEADER_SIZE as u64,
+        why: "malformed epoch history",
+        source: Some(Box::new(e)),
+    })?;
     if !rest.is_empty() {
         return Err(bad(body_end - rest.len(), "bytes after the epoch history"));
     }

@@ -1,4 +1,4 @@
-//! Local persistence (`hotblock_core::persist`): a node that restarts from
+//! Local persistence (`hotblock_persist`): a node that restarts from
 //! its data directory comes back at the same LSN with digest-identical
 //! blocks, whatever a crash did to the tail of its log, and never mixes two
 //! histories.

@@ -312,7 +312,7 @@ async fn session(
                     progress.finish();
                     tracing::info!(lsn = %secondary.engine().lsn(), epoch = %secondary.epoch(), "secondary online");
                     if let Err(e) = persist.online(secondary) {
-                        return e;
+                        return e.to_string();
                     }
                     if let Some(d) = downstream {
                         d.online(secondary.history());
@@ -357,7 +357,7 @@ async fn session(
                 Ok(Some(frame)) => {
                     let now = Instant::now();
                     if let Err(e) = persist.handle_frame(secondary, now, frame) {
-                        return e;
+                        return e.to_string();
                     }
                     // Everything already received goes in before replying,
                     // so one acknowledgement covers a burst of commits.
@@ -365,7 +365,7 @@ async fn session(
                         match reader.buffered() {
                             Ok(Some(frame)) => {
                                 if let Err(e) = persist.handle_frame(secondary, now, frame) {
-                                    return e;
+                                    return e.to_string();
                                 }
                             }
                             Ok(None) => break,
@@ -379,6 +379,17 @@ async fn session(
             _ = tokio::time::sleep_until(timeout.into()) => secondary.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Why a secondary with a data directory stopped a session: its own disk
+/// failed, not the link. The session ends and the follow loop retries.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalLogError {
+    #[error("saving the epoch history: {0}")]
+    SaveHistory(#[source] hotblock_persist::PersistError),
+    #[error("writing the snapshot after a resync: {0}")]
+    Checkpoint(#[source] hotblock_persist::PersistError),
 }
 
 /// What a secondary with a data directory does around the protocol.
@@ -396,7 +407,7 @@ impl Persist<'_> {
         secondary: &mut Secondary,
         now: Instant,
         frame: hotblock_core::repl::Frame,
-    ) -> Result<(), String> {
+    ) -> Result<(), LocalLogError> {
         let Some(p) = self.persister else {
             secondary.handle_frame(now, frame);
             return Ok(());
@@ -413,7 +424,7 @@ impl Persist<'_> {
 
     /// The history is saved before any transaction of a new epoch is
     /// logged, so a restart never claims a tail under the wrong epoch.
-    fn save_if_changed(&mut self, secondary: &Secondary) -> Result<(), String> {
+    fn save_if_changed(&mut self, secondary: &Secondary) -> Result<(), LocalLogError> {
         let (Some(p), false) = (self.persister, self.resyncing) else {
             return Ok(());
         };
@@ -423,13 +434,13 @@ impl Persist<'_> {
                 history: now.0.clone(),
                 epoch_seen: now.1,
             })
-            .map_err(|e| format!("saving the epoch history: {e}"))?;
+            .map_err(LocalLogError::SaveHistory)?;
             self.saved = now;
         }
         Ok(())
     }
 
-    fn online(&mut self, secondary: &Secondary) -> Result<(), String> {
+    fn online(&mut self, secondary: &Secondary) -> Result<(), LocalLogError> {
         let Some(p) = self.persister else {
             return Ok(());
         };
@@ -440,7 +451,7 @@ impl Persist<'_> {
             let started = Instant::now();
             let lsn = p
                 .checkpoint(secondary.engine())
-                .map_err(|e| format!("writing the snapshot after a resync: {e}"))?;
+                .map_err(LocalLogError::Checkpoint)?;
             self.resyncing = false;
             tracing::info!(%lsn, ms = started.elapsed().as_millis() as u64, "resync saved to the data directory");
             self.saved.0 = EpochHistory::default();

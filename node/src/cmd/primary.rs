@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::error::StartupError;
 use crate::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use clap::Parser;
 use hotblock_core::repl::{EpochHistory, PrimaryConfig};
@@ -101,7 +102,7 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 /// Runs a node with `args` until `SHUTDOWN` or a signal.
-pub fn run(args: Args) -> Result<(), String> {
+pub fn run(args: Args) -> Result<(), StartupError> {
     cli::check_exposure(
         "clients",
         args.listen,
@@ -129,11 +130,11 @@ pub fn run(args: Args) -> Result<(), String> {
                     role: Role::Follower(IndexMode::Deferred),
                     ..engine_config.clone()
                 },
-            )
-            .map_err(|e| e.to_string())?;
-            engine
-                .promote()
-                .map_err(|e| format!("rebuilding indexes: {e}"))?;
+            )?;
+            engine.promote().map_err(|source| StartupError::Engine {
+                what: "rebuilding indexes",
+                source,
+            })?;
             persister.attach(&engine);
             let mut history = state.history;
             // Fenced before it stopped (a newer primary exists): it stays
@@ -147,12 +148,10 @@ pub fn run(args: Args) -> Result<(), String> {
                 // transactions at the same LSNs for a continuation.
                 let node = cli::node_id(args.node_id, args.listen);
                 history.promote(engine.lsn(), node, state.epoch_seen);
-                persister
-                    .save_state(&PersistedState {
-                        history: history.clone(),
-                        epoch_seen: history.current(),
-                    })
-                    .map_err(|e| e.to_string())?;
+                persister.save_state(&PersistedState {
+                    history: history.clone(),
+                    epoch_seen: history.current(),
+                })?;
             }
             tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
             (engine, Some(persister), history, fenced_by)
@@ -186,7 +185,10 @@ pub fn run(args: Args) -> Result<(), String> {
     }
     let db = db
         .with_replication(replication)
-        .map_err(|e| format!("cannot listen for secondaries on {}: {e}", args.repl_listen))?;
+        .map_err(|source| StartupError::Replication {
+            listen: args.repl_listen.to_string(),
+            source,
+        })?;
     if let (Some(epoch), Some(r)) = (fenced_by, db.replicator()) {
         tracing::error!(%epoch, "this node was fenced by a newer primary before it stopped: it refuses writes; start it as hotblock-secondary --primary <the new primary> --data-dir <this directory> to rejoin");
         r.fence(epoch);
@@ -209,7 +211,10 @@ pub fn run(args: Args) -> Result<(), String> {
         persister,
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
     };
-    let node = Node::primary(db, history, options).map_err(|e| e.to_string())?;
+    let node = Node::primary(db, history, options).map_err(|source| StartupError::Engine {
+        what: "creating the default database",
+        source,
+    })?;
     serve_until_shutdown(node.clone(), args.listen)?;
     node.close();
     tracing::info!("stopped");

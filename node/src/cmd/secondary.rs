@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli::{self, Transport};
+use crate::error::{StartupError, UpstreamError};
 use crate::relay::Relay;
 use crate::Follower;
 use crate::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
@@ -113,7 +114,7 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 }
 
 /// Runs a secondary with `args` until `SHUTDOWN` or a signal.
-pub fn run(args: Args) -> Result<(), String> {
+pub fn run(args: Args) -> Result<(), StartupError> {
     cli::check_exposure(
         "clients",
         args.listen,
@@ -154,8 +155,7 @@ pub fn run(args: Args) -> Result<(), String> {
                     ..PersistConfig::new(dir.clone())
                 },
                 engine_config.clone(),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             // An old primary restarted as a secondary: its blocks stay; the
             // primary decides what of them it can keep.
             engine.demote(indexes);
@@ -246,18 +246,21 @@ pub(crate) fn connect_to(
     transport: Transport,
     address: &str,
     fingerprint: Option<&str>,
-) -> Result<ConnectTo, String> {
+) -> Result<ConnectTo, UpstreamError> {
     let addr: SocketAddr = address
         .to_socket_addrs()
-        .map_err(|e| format!("primary {address}: {e}"))?
+        .map_err(|source| UpstreamError::Resolve {
+            address: address.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("primary {address}: no address"))?;
+        .ok_or_else(|| UpstreamError::NoAddress {
+            address: address.to_string(),
+        })?;
     Ok(match transport {
         Transport::Tcp => ConnectTo::Tcp(addr),
         Transport::Tls | Transport::Quic => {
-            let hex = fingerprint.ok_or(
-                "--transport tls and quic need the primary's certificate fingerprint (it logs it): --primary-fingerprint, or REPLICAOF host port fingerprint",
-            )?;
+            let hex = fingerprint.ok_or(UpstreamError::FingerprintMissing)?;
             let trust = Trust::Pinned(parse_fingerprint(hex)?);
             match transport {
                 Transport::Quic => ConnectTo::Quic(addr, trust),
@@ -267,15 +270,15 @@ pub(crate) fn connect_to(
     })
 }
 
-fn parse_fingerprint(hex: &str) -> Result<[u8; 32], String> {
+fn parse_fingerprint(hex: &str) -> Result<[u8; 32], UpstreamError> {
     let hex: String = hex.chars().filter(|c| c.is_ascii_hexdigit()).collect();
     if hex.len() != 64 {
-        return Err("the primary's fingerprint: 64 hex digits (a SHA-256)".into());
+        return Err(UpstreamError::BadFingerprint);
     }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|e| format!("the primary's fingerprint: {e}"))?;
+            .map_err(|_| UpstreamError::BadFingerprint)?;
     }
     Ok(out)
 }
