@@ -8,11 +8,16 @@
 //! rebuilt from the blocks alone when needed. Every committed transaction
 //! yields a *delta* — the physical redo of its block changes — that another
 //! engine applies to hold byte-identical blocks. That is what replication
-//! (in `hotblock-primary` and `hotblock-secondary`) streams.
+//! streams. The replication *protocol* lives here too, as pure state
+//! machines with no I/O ([`repl`]: frames, the primary's and the
+//! secondary's roles), driven by `hotblock-primary` and
+//! `hotblock-secondary` over real links and by the simulator in tests.
 //!
-//! **What it is not.** No I/O beyond mapping memory, no sockets, no threads of
-//! its own, no durability to disk (a tmpfs-backed arena outlives the process,
-//! not the machine).
+//! **What it is not.** No sockets, no threads of its own, no durability to
+//! disk (that is `hotblock-persist`). Its only file I/O maps its memory:
+//! with [`ArenaBacking::Dir`] the blocks live in files on a tmpfs, with a
+//! small catalog beside them, so that they outlive the process (not the
+//! machine) and a restart can reattach to them.
 //!
 //! **Limits** are in [`constants`]: block sizes 4 KiB..=1 MiB (default 64 KiB),
 //! keys up to 2 KiB, non-unique values up to 1 KiB, 16 non-unique keys per

@@ -71,10 +71,10 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            max_clients: 10_000,
+            max_clients: limits::CLIENTS_MAX,
             resp: RespLimits::default(),
-            output_buffer_max: 64 << 20,
-            output_stall: std::time::Duration::from_secs(30),
+            output_buffer_max: limits::OUTPUT_BUFFER_BYTES_MAX,
+            output_stall: limits::OUTPUT_STALL_MAX,
         }
     }
 }

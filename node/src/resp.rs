@@ -11,6 +11,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::limits;
+
 /// Limits of one client's requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RespLimits {
@@ -28,11 +30,11 @@ pub struct RespLimits {
 impl Default for RespLimits {
     fn default() -> Self {
         RespLimits {
-            bulk_len_max: 512 << 20,
-            args_max: 1024 * 1024,
-            inline_len_max: 64 * 1024,
-            unauthenticated_args_max: 10,
-            unauthenticated_bulk_len_max: 16 * 1024,
+            bulk_len_max: limits::BULK_LEN_MAX,
+            args_max: limits::ARGS_MAX,
+            inline_len_max: limits::INLINE_LEN_MAX,
+            unauthenticated_args_max: limits::UNAUTHENTICATED_ARGS_MAX,
+            unauthenticated_bulk_len_max: limits::UNAUTHENTICATED_BULK_LEN_MAX,
         }
     }
 }

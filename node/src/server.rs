@@ -10,7 +10,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::resp::{parse_request, Reply};
 use bytes::BytesMut;
@@ -21,11 +20,9 @@ use crate::commands::{execute_pipeline, Session};
 use crate::error::StartupError;
 use crate::Node;
 
-/// Bytes read from a socket at once.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Requests run as one batch (and whose replies are buffered together).
-const PIPELINE_BATCH_MAX: usize = 1024;
+use crate::limits::{
+    ACCEPT_RETRY_INTERVAL, PIPELINE_BATCH_MAX, READ_CHUNK_BYTES, SHUTDOWN_WAIT_MAX,
+};
 
 /// A running client port.
 #[derive(Debug)]
@@ -56,7 +53,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
             Err(e) => {
                 // Out of descriptors, most likely: wait rather than spin.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(ACCEPT_RETRY_INTERVAL).await;
                 continue;
             }
         };
@@ -91,7 +88,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
 async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Result<()> {
     let limits = node.options().limits;
     let mut session = Session::new(id, node.options().requirepass.is_none());
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::new();
     let mut shutdown = Box::pin(node.shutdown_requested());
     // Requests parsed but not yet run (a batch stopped at the output
@@ -158,7 +155,7 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
             }
         }
         flush(&mut stream, &mut output, &limits).await?;
-        input.reserve(READ_CHUNK);
+        input.reserve(READ_CHUNK_BYTES);
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read?,
             _ = &mut shutdown => return Ok(()),
@@ -218,7 +215,7 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
         server.abort();
         Ok::<(), StartupError>(())
     })?;
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    runtime.shutdown_timeout(SHUTDOWN_WAIT_MAX);
     Ok(())
 }
 

@@ -4,9 +4,15 @@
 //! its own memory: named databases of records with one unique key and
 //! several non-unique keys, transactions, and queries by either kind of key.
 //! Every commit returns the transaction's LSN and its delta (the block
-//! changes), which is what the primary controller will stream to
-//! secondaries once replication lands in this crate; until then `Db` is the
-//! engine plus its housekeeping (compaction after deletes).
+//! changes). With [`Db::with_replication`], the primary controller
+//! ([`Replicator`]) streams every delta to secondaries: the engine's commit
+//! hook hands it over through the commit pipe (bounded at `Db::begin`, see
+//! [`limits`]), and a sync commit returns once the quorum applied it. With
+//! [`Db::with_persistence`], commits also wait for the local log.
+//!
+//! **What it is not.** No client protocol (that is `hotblock-node`), no
+//! secondary side (that is `hotblock-secondary`; the two crates do not
+//! know each other), no storage format of its own.
 //!
 //! ```
 //! use hotblock_primary::{DatabaseOptions, Db};
@@ -22,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod limits;
 mod pipe;
 mod replication;
 
@@ -30,7 +37,6 @@ use std::sync::Arc;
 use hotblock_persist::Persister;
 
 pub use error::{Error, StartError, WriteError};
-pub use pipe::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
 use hotblock_core::Error as EngineError;
@@ -57,9 +63,7 @@ impl Default for DbConfig {
     }
 }
 
-/// Blocks evacuated by one automatic compaction step, bounding the pause a
-/// commit that triggers it adds.
-const AUTO_COMPACT_BLOCKS_MAX: usize = 4;
+use limits::AUTO_COMPACT_BLOCKS_MAX;
 
 /// An embedded hotblock database engine.
 #[derive(Clone, Debug)]

@@ -27,23 +27,13 @@
 //!   no wake-up (see `IDLE_DRAIN` in the controller).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+pub use crate::limits::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
 use crossbeam::channel::{self, Receiver, Sender, TryRecvError};
 use hotblock_core::repl::EpochHistory;
 use hotblock_core::Delta;
 use parking_lot::{Condvar, Mutex};
-
-/// Handoffs queued past which new transactions wait at `Db::begin`. At a
-/// million commits a second this is 65 ms of commits: far more than the
-/// controller's idle drain interval (20 ms), so a healthy controller never
-/// makes a committer wait.
-pub const COMMIT_PIPE_DELTAS_MAX: usize = 65_536;
-
-/// The longest `admit` waits for room before letting the transaction in
-/// anyway: the pipe guards memory, and must not turn a stalled controller
-/// into a node that hangs every writer forever.
-pub const COMMIT_PIPE_ADMIT_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What travels through the pipe, in the order it happened.
 #[derive(Debug)]

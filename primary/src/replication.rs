@@ -1,4 +1,5 @@
-//! The primary controller: drives `hotblock_core::repl::Primary` over TCP.
+//! The primary controller: drives `hotblock_core::repl::Primary` over links
+//! (TCP, TLS, QUIC or in process).
 //!
 //! One task owns the protocol state machine (no locks around it); commits
 //! reach it through the [`CommitPipe`](crate::pipe) (fed by the engine's
@@ -22,6 +23,10 @@ use hotblock_core::repl::{
 use hotblock_core::{Delta, Engine, HookPurpose, Lsn};
 
 use crate::error::{StartError, WriteError};
+use crate::limits::{
+    CONTROLLER_TICK_MAX, FLUSH_BYTES_MAX, IDLE_DRAIN, SESSION_QUEUE_BYTES_HIGH,
+    SESSION_QUEUE_BYTES_LOW, STATUS_FRESH, STATUS_REFRESH_INTERVAL, SYNC_WAIT_GUARD_EXTRA,
+};
 use crate::pipe::{CommitPipe, Handoff};
 use hotblock_nic_transport::tcp::FrameReader;
 use hotblock_nic_transport::{ListenOn, Listener, Secret};
@@ -54,11 +59,6 @@ impl ReplicationConfig {
         }
     }
 }
-
-/// Bytes of frames encoded per round of the controller loop. A snapshot
-/// streams in rounds of this size instead of being encoded whole, so memory
-/// stays bounded and commits keep being served in between.
-const FLUSH_BYTES_MAX: usize = 4 << 20;
 
 #[derive(Debug)]
 enum Input {
@@ -368,7 +368,7 @@ impl Replicator {
     /// The protocol times a sync wait out; this longer guard only protects
     /// a waiter from a controller that stopped.
     fn wait_guard(&self) -> Duration {
-        self.sync_timeout * 2 + Duration::from_secs(1)
+        self.sync_timeout * 2 + SYNC_WAIT_GUARD_EXTRA
     }
 }
 
@@ -377,23 +377,6 @@ impl Drop for Replicator {
         self.engine.set_commit_hook(HookPurpose::Replication, None);
     }
 }
-
-/// How stale the per-secondary status behind `INFO replication` may be:
-/// refreshed at most this often after acknowledgements, and every 50 ms
-/// regardless.
-const STATUS_FRESH: Duration = Duration::from_millis(1);
-
-/// Bytes queued for one secondary past which its session is paused, and
-/// below which it resumes: a slow secondary costs at most this much memory
-/// here (the backlog aside).
-const SESSION_QUEUE_BYTES_HIGH: usize = 16 << 20;
-/// With no secondary connected and no sync quorum, nothing waits on a
-/// commit's delta: the controller stops waking per commit and takes the
-/// queued deltas (and any connecting secondary) this often instead. A
-/// wake-up per commit cost about 12% of a standalone node's CPU under
-/// pipelined writes.
-const IDLE_DRAIN: Duration = Duration::from_millis(20);
-const SESSION_QUEUE_BYTES_LOW: usize = 4 << 20;
 
 /// The controller's handle on one connection's writer task.
 #[derive(Debug)]
@@ -514,7 +497,7 @@ async fn run(
             false => {
                 let next = primary
                     .poll_timeout()
-                    .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+                    .unwrap_or_else(|| Instant::now() + CONTROLLER_TICK_MAX);
                 if idle {
                     next.min(Instant::now() + IDLE_DRAIN)
                 } else {
@@ -681,7 +664,7 @@ async fn run(
         if now >= next_status || (heard && now >= last_status + STATUS_FRESH) {
             last_status = now;
             *shared.status.lock().expect("status lock") = primary.status(now);
-            next_status = now + Duration::from_millis(50);
+            next_status = now + STATUS_REFRESH_INTERVAL;
         }
     }
 }

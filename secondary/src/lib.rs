@@ -4,8 +4,13 @@
 //! transaction at a time through its own location table, acknowledges each
 //! only after applying it, and on promotion rebuilds any indexes it did not
 //! keep and hands its engine to the primary controller. The protocol logic
-//! is `hotblock_core::repl::Secondary`; this crate drives it over TCP,
-//! reconnecting with backoff.
+//! is `hotblock_core::repl::Secondary`; this crate drives it over a link
+//! (TCP, TLS, QUIC or in process), reconnecting with backoff.
+//!
+//! **What it is not.** No primary controller: a relay (a secondary serving
+//! secondaries of its own) is composed by the caller, a primary controller
+//! on the same engine told of resyncs through [`Downstream`]. No client
+//! port: that is `hotblock-node`.
 //!
 //! With a [`Persister`] (`--data-dir`), every applied transaction is also
 //! appended to the local log, acknowledgements wait for it under
@@ -27,8 +32,12 @@ use hotblock_persist::{PersistedState, Persister};
 use tokio::sync::oneshot;
 
 /// Reconnection backoff: first wait, and the most it grows to.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// The longest the follow loop sleeps when the state machine names no
+/// deadline.
+pub const FOLLOW_TICK_MAX: Duration = Duration::from_millis(100);
+const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());
 
 #[derive(Clone, Debug)]
 pub struct SecondaryNodeConfig {
@@ -351,7 +360,7 @@ async fn session(
         }
         let timeout = secondary
             .poll_timeout()
-            .unwrap_or_else(|| now + Duration::from_millis(100));
+            .unwrap_or_else(|| now + FOLLOW_TICK_MAX);
         tokio::select! {
             frame = reader.next() => match frame {
                 Ok(Some(frame)) => {
