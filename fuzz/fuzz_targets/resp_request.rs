@@ -2,7 +2,7 @@
 //! The RESP request parser on arbitrary bytes: never a panic, never an
 //! argument past the limits, and the bytes left over are a suffix of the
 //! input. The body is `hotblock_node::resp::fuzz_parse`, which
-//! `nic-transport/tests/resp.rs` replays over this target's corpus.
+//! `node/tests/resp.rs` replays over this target's corpus.
 
 use libfuzzer_sys::fuzz_target;
 

@@ -1,7 +1,7 @@
 //! The bodies of hotblock's fuzz targets.
 //!
 //! Each target in `fuzz_targets/` is one line calling a function of this
-//! file, and `core/tests/fuzz_corpus.rs` includes this same file (by
+//! file, and `node/tests/fuzz_corpus.rs` includes this same file (by
 //! `#[path]`) to replay every committed corpus input under `cargo test`, so
 //! the fuzzer and the test run exactly the same checks. This file therefore
 //! uses only crates that `hotblock-core`'s tests also have: `hotblock_core`,

@@ -91,7 +91,7 @@ mod tests {
         }
     }
 
-    /// RELIABILITY row 24: QUIC 0-RTT is refused. A client that enables
+    /// a fault of docs/reliability.md: QUIC 0-RTT is refused. A client that enables
     /// early data and holds a ticket from a first connection still gets no
     /// 0-RTT keys, because the server's tickets allow no early data:
     /// nothing can be sent (and so accepted) before the handshake.

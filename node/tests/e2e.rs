@@ -691,7 +691,7 @@ fn a_pipeline_whose_replies_exceed_the_output_limit_runs_in_order_in_pieces() {
     assert_eq!(&got[..], b"+OK\r\n$1\r\n1\r\n+OK\r\n");
 }
 
-/// RELIABILITY rows 1, 11 and 14 against real processes: 20 `kill -9`s,
+/// a fault of docs/reliability.md against real processes: 20 `kill -9`s,
 /// of the primary or of its sync secondary at random, each restarted from
 /// its data directory, while 3 writers run in sync mode. No write that got
 /// `OK` is lost, and both end with the same blocks.
@@ -790,7 +790,7 @@ fn maxmemory_refuses_writes_and_keeps_serving_reads() {
     assert!(node.info("memory")["used_memory"].parse::<u64>().unwrap() <= 8 << 20);
 }
 
-/// RELIABILITY row 5, sync mode: the primary is paused (SIGSTOP), its sync
+/// A fault of docs/reliability.md, sync mode: the primary is paused (SIGSTOP), its sync
 /// secondary promoted, then the old primary resumed (SIGCONT). The old
 /// primary can no longer get a write acknowledged (its only sync secondary
 /// is now a primary on a newer epoch): every write there gets an error,
@@ -831,7 +831,7 @@ fn a_paused_old_primary_resumed_after_a_promotion_acknowledges_nothing() {
     assert!(new_epoch > old_epoch, "{new_epoch:#x} > {old_epoch:#x}");
 }
 
-/// RELIABILITY row 5, async mode: an async primary answers OK on its own
+/// A fault of docs/reliability.md, async mode: an async primary answers OK on its own
 /// apply, so only fencing stops it. After a pause (SIGSTOP), the promotion
 /// of one of its secondaries and SIGCONT, the promoted node tells it of the
 /// newer epoch; from then on it refuses writes (READONLY), the secondary it
@@ -1072,7 +1072,7 @@ fn a_full_data_directory_refuses_writes_loses_nothing_and_recovers() {
     }
 }
 
-/// RELIABILITY row 12: a sync secondary killed and restarted with its
+/// a fault of docs/reliability.md: a sync secondary killed and restarted with its
 /// data directory wiped comes back empty, catches up from LSN 0, and only
 /// counts for acknowledgements of what it holds: writers run throughout, and after the
 /// primary dies and the secondary is promoted, every write that got OK —
@@ -1171,7 +1171,7 @@ fn a_sync_ok_comes_after_both_nodes_fsynced_the_commit() {
     }
 }
 
-/// RELIABILITY row 14: every node killed (kill -9, primary and sync
+/// a fault of docs/reliability.md: every node killed (kill -9, primary and sync
 /// secondary together) while MULTI/EXEC transactions of three keys run,
 /// then restarted from their data directories: every transaction that got
 /// its EXEC reply is there, and no transaction is there in part.
@@ -1286,7 +1286,7 @@ fn every_node_killed_mid_transactions_keeps_them_whole_and_every_acked_one() {
     }
 }
 
-/// RELIABILITY row 15: the primary dies while sync commits wait for a
+/// a fault of docs/reliability.md: the primary dies while sync commits wait for a
 /// stopped secondary (B); the other (A), which applied them, is promoted.
 /// Those commits never got OK, and A settles them as committed: they are
 /// in its state before it takes a write, and B, resumed and re-pointed at A
@@ -1383,7 +1383,7 @@ fn a_failover_while_sync_commits_wait_settles_them_on_every_node() {
     );
 }
 
-/// RELIABILITY row 20: a client that pipelines requests and never reads
+/// a fault of docs/reliability.md: a client that pipelines requests and never reads
 /// the replies holds at most its output buffer, is dropped once its
 /// replies stall, and other clients are served meanwhile.
 #[test]

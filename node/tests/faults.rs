@@ -1,5 +1,5 @@
 //! Faults on the links between real processes, injected by a loopback TCP
-//! proxy (RELIABILITY rows 2, 3, 4, 9 and 10).
+//! proxy (a fault of docs/reliability.md).
 
 mod cluster;
 

@@ -468,7 +468,7 @@ fn refused(to: &ConnectTo, node: u64) -> hotblock_secondary::SecondaryStatus {
     status
 }
 
-/// RELIABILITY row 24: over QUIC and over TCP with TLS, a certificate
+/// a fault of docs/reliability.md: over QUIC and over TCP with TLS, a certificate
 /// other than the pinned one gets nothing, and neither does a TCP peer
 /// that skips TLS.
 #[test]

@@ -1,5 +1,5 @@
 //! The RESP request parser against good and hostile input
-//! (RELIABILITY.md rows 17–19, 21, 22).
+//! (a fault of docs/reliability.md).
 
 use bytes::{BufMut, BytesMut};
 use hotblock_node::resp::{parse_request, ProtocolError, Reply, RespLimits};

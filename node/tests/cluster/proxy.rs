@@ -1,5 +1,5 @@
 //! A loopback TCP proxy that injects faults between a secondary and its
-//! primary, or a client and its node (RELIABILITY rows 2, 3, 4, 9, 10):
+//! primary, or a client and its node (a fault of docs/reliability.md):
 //! added latency, a bandwidth cap, a cut after N bytes, a blackhole (bytes
 //! swallowed, connection kept) either way or from the target only, and one
 //! flipped byte. The fault can be changed while connections run.

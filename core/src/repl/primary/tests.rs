@@ -115,7 +115,7 @@ fn a_snapshot_taken_while_writers_run_ahead_of_the_backlog_converges() {
     assert_eq!(copy.find("v", &[2], None).unwrap().len(), 4);
 }
 
-/// RELIABILITY guarantee 3 and rows 5 and 23: a node that has seen
+/// a fault of docs/reliability.md: a node that has seen
 /// epoch e refuses anything from a lower one. A secondary streaming
 /// from a primary on epoch 2 is handed that primary's next frames
 /// relabelled with epoch 1 (a stale primary's stream): it refuses the

@@ -1,0 +1,154 @@
+//! RESP commands: Redis's names and reply shapes where Redis has the same
+//! thing, and the `DB.*`/`REC.*` commands for records with non-unique keys.
+//!
+//! Every write runs as one engine transaction on one database, committed
+//! locally without waiting, then awaited (disk, then the sync quorum)
+//! before its reply: the async wait keeps a worker thread free for other
+//! clients while this one's commit gathers acknowledgements.
+//! `MULTI`/`EXEC` queue commands and run them in one such transaction, so
+//! they take one LSN and replicate whole; a transaction writes one
+//! database, so queuing a command on a second one aborts it.
+//!
+//! **Where things are.** This file is the front door: [`execute`] checks
+//! authentication and `MULTI` queuing, then sends a command by name to its
+//! family; it also holds the reply helpers the families share (arity,
+//! syntax errors, bulk strings, error counting). The families:
+//!
+//! - [`data`]: the commands on records and databases (`GET`, `SET`, `DEL`,
+//!   `EXISTS`, `DBSIZE`, `REC.*`, `DB.*`), their table (arity, whether they
+//!   write), how each runs alone, inside a transaction or as a read, and
+//!   `commit_run`, the one way any write commits;
+//! - [`transaction`]: `MULTI`, `EXEC`, `DISCARD` and the queue between;
+//! - [`pipeline`]: a client's pipelined requests, with group commit of runs
+//!   of writes;
+//! - [`connection`]: `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO`, `SELECT`,
+//!   `CLIENT`, `COMMAND`;
+//! - [`admin`]: `WAIT`, `REPLICAOF`, `SHUTDOWN`, `DEBUG`, `VERIFY`, `SAVE`,
+//!   `CONFIG` (`INFO` and `ROLE` are [`crate::info`]'s);
+//! - [`session`]: one connection's state;
+//! - [`errors`]: engine and cluster errors as Redis's error codes.
+
+mod admin;
+mod connection;
+mod data;
+mod errors;
+mod pipeline;
+mod session;
+mod transaction;
+
+use bytes::Bytes;
+use std::sync::Arc;
+
+use crate::resp::Reply;
+use crate::{info, Node};
+use data::Data;
+
+pub(crate) use pipeline::execute_pipeline;
+pub(crate) use session::Session;
+
+/// Runs one request. The caller has checked that `args` is not empty.
+async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> Reply {
+    let name = args[0].to_ascii_uppercase();
+    Node::count(&node.stats().commands_processed);
+    if !session.authenticated && !matches!(&name[..], b"AUTH" | b"HELLO" | b"QUIT") {
+        return Reply::Error("NOAUTH Authentication required.".into());
+    }
+    if session.multi.is_some() && !matches!(&name[..], b"EXEC" | b"DISCARD" | b"MULTI" | b"QUIT") {
+        return transaction::queue(session, &name, args);
+    }
+    let reply = match &name[..] {
+        // The connection.
+        b"PING" => connection::ping(&args),
+        b"ECHO" => connection::echo(&args),
+        b"QUIT" => connection::quit(session),
+        b"AUTH" => connection::auth(node, session, &args[1..]),
+        b"HELLO" => connection::hello(node, session, &args[1..]),
+        b"SELECT" => connection::select(node, session, &args),
+        b"CLIENT" => connection::client(session, &args),
+        b"COMMAND" => connection::command(&args),
+        // Transactions.
+        b"MULTI" => transaction::multi(session),
+        b"DISCARD" => transaction::discard(session),
+        b"EXEC" => transaction::exec(node, session).await,
+        // The node.
+        b"INFO" => info::info(node, args.get(1)),
+        b"ROLE" => info::role(node),
+        b"WAIT" => admin::wait(node, session, &args).await,
+        b"REPLICAOF" | b"SLAVEOF" => admin::replicaof(node, &args).await,
+        b"SHUTDOWN" => admin::shutdown(node, session),
+        b"DEBUG" => admin::debug(node, &args),
+        b"VERIFY" => admin::verify(node, &args).await,
+        b"SAVE" => admin::save(node, &args).await,
+        b"CONFIG" => admin::config(node, &args),
+        // Databases and records.
+        b"DB.CREATE" => data::db_create(node, session, &args).await,
+        b"DB.LIST" => data::db_list(node),
+        _ => match Data::parse(&name) {
+            Some(cmd) if !arity_ok(cmd.arity(), args.len()) => wrong_arity(&name),
+            Some(cmd) => data::data_command(node, session, cmd, &args).await,
+            None => unknown(&args),
+        },
+    };
+    counted(node, reply)
+}
+
+/// Counts an error reply in `INFO stats`.
+fn counted(node: &Node, reply: Reply) -> Reply {
+    if let Reply::Error(_) = reply {
+        Node::count(&node.stats().errors);
+    }
+    reply
+}
+
+/// Whether `args` arguments (the name included) fit `arity`, in Redis's
+/// convention: positive is exact, negative is a minimum.
+fn arity_ok(arity: i32, args: usize) -> bool {
+    match arity >= 0 {
+        true => args == arity as usize,
+        false => args >= arity.unsigned_abs() as usize,
+    }
+}
+
+fn wrong_arity(name: &[u8]) -> Reply {
+    Reply::Error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        String::from_utf8_lossy(name).to_lowercase()
+    ))
+}
+
+fn unknown(args: &[Bytes]) -> Reply {
+    let mut message = format!(
+        "ERR unknown command '{}', with args beginning with:",
+        String::from_utf8_lossy(&args[0])
+    );
+    for arg in args[1..].iter().take(4) {
+        message.push_str(&format!(
+            " '{}'",
+            String::from_utf8_lossy(&arg[..arg.len().min(64)])
+        ));
+    }
+    Reply::Error(message)
+}
+
+fn syntax_error() -> Reply {
+    Reply::Error("ERR syntax error".into())
+}
+
+fn bulk(bytes: &[u8]) -> Reply {
+    Reply::Bulk(Some(Bytes::copy_from_slice(bytes)))
+}
+
+fn text(s: impl Into<String>) -> Reply {
+    Reply::Bulk(Some(Bytes::from(s.into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arity_follows_redis_convention() {
+        assert!(arity_ok(2, 2) && !arity_ok(2, 3));
+        assert!(arity_ok(-3, 3) && arity_ok(-3, 5) && !arity_ok(-3, 2));
+    }
+}
