@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub use crate::limits::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
-use crossbeam::channel::{self, Receiver, Sender, TryRecvError};
+use crossbeam::channel::{self, Receiver, Sender};
 use hotblock_core::repl::EpochHistory;
 use hotblock_core::Delta;
 use parking_lot::{Condvar, Mutex};
@@ -108,11 +108,9 @@ impl CommitPipe {
     /// Everything queued now, in order; tells waiting committers there is
     /// room again.
     pub(crate) fn drain(&self, into: &mut Vec<Handoff>) {
-        loop {
-            match self.rx.try_recv() {
-                Ok(h) => into.push(h),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        // Empty (or, never while the pipe lives, disconnected) ends it.
+        while let Ok(h) = self.rx.try_recv() {
+            into.push(h);
         }
         if self.admitting.load(Ordering::Acquire) > 0 {
             let _guard = self.room.0.lock();
