@@ -5,11 +5,22 @@
 #
 # - prlimit (util-linux, in every Debian install): the full-disk test sets
 #   a running node's file-size limit with it.
+# - etcd (Debian's etcd-server): the coordinator tests start a real one on
+#   loopback ports. A service the package may start is stopped: the tests
+#   run their own.
 # SQLite (for the benches) is built from source by rusqlite's `bundled`
 # feature; the end-to-end tests build and start hotblock's own binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v prlimit >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq util-linux
+missing=()
+command -v prlimit >/dev/null || missing+=(util-linux)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if ((${#missing[@]})); then
+    echo "installing ${missing[*]} (needed by the tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    # Debian starts an etcd service on the default ports; the tests run
+    # their own on free ones and need none.
+    if command -v systemctl >/dev/null; then systemctl stop etcd 2>/dev/null || true; fi
 fi
 exec cargo test --workspace "$@"

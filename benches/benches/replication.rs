@@ -83,6 +83,7 @@ fn setup(mode: Sequencing, transport: Transport) -> Setup {
     };
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
         primary,
+        primary_address: "primary".into(),
         secret: Secret::new(SECRET),
         node: NodeId(1),
         mode: if mode == Sequencing::Sync {
@@ -204,6 +205,7 @@ fn snapshot_transfer(records: u64) -> (f64, f64, f64) {
     let start = Instant::now();
     let secondary = SecondaryNode::start(SecondaryNodeConfig {
         primary: ConnectTo::Tcp(db.replicator().unwrap().local_addr().parse().unwrap()),
+        primary_address: db.replicator().unwrap().local_addr().to_string(),
         secret: Secret::new(SECRET),
         node: NodeId(2),
         mode: Mode::Async,

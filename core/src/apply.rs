@@ -107,17 +107,45 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
 /// blocks unparseable; the caller poisons the database.
 pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
     let ops = &delta.ops()[1..delta.ops().len() - 1];
-    let preexisting: HashSet<BlockId> = ops
-        .iter()
+    let preexisting = preexisting_blocks(state, ops);
+    // Phase 2: unindex, and take the touched blocks out of the counts.
+    unindex(state, ops, &preexisting)?;
+    // Phase 3: write, then index what was written.
+    write_blocks(state, ops)?;
+    // Every block the delta wrote or allocated, still present, must end up
+    // with a valid header of its own.
+    let touched = touched_blocks(state, ops);
+    index_writes(state, ops)?;
+    count_touched(state, touched)?;
+    debug_assert!(state.table.iter().all(|(b, _)| state
+        .header(b)
+        .is_some_and(|h| h.free_offset as usize >= BLOCK_HEADER_SIZE)));
+    Ok(())
+}
+
+/// The blocks the delta writes or frees that exist before it: the ones
+/// whose records and counts phase 2 takes out.
+#[inline]
+fn preexisting_blocks(state: &DbState, ops: &[DeltaOp]) -> HashSet<BlockId> {
+    ops.iter()
         .filter_map(|op| match op {
             DeltaOp::BlockWrite { block, .. } | DeltaOp::BlockFree { block, .. } => Some(*block),
             _ => None,
         })
         .filter(|b| state.table.contains(*b))
-        .collect();
+        .collect()
+}
 
-    // Phase 2: unindex, and take the touched blocks out of the counts.
-    for &block in &preexisting {
+/// Phase 2: takes the preexisting blocks out of the counts, and the records
+/// the writes will overwrite or the frees will drop out of the indexes,
+/// while their old bytes are still readable.
+#[inline]
+fn unindex(
+    state: &mut DbState,
+    ops: &[DeltaOp],
+    preexisting: &HashSet<BlockId>,
+) -> Result<(), Error> {
+    for &block in preexisting {
         let header = state.header(block).expect("checked");
         state.add_header_counts(&header, -1);
     }
@@ -142,8 +170,12 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
             _ => {}
         }
     }
+    Ok(())
+}
 
-    // Phase 3: write, then index what was written.
+/// Phase 3, first half: allocates, writes and frees, in the delta's order.
+#[inline]
+fn write_blocks(state: &mut DbState, ops: &[DeltaOp]) -> Result<(), Error> {
     for op in ops {
         match op {
             DeltaOp::BlockAlloc { block, .. } => {
@@ -165,8 +197,13 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
             _ => {}
         }
     }
-    // Every block the delta wrote or allocated, still present, must end up
-    // with a valid header of its own.
+    Ok(())
+}
+
+/// Every block the delta wrote or allocated that is still present after
+/// the writes, once each, in the delta's order.
+#[inline]
+fn touched_blocks(state: &DbState, ops: &[DeltaOp]) -> Vec<BlockId> {
     let mut touched: Vec<BlockId> = Vec::new();
     for op in ops {
         if let DeltaOp::BlockAlloc { block, .. } | DeltaOp::BlockWrite { block, .. } = op {
@@ -175,6 +212,13 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
             }
         }
     }
+    touched
+}
+
+/// Phase 3, second half: indexes the live records whose start lies in a
+/// write's range, in blocks still present.
+#[inline]
+fn index_writes(state: &mut DbState, ops: &[DeltaOp]) -> Result<(), Error> {
     for op in ops {
         if let DeltaOp::BlockWrite {
             block,
@@ -192,6 +236,13 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
             }
         }
     }
+    Ok(())
+}
+
+/// Checks that every touched block ends up with a valid header of its own,
+/// and adds it back to the counts.
+#[inline]
+fn count_touched(state: &mut DbState, touched: Vec<BlockId>) -> Result<(), Error> {
     for block in touched {
         let bytes = state.block(block).expect("exists");
         let header = BlockHeader::read_checked(bytes).map_err(|why| state.corrupt(block, why))?;
@@ -200,8 +251,5 @@ pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
         }
         state.add_header_counts(&header, 1);
     }
-    debug_assert!(state.table.iter().all(|(b, _)| state
-        .header(b)
-        .is_some_and(|h| h.free_offset as usize >= BLOCK_HEADER_SIZE)));
     Ok(())
 }

@@ -381,22 +381,41 @@ pub fn repl_secret(secret: Option<&str>) -> hotblock_nic_transport::Secret {
     }
 }
 
-/// This node's id: `--node-id`, else the `--listen` port, else (port 0:
-/// the OS picks) a random one, so that nodes started on port 0 side by
-/// side (in containers, with equal process ids) still differ. Pass
-/// `--node-id` where ids must stay the same across restarts.
-pub fn node_id(explicit: Option<u16>, listen: SocketAddr) -> hotblock_core::repl::NodeId {
-    use std::hash::{BuildHasher, Hasher};
-    let id = explicit
-        .or((listen.port() != 0).then(|| listen.port()))
-        .unwrap_or_else(|| {
-            // std's per-process random hasher keys: no dependency needed.
-            let random = std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish();
-            (random % 65535 + 1) as u16
-        });
-    hotblock_core::repl::NodeId(u64::from(id))
+/// This node's id: `--node-id`, else the one kept in the data directory
+/// (made at random there the first time), else a random one for this run.
+/// Never derived from the port: two nodes on two hosts with the same port
+/// would share it, and a primary takes a second session of one id for a
+/// reconnect of the first, closing it. Logged, so that `INFO` and the
+/// peers' logs can be matched to a node.
+pub fn node_id(
+    explicit: Option<u16>,
+    persister: Option<&hotblock_persist::Persister>,
+) -> Result<hotblock_core::repl::NodeId, StartupError> {
+    use hotblock_core::repl::NodeId;
+    let (id, from) = match (explicit, persister) {
+        (Some(id), _) => (NodeId(u64::from(id)), "--node-id"),
+        (None, Some(p)) => (p.node_id(random_node_id)?, "the data directory"),
+        (None, None) => (random_node_id(), "random, for this run"),
+    };
+    tracing::info!(node = id.0, from, "node id");
+    Ok(id)
+}
+
+/// A random node id in `1..=NODE_ID_MAX`.
+pub fn random_node_id() -> hotblock_core::repl::NodeId {
+    let mut bytes = [0u8; 8];
+    // The OS's random source; without it, the clock's nanoseconds and the
+    // process id still differ between nodes started side by side.
+    let random = match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            u64::from(nanos) ^ (u64::from(std::process::id()) << 20)
+        }
+    };
+    hotblock_core::repl::NodeId(random % hotblock_persist::NODE_ID_MAX + 1)
 }
 
 #[cfg(test)]

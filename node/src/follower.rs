@@ -2,7 +2,7 @@
 //! replication state for `INFO`/`ROLE`, re-pointing and promotion in place.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::cli::Transport;
 use crate::error::{RepointError, UpstreamError};
@@ -23,28 +23,19 @@ pub struct Follower {
     relay: Option<Arc<Relay>>,
     mode: Mode,
     transport: Transport,
-    upstream: Mutex<Upstream>,
     /// Who this node is, to tell the former primary of a new epoch after a
     /// promotion (`crate::fence`).
     secret: Secret,
     node_id: NodeId,
 }
 
-/// The primary followed now: its address as given, and how to reach it.
-#[derive(Debug)]
-struct Upstream {
-    address: String,
-    to: ConnectTo,
-}
-
 impl Follower {
-    /// `node` follows `to` (reached at `address`, as given).
+    /// `node` follows its primary; `relay` serves its own secondaries.
     pub fn new(
         node: SecondaryNode,
         relay: Option<Arc<Relay>>,
         mode: Mode,
         transport: Transport,
-        (address, to): (String, ConnectTo),
         secret: Secret,
         node_id: NodeId,
     ) -> Self {
@@ -53,7 +44,6 @@ impl Follower {
             relay,
             mode,
             transport,
-            upstream: Mutex::new(Upstream { address, to }),
             secret,
             node_id,
         }
@@ -66,7 +56,7 @@ impl Follower {
     pub fn info(&self) -> FollowerInfo {
         let s = self.node.status();
         FollowerInfo {
-            primary: self.upstream.lock().expect("upstream lock").address.clone(),
+            primary: self.node.upstream().1,
             mode: self.mode,
             connected: s.connected,
             streaming: s.streaming,
@@ -92,8 +82,7 @@ impl Follower {
     }
 
     pub fn upstream(&self) -> Option<(ConnectTo, Secret, NodeId)> {
-        let upstream = self.upstream.lock().expect("upstream lock");
-        Some((upstream.to.clone(), self.secret.clone(), self.node_id))
+        Some((self.node.upstream().0, self.secret.clone(), self.node_id))
     }
 
     pub fn relay_address(&self) -> Option<SocketAddr> {
@@ -109,15 +98,9 @@ impl Follower {
             return Err(UpstreamError::FingerprintOnTcp.into());
         }
         let to = connect_to(self.transport, &address.to_string(), fingerprint)?;
-        // Held across both, so that concurrent re-points cannot leave the
-        // follow loop on one primary and INFO (or a fence notice) on another.
-        let mut upstream = self.upstream.lock().expect("upstream lock");
-        tracing::warn!(from = %upstream.address, to = %address, "re-pointed (REPLICAOF)");
-        self.node.repoint(to.clone());
-        *upstream = Upstream {
-            address: address.to_string(),
-            to,
-        };
+        // One record, in the secondary controller, that INFO and the fence
+        // notice read too: they never disagree with the follow loop.
+        self.node.repoint(to, address.to_string());
         Ok(())
     }
 }

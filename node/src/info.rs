@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use crate::resp::Reply;
 use bytes::Bytes;
 use hotblock_core::repl::Mode;
+use hotblock_primary::Db;
 
-use crate::{Node, Role};
+use crate::{Follower, Node, Serving};
 
 const SECTIONS: [&str; 7] = [
     "server",
@@ -52,182 +53,206 @@ fn line(out: &mut String, field: &str, value: impl std::fmt::Display) {
     let _ = write!(out, "{field}:{value}\r\n");
 }
 
+/// Appends section `name`'s fields to `out`: one function per section,
+/// those that depend on the role given the one read here.
 fn section_text(node: &Node, name: &str, out: &mut String) {
-    let stats = node.stats();
     let role = node.role.read().expect("role lock");
     match name {
-        "server" => {
-            line(out, "hotblock_version", env!("CARGO_PKG_VERSION"));
-            line(out, "redis_version", "7.0.0-compatible");
-            line(out, "process_id", std::process::id());
-            line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
-            // Not `node.role_name()`: that would take the role lock again,
-            // which blocks behind a waiting promotion.
-            line(out, "role", role.name());
-        }
-        "clients" => {
-            line(
-                out,
-                "connected_clients",
-                stats.connected_clients.load(Ordering::Relaxed),
-            );
-            line(out, "maxclients", node.options.limits.max_clients);
-        }
-        "replication" => match &*role {
-            Role::Primary(db) => {
-                let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
-                line(out, "role", "primary");
-                line(
-                    out,
-                    "epoch",
-                    node.history.lock().expect("history lock").current().0,
-                );
-                line(out, "lsn", db.lsn().0);
-                line(out, "connected_secondaries", secondaries.len());
-                line(out, "connected_slaves", secondaries.len());
-                if let Some(r) = db.replicator() {
-                    line(out, "repl_listen", r.local_addr());
-                    line(out, "sync_quorum", r.sync_quorum());
-                    line(out, "writable", r.check_writable().is_ok() as u8);
-                    line(out, "fenced", r.is_fenced() as u8);
-                }
-                for (i, (s, address)) in secondaries.iter().enumerate() {
-                    line(
-                        out,
-                        &format!("secondary{i}"),
-                        format_args!(
-                            "id={},addr={},mode={},state={},acked_lsn={},lag_lsn={},lag_ms={}",
-                            s.node.map_or(0, |n| n.0),
-                            address,
-                            mode_name(s.mode),
-                            s.state,
-                            s.acked_lsn.0,
-                            s.lag_lsn,
-                            s.lag_ms
-                        ),
-                    );
-                }
-                line(out, "master_repl_offset", db.lsn().0);
-            }
-            Role::Secondary(f) => {
-                let i = f.info();
-                line(out, "role", "secondary");
-                line(out, "epoch", i.epoch.0);
-                line(out, "lsn", i.lsn.0);
-                line(out, "connected_secondaries", 0);
-                line(out, "primary", &i.primary);
-                line(out, "mode", mode_name(i.mode));
-                line(
-                    out,
-                    "primary_link_status",
-                    if i.connected { "up" } else { "down" },
-                );
-                line(
-                    out,
-                    "state",
-                    match (i.connected, i.streaming) {
-                        (true, true) => "online",
-                        (true, false) => "resync",
-                        (false, _) => "disconnected",
-                    },
-                );
-                line(out, "snapshots", i.snapshots);
-                line(out, "blocks_diverged", i.blocks_diverged);
-                line(out, "serve_reads", node.options.serve_reads as u8);
-                if let Some(e) = &i.last_error {
-                    line(out, "last_error", e.replace(['\r', '\n'], " "));
-                }
-            }
-            Role::Promoting => {
-                line(out, "role", "promoting");
-            }
-        },
-        "memory" => {
-            let engine = match &*role {
-                Role::Primary(db) => Some(db.engine().clone()),
-                Role::Secondary(f) => Some(f.engine().clone()),
-                Role::Promoting => None,
-            };
-            if let Some(engine) = engine {
-                line(out, "used_memory", engine.memory_used_bytes());
-                line(out, "maxmemory", engine.memory_limit_bytes().unwrap_or(0));
-                let index: u64 = engine
-                    .databases()
-                    .iter()
-                    .map(|d| d.stats().index_bytes)
-                    .sum();
-                line(out, "index_memory", index);
-            }
-        }
-        "persistence" => match &node.options.persister {
-            Some(p) => {
-                let s = p.status();
-                line(out, "data_dir", s.dir.display());
-                line(out, "fsync", s.fsync);
-                line(out, "logged_lsn", s.logged_lsn.0);
-                line(out, "durable_lsn", s.durable_lsn.0);
-                line(out, "log_bytes", s.log_bytes);
-                line(out, "checkpoint_lsn", s.last_checkpoint_lsn.0);
-                line(out, "healthy", s.last_error.is_none() as u8);
-                if let Some(e) = &s.last_error {
-                    line(out, "last_error", e.replace(['\r', '\n'], " "));
-                }
-            }
-            None => line(out, "data_dir", ""),
-        },
-        "stats" => {
-            line(
-                out,
-                "total_connections_received",
-                stats.connections_received.load(Ordering::Relaxed),
-            );
-            line(
-                out,
-                "total_commands_processed",
-                stats.commands_processed.load(Ordering::Relaxed),
-            );
-            line(
-                out,
-                "rejected_connections",
-                stats.rejected_connections.load(Ordering::Relaxed),
-            );
-            line(
-                out,
-                "keyspace_hits",
-                stats.keyspace_hits.load(Ordering::Relaxed),
-            );
-            line(
-                out,
-                "keyspace_misses",
-                stats.keyspace_misses.load(Ordering::Relaxed),
-            );
-            line(
-                out,
-                "total_error_replies",
-                stats.errors.load(Ordering::Relaxed),
-            );
-        }
-        "keyspace" => {
-            let engine = match &*role {
-                Role::Primary(db) => Some(db.engine().clone()),
-                Role::Secondary(f) if node.options.serve_reads => Some(f.engine().clone()),
-                _ => None,
-            };
-            for db in engine.iter().flat_map(|e| e.databases()) {
-                let stats = db.stats();
-                line(
-                    out,
-                    &format!("db_{}", db.name()),
-                    format_args!(
-                        "keys={},blocks={},indexes={}",
-                        stats.records,
-                        stats.blocks,
-                        db.schema().indexes.len()
-                    ),
-                );
-            }
-        }
+        "server" => server_section(node, &role, out),
+        "clients" => clients_section(node, out),
+        "replication" => replication_section(node, &role, out),
+        "memory" => memory_section(&role, out),
+        "persistence" => persistence_section(node, out),
+        "stats" => stats_section(node, out),
+        "keyspace" => keyspace_section(node, &role, out),
         _ => {}
+    }
+}
+
+fn server_section(node: &Node, role: &Serving, out: &mut String) {
+    line(out, "hotblock_version", env!("CARGO_PKG_VERSION"));
+    line(out, "redis_version", "7.0.0-compatible");
+    line(out, "process_id", std::process::id());
+    line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
+    // Not `node.role_name()`: that would take the role lock again,
+    // which blocks behind a waiting promotion.
+    line(out, "role", role.name());
+}
+
+fn clients_section(node: &Node, out: &mut String) {
+    line(
+        out,
+        "connected_clients",
+        node.stats().connected_clients.load(Ordering::Relaxed),
+    );
+    line(out, "maxclients", node.options.limits.max_clients);
+}
+
+fn replication_section(node: &Node, role: &Serving, out: &mut String) {
+    match role {
+        Serving::Primary(db) => primary_replication(node, db, out),
+        Serving::Secondary(f) => secondary_replication(node, f, out),
+        Serving::Promoting => {
+            line(out, "role", "promoting");
+        }
+    }
+}
+
+fn primary_replication(node: &Node, db: &Db, out: &mut String) {
+    let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
+    line(out, "role", "primary");
+    line(
+        out,
+        "epoch",
+        node.history.lock().expect("history lock").current().0,
+    );
+    line(out, "lsn", db.lsn().0);
+    line(out, "connected_secondaries", secondaries.len());
+    line(out, "connected_slaves", secondaries.len());
+    if let Some(r) = db.replicator() {
+        line(out, "repl_listen", r.local_addr());
+        line(out, "sync_quorum", r.sync_quorum());
+        line(out, "writable", r.check_writable().is_ok() as u8);
+        line(out, "fenced", r.is_fenced() as u8);
+    }
+    for (i, (s, address)) in secondaries.iter().enumerate() {
+        line(
+            out,
+            &format!("secondary{i}"),
+            format_args!(
+                "id={},addr={},mode={},state={},acked_lsn={},lag_lsn={},lag_ms={}",
+                s.node.map_or(0, |n| n.0),
+                address,
+                mode_name(s.mode),
+                s.state,
+                s.acked_lsn.0,
+                s.lag_lsn,
+                s.lag_ms
+            ),
+        );
+    }
+    line(out, "master_repl_offset", db.lsn().0);
+}
+
+fn secondary_replication(node: &Node, f: &Follower, out: &mut String) {
+    let i = f.info();
+    line(out, "role", "secondary");
+    line(out, "epoch", i.epoch.0);
+    line(out, "lsn", i.lsn.0);
+    line(out, "connected_secondaries", 0);
+    line(out, "primary", &i.primary);
+    line(out, "mode", mode_name(i.mode));
+    line(
+        out,
+        "primary_link_status",
+        if i.connected { "up" } else { "down" },
+    );
+    line(
+        out,
+        "state",
+        match (i.connected, i.streaming) {
+            (true, true) => "online",
+            (true, false) => "resync",
+            (false, _) => "disconnected",
+        },
+    );
+    line(out, "snapshots", i.snapshots);
+    line(out, "blocks_diverged", i.blocks_diverged);
+    line(out, "serve_reads", node.options.serve_reads as u8);
+    if let Some(e) = &i.last_error {
+        line(out, "last_error", e.replace(['\r', '\n'], " "));
+    }
+}
+
+fn memory_section(role: &Serving, out: &mut String) {
+    let engine = match role {
+        Serving::Primary(db) => Some(db.engine().clone()),
+        Serving::Secondary(f) => Some(f.engine().clone()),
+        Serving::Promoting => None,
+    };
+    if let Some(engine) = engine {
+        line(out, "used_memory", engine.memory_used_bytes());
+        line(out, "maxmemory", engine.memory_limit_bytes().unwrap_or(0));
+        let index: u64 = engine
+            .databases()
+            .iter()
+            .map(|d| d.stats().index_bytes)
+            .sum();
+        line(out, "index_memory", index);
+    }
+}
+
+fn persistence_section(node: &Node, out: &mut String) {
+    match &node.options.persister {
+        Some(p) => {
+            let s = p.status();
+            line(out, "data_dir", s.dir.display());
+            line(out, "fsync", s.fsync);
+            line(out, "logged_lsn", s.logged_lsn.0);
+            line(out, "durable_lsn", s.durable_lsn.0);
+            line(out, "log_bytes", s.log_bytes);
+            line(out, "checkpoint_lsn", s.last_checkpoint_lsn.0);
+            line(out, "healthy", s.last_error.is_none() as u8);
+            if let Some(e) = &s.last_error {
+                line(out, "last_error", e.replace(['\r', '\n'], " "));
+            }
+        }
+        None => line(out, "data_dir", ""),
+    }
+}
+
+fn stats_section(node: &Node, out: &mut String) {
+    let stats = node.stats();
+    line(
+        out,
+        "total_connections_received",
+        stats.connections_received.load(Ordering::Relaxed),
+    );
+    line(
+        out,
+        "total_commands_processed",
+        stats.commands_processed.load(Ordering::Relaxed),
+    );
+    line(
+        out,
+        "rejected_connections",
+        stats.rejected_connections.load(Ordering::Relaxed),
+    );
+    line(
+        out,
+        "keyspace_hits",
+        stats.keyspace_hits.load(Ordering::Relaxed),
+    );
+    line(
+        out,
+        "keyspace_misses",
+        stats.keyspace_misses.load(Ordering::Relaxed),
+    );
+    line(
+        out,
+        "total_error_replies",
+        stats.errors.load(Ordering::Relaxed),
+    );
+}
+
+fn keyspace_section(node: &Node, role: &Serving, out: &mut String) {
+    let engine = match role {
+        Serving::Primary(db) => Some(db.engine().clone()),
+        Serving::Secondary(f) if node.options.serve_reads => Some(f.engine().clone()),
+        _ => None,
+    };
+    for db in engine.iter().flat_map(|e| e.databases()) {
+        let stats = db.stats();
+        line(
+            out,
+            &format!("db_{}", db.name()),
+            format_args!(
+                "keys={},blocks={},indexes={}",
+                stats.records,
+                stats.blocks,
+                db.schema().indexes.len()
+            ),
+        );
     }
 }
 
@@ -236,7 +261,7 @@ fn section_text(node: &Node, name: &str, out: &mut String) {
 pub(crate) fn role(node: &Node) -> Reply {
     let text = |s: &str| Reply::Bulk(Some(Bytes::from(s.to_string())));
     match &*node.role.read().expect("role lock") {
-        Role::Primary(db) => {
+        Serving::Primary(db) => {
             let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
             let list = secondaries
                 .iter()
@@ -255,7 +280,7 @@ pub(crate) fn role(node: &Node) -> Reply {
                 Reply::Array(Some(list)),
             ]))
         }
-        Role::Secondary(f) => {
+        Serving::Secondary(f) => {
             let i = f.info();
             let (ip, port) = i.primary.rsplit_once(':').unwrap_or((&i.primary, "0"));
             let state = match (i.connected, i.streaming) {
@@ -271,6 +296,6 @@ pub(crate) fn role(node: &Node) -> Reply {
                 Reply::Integer(i.lsn.0 as i64),
             ]))
         }
-        Role::Promoting => Reply::Array(Some(vec![text("promoting")])),
+        Serving::Promoting => Reply::Array(Some(vec![text("promoting")])),
     }
 }

@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod cmd;
 mod commands;
+pub mod coordinator;
 pub mod error;
 pub mod fence;
 mod follower;
@@ -116,20 +117,24 @@ pub struct NodeOptions {
     pub fault_injection: bool,
 }
 
-pub(crate) enum Role {
+/// What this node serves as now, holding the controller of that role. Not
+/// the engine's [`hotblock_core::Role`] (whether the engine runs its own
+/// transactions), which follows from it: a `Primary` holds a primary
+/// engine, a `Secondary` a follower engine.
+pub(crate) enum Serving {
     Primary(Db),
     Secondary(Box<Follower>),
     /// Between `REPLICAOF NO ONE` and the new primary being ready.
     Promoting,
 }
 
-impl Role {
+impl Serving {
     /// As `INFO` shows it.
     pub(crate) fn name(&self) -> &'static str {
         match self {
-            Role::Primary(_) => "primary",
-            Role::Secondary(_) => "secondary",
-            Role::Promoting => "promoting",
+            Serving::Primary(_) => "primary",
+            Serving::Secondary(_) => "secondary",
+            Serving::Promoting => "promoting",
         }
     }
 }
@@ -148,7 +153,7 @@ pub(crate) struct Stats {
 
 /// The shared state of a running node.
 pub struct Node {
-    role: RwLock<Role>,
+    role: RwLock<Serving>,
     options: NodeOptions,
     /// The epoch history this node writes under (primary) or last knew.
     history: Mutex<EpochHistory>,
@@ -183,19 +188,19 @@ impl Node {
             // commit.
             db.engine().create_database(DEFAULT_DATABASE, create)?;
         }
-        Ok(Self::new(Role::Primary(db), history, options))
+        Ok(Self::new(Serving::Primary(db), history, options))
     }
 
     /// A secondary around `follower`.
     pub fn secondary(follower: Follower, options: NodeOptions) -> Arc<Node> {
         Self::new(
-            Role::Secondary(Box::new(follower)),
+            Serving::Secondary(Box::new(follower)),
             EpochHistory::default(),
             options,
         )
     }
 
-    fn new(role: Role, history: EpochHistory, options: NodeOptions) -> Arc<Node> {
+    fn new(role: Serving, history: EpochHistory, options: NodeOptions) -> Arc<Node> {
         Arc::new(Node {
             role: RwLock::new(role),
             options,
@@ -218,9 +223,9 @@ impl Node {
         fingerprint: Option<&str>,
     ) -> Result<(), RepointError> {
         match &*self.role.read().expect("role lock") {
-            Role::Secondary(f) => f.repoint(address, fingerprint),
-            Role::Primary(_) => Err(RepointError::NotASecondary),
-            Role::Promoting => Err(RepointError::Unavailable(Reject::Promoting.message())),
+            Serving::Secondary(f) => f.repoint(address, fingerprint),
+            Serving::Primary(_) => Err(RepointError::NotASecondary),
+            Serving::Promoting => Err(RepointError::Unavailable(Reject::Promoting.message())),
         }
     }
 
@@ -231,7 +236,7 @@ impl Node {
     /// The primary's `Db`, if this node is one.
     pub fn db(&self) -> Option<Db> {
         match &*self.role.read().expect("role lock") {
-            Role::Primary(db) => Some(db.clone()),
+            Serving::Primary(db) => Some(db.clone()),
             _ => None,
         }
     }
@@ -240,41 +245,41 @@ impl Node {
     /// it serves reads.
     pub(crate) fn read_engine(&self) -> Result<Engine, Reject> {
         match &*self.role.read().expect("role lock") {
-            Role::Primary(db) => Ok(db.engine().clone()),
-            Role::Secondary(f) if self.options.serve_reads => Ok(f.engine().clone()),
-            Role::Secondary(_) => Err(Reject::Passive),
-            Role::Promoting => Err(Reject::Promoting),
+            Serving::Primary(db) => Ok(db.engine().clone()),
+            Serving::Secondary(f) if self.options.serve_reads => Ok(f.engine().clone()),
+            Serving::Secondary(_) => Err(Reject::Passive),
+            Serving::Promoting => Err(Reject::Promoting),
         }
     }
 
     pub(crate) fn write_db(&self) -> Result<Db, Reject> {
         match &*self.role.read().expect("role lock") {
-            Role::Primary(db) => Ok(db.clone()),
-            Role::Secondary(_) => Err(Reject::ReadOnly),
-            Role::Promoting => Err(Reject::Promoting),
+            Serving::Primary(db) => Ok(db.clone()),
+            Serving::Secondary(_) => Err(Reject::ReadOnly),
+            Serving::Promoting => Err(Reject::Promoting),
         }
     }
 
     /// The engine in either role (admin commands such as `DEBUG DIGEST`).
     pub fn engine(&self) -> Option<Engine> {
         match &*self.role.read().expect("role lock") {
-            Role::Primary(db) => Some(db.engine().clone()),
-            Role::Secondary(f) => Some(f.engine().clone()),
-            Role::Promoting => None,
+            Serving::Primary(db) => Some(db.engine().clone()),
+            Serving::Secondary(f) => Some(f.engine().clone()),
+            Serving::Promoting => None,
         }
     }
 
     pub fn lsn(&self) -> Lsn {
         match &*self.role.read().expect("role lock") {
-            Role::Primary(db) => db.lsn(),
-            Role::Secondary(f) => f.engine().lsn(),
-            Role::Promoting => Lsn::ZERO,
+            Serving::Primary(db) => db.lsn(),
+            Serving::Secondary(f) => f.engine().lsn(),
+            Serving::Promoting => Lsn::ZERO,
         }
     }
 
     pub fn epoch(&self) -> Epoch {
         match &*self.role.read().expect("role lock") {
-            Role::Secondary(f) => f.info().epoch,
+            Serving::Secondary(f) => f.info().epoch,
             _ => self.history.lock().expect("history lock").current(),
         }
     }
@@ -302,53 +307,110 @@ impl Node {
     /// `REPLICAOF NO ONE`: turns this secondary into a primary in place.
     /// Blocking: run it off the async workers.
     pub fn promote(&self) -> Result<(Lsn, Epoch), PromoteError> {
-        let follower = {
-            let mut role = self.role.write().expect("role lock");
-            match std::mem::replace(&mut *role, Role::Promoting) {
-                Role::Secondary(f) => f,
-                other => {
-                    *role = other;
-                    return Err(PromoteError::AlreadyPrimary);
-                }
-            }
-        };
+        let follower = self.take_follower()?;
         let started = Instant::now();
         let relay_address = follower.relay_address();
         let upstream = follower.upstream();
-        let (engine, history) = match (*follower).promote() {
-            Ok(promoted) => promoted,
-            Err(e) => {
-                // The follower's controller has stopped and its blocks are
-                // not known to be whole: stay unavailable rather than serve
-                // them. A restart recovers from the data directory, if any.
-                tracing::error!(error = %e, "promotion failed; restart this node");
-                return Err(PromoteError::Failed(e));
-            }
-        };
+        let (engine, history) = Self::promote_follower(*follower)?;
         let lsn = engine.lsn();
         let epoch = history.current();
         // From here on the engine is a primary's: whatever else fails, the
         // node serves it, and says what is missing.
         let mut problems = Vec::new();
-        if let Some(p) = &self.options.persister {
-            // Promoted in the middle of a resync (the engine was reset and
-            // is consistent, but the files are not its state): make them so
-            // before anything is logged on top.
-            if p.status().resyncing || p.check_healthy().is_err() {
-                if let Err(e) = p.checkpoint(&engine) {
-                    problems.push(format!(
-                        "cannot write a snapshot of the promoted state: {e}"
-                    ));
-                }
-            }
-            let state = hotblock_persist::PersistedState {
+        self.persist_promotion(&engine, &history, &mut problems);
+        let db = self.promoted_db(engine, &history, relay_address, &mut problems);
+        if let Some((to, secret, node)) = upstream {
+            fence::announce(fence::FenceNotice {
+                to,
+                secret,
+                node,
+                lsn,
                 history: history.clone(),
-                epoch_seen: epoch,
-            };
-            if let Err(e) = p.save_state(&state) {
-                problems.push(format!("cannot persist the new epoch: {e}"));
+                db: db.clone(),
+            });
+        }
+        *self.history.lock().expect("history lock") = history;
+        *self.role.write().expect("role lock") = Serving::Primary(db);
+        tracing::warn!(
+            lsn = lsn.0, %epoch, ms = started.elapsed().as_millis() as u64,
+            "promoted to primary: transactions above this LSN on the old primary are lost"
+        );
+        match problems.is_empty() {
+            true => Ok((lsn, epoch)),
+            false => {
+                let e = PromoteError::Incomplete { problems };
+                tracing::error!(error = %e, "promoted, with problems");
+                Err(e)
             }
         }
+    }
+
+    /// [`Node::promote`]'s first step: takes the follower out of the role,
+    /// leaving [`Serving::Promoting`] in its place, unless this node is not
+    /// a secondary.
+    fn take_follower(&self) -> Result<Box<Follower>, PromoteError> {
+        let mut role = self.role.write().expect("role lock");
+        match std::mem::replace(&mut *role, Serving::Promoting) {
+            Serving::Secondary(f) => Ok(f),
+            other => {
+                *role = other;
+                Err(PromoteError::AlreadyPrimary)
+            }
+        }
+    }
+
+    /// Promotes `follower`'s engine, its epoch history with it; on failure
+    /// the node stays [`Serving::Promoting`].
+    fn promote_follower(follower: Follower) -> Result<(Engine, EpochHistory), PromoteError> {
+        follower.promote().map_err(|e| {
+            // The follower's controller has stopped and its blocks are
+            // not known to be whole: stay unavailable rather than serve
+            // them. A restart recovers from the data directory, if any.
+            tracing::error!(error = %e, "promotion failed; restart this node");
+            PromoteError::Failed(e)
+        })
+    }
+
+    /// Makes the data directory, if any, match the promoted `engine`: its
+    /// state written when the files are not it, then the new epoch saved.
+    fn persist_promotion(
+        &self,
+        engine: &Engine,
+        history: &EpochHistory,
+        problems: &mut Vec<String>,
+    ) {
+        let Some(p) = &self.options.persister else {
+            return;
+        };
+        // Promoted in the middle of a resync (the engine was reset and
+        // is consistent, but the files are not its state): make them so
+        // before anything is logged on top.
+        if p.status().resyncing || p.check_healthy().is_err() {
+            if let Err(e) = p.checkpoint(engine) {
+                problems.push(format!(
+                    "cannot write a snapshot of the promoted state: {e}"
+                ));
+            }
+        }
+        let state = hotblock_persist::PersistedState {
+            history: history.clone(),
+            epoch_seen: history.current(),
+        };
+        if let Err(e) = p.save_state(&state) {
+            problems.push(format!("cannot persist the new epoch: {e}"));
+        }
+    }
+
+    /// The primary's [`Db`] around the promoted `engine`: logging to the
+    /// data directory, if any, and serving secondaries if configured to
+    /// (on the relay's address, when it had one).
+    fn promoted_db(
+        &self,
+        engine: Engine,
+        history: &EpochHistory,
+        relay_address: Option<SocketAddr>,
+        problems: &mut Vec<String>,
+    ) -> Db {
         let mut db = Db::from_engine(engine, self.options.db.clone());
         if let Some(p) = &self.options.persister {
             db = db.with_persistence(p.clone());
@@ -364,30 +426,7 @@ impl Node {
                 Err(e) => problems.push(format!("cannot serve secondaries: {e}")),
             }
         }
-        if let Some((to, secret, node)) = upstream {
-            fence::announce(fence::FenceNotice {
-                to,
-                secret,
-                node,
-                lsn,
-                history: history.clone(),
-                db: db.clone(),
-            });
-        }
-        *self.history.lock().expect("history lock") = history;
-        *self.role.write().expect("role lock") = Role::Primary(db);
-        tracing::warn!(
-            lsn = lsn.0, %epoch, ms = started.elapsed().as_millis() as u64,
-            "promoted to primary: transactions above this LSN on the old primary are lost"
-        );
-        match problems.is_empty() {
-            true => Ok((lsn, epoch)),
-            false => {
-                let e = PromoteError::Incomplete { problems };
-                tracing::error!(error = %e, "promoted, with problems");
-                Err(e)
-            }
-        }
+        db
     }
 
     pub(crate) fn stats(&self) -> &Stats {

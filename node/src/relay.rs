@@ -52,4 +52,8 @@ impl Downstream for Relay {
         self.replicator.set_history(history.clone());
         self.replicator.set_available(true);
     }
+
+    fn admit(&self) {
+        self.replicator.admit();
+    }
 }

@@ -68,6 +68,7 @@ fn secondary_config(
 ) -> SecondaryNodeConfig {
     SecondaryNodeConfig {
         primary: to.clone(),
+        primary_address: "primary".into(),
         secret: Secret::new(SECRET),
         node: NodeId(node),
         mode,

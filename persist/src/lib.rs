@@ -116,12 +116,13 @@
 //!
 //! # Files
 //!
-//! Every file starts with a 4-byte magic and format version 1
+//! Every binary file starts with a 4-byte magic and format version 1
 //! ([`PERSIST_FORMAT_VERSION`]); integers are little-endian. Each layout is
 //! documented beside the code that encodes it:
 //! - `snapshot-<lsn>.hb`: the databases at `lsn` (`snapshot.rs`);
 //! - `log-<base lsn>.hb`: the deltas after `base lsn` (`log.rs`);
 //! - `state.hb`: the replication state (`state.rs`);
+//! - `node-id`: this node's id, one line of text (`identity.rs`);
 //! - `LOCK`, held while a [`Persister`] lives; `*.tmp` files, being written;
 //!   `*.corrupt` files, set aside by recovery; and how names carry LSNs
 //!   (`files.rs`).
@@ -130,6 +131,7 @@ mod checkpoint;
 mod codec;
 mod error;
 mod files;
+mod identity;
 mod limits;
 mod log;
 mod log_writer;
@@ -144,6 +146,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use error::PersistError;
+pub use identity::NODE_ID_MAX;
 pub use persister::Persister;
 pub use state::PersistedState;
 

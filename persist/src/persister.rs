@@ -202,6 +202,15 @@ impl Persister {
     }
 
     /// Writes the replication state, atomically and durably.
+    /// This node's id as kept in the directory (`node-id`), made with
+    /// `new` and saved the first time.
+    pub fn node_id(
+        &self,
+        new: impl FnOnce() -> hotblock_core::repl::NodeId,
+    ) -> Result<hotblock_core::repl::NodeId, PersistError> {
+        crate::identity::load_or_create(&self.inner.config.dir, new)
+    }
+
     pub fn save_state(&self, state: &PersistedState) -> Result<(), PersistError> {
         state::save(&self.inner.config.dir, state)
             .inspect_err(|e| tracing::error!(error = %e, "saving the replication state failed"))

@@ -19,8 +19,9 @@
 //!   transaction begins, outside every lock: [`CommitPipe::admit`] waits
 //!   while more than [`COMMIT_PIPE_DELTAS_MAX`] handoffs are queued (a
 //!   controller that far behind is stalled or starved). The pipe holds at
-//!   most that many plus one per transaction already admitted. A relay's
-//!   applies are not admitted here: its upstream's flow control bounds them.
+//!   most that many plus one per transaction already admitted. A relay
+//!   admits before it reads more of its upstream's stream, so there the
+//!   bound slows the upstream link instead.
 //! - **A wake-up only when someone waits for it.** With a secondary
 //!   connected or a sync quorum configured, every push wakes the
 //!   controller; otherwise it drains the pipe on a timer and a commit costs

@@ -466,193 +466,265 @@ fn serve(conn: u64, link: hotblock_nic_transport::Link, tx: mpsc::UnboundedSende
     });
 }
 
-/// The controller task: owns the state machine.
+/// The controller task: owns the state machine. Each round waits for
+/// inputs (or a deadline), feeds them to the state machine in order, writes
+/// what it queued, handles its events, and publishes progress.
 async fn run(
-    mut primary: Primary,
-    mut rx: mpsc::UnboundedReceiver<Input>,
+    primary: Primary,
+    rx: mpsc::UnboundedReceiver<Input>,
     shared: Arc<Shared>,
     wait: bool,
 ) {
-    let mut writers: HashMap<SessionId, Writer> = HashMap::new();
-    let mut sessions: HashMap<u64, SessionId> = HashMap::new();
-    let mut next_status = Instant::now();
-    let mut last_status = Instant::now();
-    let mut more = false;
-    // What the quorum acknowledged and what timed out: published each
-    // round in `AckProgress`, the only copy waiters read.
-    let mut quorum_acked = shared.progress.borrow().quorum_acked;
-    let mut timed_out = Lsn::ZERO;
-    let mut handoffs = Vec::new();
-    loop {
-        // With frames left over from the last round (a snapshot in
-        // progress), only look for inputs; do not wait.
-        let idle = writers.is_empty() && !wait;
-        shared.pipe.set_wake_per_push(!idle);
-        // A push between the last drain and the flag above woke nobody.
-        if !idle && !shared.pipe.is_empty() {
-            more = true;
-        }
-        let timeout = match more {
-            true => Instant::now(),
-            false => {
-                let next = primary
-                    .poll_timeout()
-                    .unwrap_or_else(|| Instant::now() + CONTROLLER_TICK_MAX);
-                if idle {
-                    next.min(Instant::now() + IDLE_DRAIN)
-                } else {
-                    next
-                }
-            }
-        };
-        if more {
-            tokio::task::yield_now().await;
-        }
-        let input = tokio::select! {
-            input = rx.recv(), if !idle => match input {
-                Some(input) => Some(input),
-                None => return,
-            },
-            _ = shared.pipe.woken(), if !idle => None,
-            _ = tokio::time::sleep_until(timeout.into()) => None,
+    let now = Instant::now();
+    let quorum_acked = shared.progress.borrow().quorum_acked;
+    let mut controller = Controller {
+        quorum_acked,
+        timed_out: Lsn::ZERO,
+        primary,
+        rx,
+        shared,
+        wait,
+        writers: HashMap::new(),
+        sessions: HashMap::new(),
+        next_status: now,
+        last_status: now,
+        more: false,
+        handoffs: Vec::new(),
+    };
+    while controller.round().await {}
+}
+
+/// The controller task's state between rounds.
+struct Controller {
+    primary: Primary,
+    rx: mpsc::UnboundedReceiver<Input>,
+    shared: Arc<Shared>,
+    /// A sync quorum is configured: commits are waited for.
+    wait: bool,
+    writers: HashMap<SessionId, Writer>,
+    sessions: HashMap<u64, SessionId>,
+    next_status: Instant,
+    last_status: Instant,
+    /// Frames were left over from the last round (a snapshot streaming):
+    /// look for inputs, but do not wait.
+    more: bool,
+    /// What the quorum acknowledged and what timed out: published each
+    /// round in `AckProgress`, the only copy waiters read.
+    quorum_acked: Lsn,
+    timed_out: Lsn,
+    /// Reused buffer for the commit pipe's handoffs.
+    handoffs: Vec<Handoff>,
+}
+
+impl Controller {
+    /// One round; false once the replicator is gone.
+    async fn round(&mut self) -> bool {
+        // Idle: nothing waits on a commit's delta (see `IDLE_DRAIN`).
+        let idle = self.writers.is_empty() && !self.wait;
+        let Some(inputs) = self.next_inputs(idle).await else {
+            return false;
         };
         let now = Instant::now();
-        let mut inputs: Vec<Input> = input.into_iter().collect();
-        // Take everything already queued: one flush serves all of it.
-        loop {
-            match rx.try_recv() {
-                Ok(more) => inputs.push(more),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                // Every sender gone: the replicator was dropped.
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    if idle && inputs.is_empty() {
-                        return;
-                    }
-                    break;
-                }
-            }
-        }
         // Commits (and a relay's news) first, in the order they happened.
-        shared.pipe.drain(&mut handoffs);
-        for handoff in handoffs.drain(..) {
+        self.shared.pipe.drain(&mut self.handoffs);
+        for handoff in std::mem::take(&mut self.handoffs) {
             match handoff {
-                Handoff::Commit(delta) => primary.on_commit(now, delta, wait),
-                Handoff::History(history) => primary.set_history(history),
-                Handoff::Reset => primary.reset(),
-                Handoff::Available(available) => primary.set_available(available),
+                Handoff::Commit(delta) => self.primary.on_commit(now, delta, self.wait),
+                Handoff::History(history) => self.primary.set_history(history),
+                Handoff::Reset => self.primary.reset(),
+                Handoff::Available(available) => self.primary.set_available(available),
             }
         }
         // Acknowledgements arrived: INFO and ROLE should show them soon.
         let heard = inputs.iter().any(|i| matches!(i, Input::Frame(..)));
         for input in inputs {
-            match input {
-                Input::Fence(epoch) => primary.fence(epoch),
-                Input::Verify(reply) => {
-                    let _ = reply.send(primary.verify_now(now));
+            self.take(now, input);
+        }
+        if self.primary.poll_timeout().is_some_and(|t| t <= now) {
+            self.primary.handle_timeout(now);
+        }
+        self.flush(now);
+        while let Some(event) = self.primary.poll_event() {
+            self.on_event(event);
+        }
+        self.publish(now, heard);
+        true
+    }
+
+    /// Waits for the next input, a wake-up from the commit pipe, or the
+    /// next deadline, then takes every input already queued (one flush
+    /// serves them all). None: every sender is gone.
+    async fn next_inputs(&mut self, idle: bool) -> Option<Vec<Input>> {
+        self.shared.pipe.set_wake_per_push(!idle);
+        // A push between the last drain and the flag above woke nobody.
+        if !idle && !self.shared.pipe.is_empty() {
+            self.more = true;
+        }
+        let timeout = match self.more {
+            true => Instant::now(),
+            false => {
+                let next = self
+                    .primary
+                    .poll_timeout()
+                    .unwrap_or_else(|| Instant::now() + CONTROLLER_TICK_MAX);
+                match idle {
+                    true => next.min(Instant::now() + IDLE_DRAIN),
+                    false => next,
                 }
-                Input::Connected(conn, writer) => {
-                    let session = primary.connect(now);
-                    sessions.insert(conn, session);
-                    shared
-                        .addresses
-                        .lock()
-                        .expect("address lock")
-                        .insert(session, writer.peer.clone());
-                    writers.insert(session, writer);
-                }
-                Input::Drained(conn) => {
-                    if let Some(&session) = sessions.get(&conn) {
-                        primary.set_paused(session, false);
+            }
+        };
+        if self.more {
+            tokio::task::yield_now().await;
+        }
+        let input = tokio::select! {
+            input = self.rx.recv(), if !idle => Some(input?),
+            _ = self.shared.pipe.woken(), if !idle => None,
+            _ = tokio::time::sleep_until(timeout.into()) => None,
+        };
+        let mut inputs: Vec<Input> = input.into_iter().collect();
+        loop {
+            match self.rx.try_recv() {
+                Ok(more) => inputs.push(more),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                // Every sender gone: the replicator was dropped.
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    if idle && inputs.is_empty() {
+                        return None;
                     }
-                }
-                Input::Frame(conn, frame) => {
-                    if let Some(&session) = sessions.get(&conn) {
-                        primary.handle_frame(now, session, frame);
-                    }
-                }
-                Input::Closed(conn) => {
-                    if let Some(session) = sessions.remove(&conn) {
-                        writers.remove(&session);
-                        shared
-                            .addresses
-                            .lock()
-                            .expect("address lock")
-                            .remove(&session);
-                        primary.disconnect(session);
-                    }
+                    break;
                 }
             }
         }
-        if primary.poll_timeout().is_some_and(|t| t <= now) {
-            primary.handle_timeout(now);
+        Some(inputs)
+    }
+
+    /// Feeds one input to the state machine.
+    fn take(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Fence(epoch) => self.primary.fence(epoch),
+            Input::Verify(reply) => {
+                let _ = reply.send(self.primary.verify_now(now));
+            }
+            Input::Connected(conn, writer) => {
+                let session = self.primary.connect(now);
+                self.sessions.insert(conn, session);
+                self.shared
+                    .addresses
+                    .lock()
+                    .expect("address lock")
+                    .insert(session, writer.peer.clone());
+                self.writers.insert(session, writer);
+            }
+            Input::Drained(conn) => {
+                if let Some(&session) = self.sessions.get(&conn) {
+                    self.primary.set_paused(session, false);
+                }
+            }
+            Input::Frame(conn, frame) => {
+                if let Some(&session) = self.sessions.get(&conn) {
+                    self.primary.handle_frame(now, session, frame);
+                }
+            }
+            Input::Closed(conn) => {
+                if let Some(session) = self.sessions.remove(&conn) {
+                    self.forget(session);
+                }
+            }
         }
-        // Every session's frames, encoded into one buffer each.
+    }
+
+    /// Drops a session's writer (which ends its writer task) and address.
+    fn forget(&mut self, session: SessionId) {
+        self.writers.remove(&session);
+        self.shared
+            .addresses
+            .lock()
+            .expect("address lock")
+            .remove(&session);
+        self.primary.disconnect(session);
+    }
+
+    /// Every session's queued frames, encoded into one buffer each, up to
+    /// `FLUSH_BYTES_MAX` a round; a session whose writer is too far behind
+    /// is paused.
+    fn flush(&mut self, now: Instant) {
         let mut batches: HashMap<SessionId, Vec<u8>> = HashMap::new();
         let mut batched = 0;
-        more = false;
-        while let Some((session, frame)) = primary.poll_transmit(now) {
+        self.more = false;
+        while let Some((session, frame)) = self.primary.poll_transmit(now) {
             let batch = batches.entry(session).or_default();
             let before = batch.len();
             frame.encode(batch);
             batched += batch.len() - before;
             if batched >= FLUSH_BYTES_MAX {
-                more = true;
+                self.more = true;
                 break;
             }
         }
         for (session, bytes) in batches {
-            if let Some(writer) = writers.get(&session) {
+            if let Some(writer) = self.writers.get(&session) {
                 let queued = writer.queued.fetch_add(bytes.len(), Ordering::AcqRel) + bytes.len();
                 if queued > SESSION_QUEUE_BYTES_HIGH {
                     writer.paused.store(true, Ordering::Release);
-                    primary.set_paused(session, true);
+                    self.primary.set_paused(session, true);
                 }
                 let _ = writer.tx.send(bytes);
             }
         }
-        while let Some(event) = primary.poll_event() {
-            match event {
-                PrimaryEvent::SyncAcked(lsn) => quorum_acked = quorum_acked.max(lsn),
-                PrimaryEvent::SyncTimedOut(lsn) => {
-                    tracing::warn!(%lsn, "sync commits timed out: outcome unknown");
-                    timed_out = lsn;
-                }
-                PrimaryEvent::Close { session, reason } => {
-                    tracing::info!(?session, %reason, "closing secondary session");
-                    // Dropping the writer ends the connection's writer task.
-                    writers.remove(&session);
-                    shared
-                        .addresses
-                        .lock()
-                        .expect("address lock")
-                        .remove(&session);
-                    sessions.retain(|_, s| *s != session);
-                    primary.disconnect(session);
-                }
-                PrimaryEvent::Fenced(epoch) => {
-                    tracing::error!(%epoch, "a newer epoch exists: this primary is fenced; it refuses writes (restart it as hotblock-secondary --data-dir to rejoin)");
-                    shared.publish(|p| !std::mem::replace(&mut p.fenced, true));
-                    let kept_in = shared.fencing_kept_in.lock().expect("fencing lock").clone();
-                    if let Some(p) = kept_in {
-                        let state = PersistedState {
-                            history: primary.history().clone(),
-                            epoch_seen: epoch,
-                        };
-                        if let Err(e) = p.save_state(&state) {
-                            tracing::error!(error = %e, "cannot keep the fencing in the data directory: a restart would lift it");
-                        }
-                    }
-                }
-                PrimaryEvent::Online(session) => tracing::info!(?session, "secondary online"),
-                PrimaryEvent::Degraded { session, degraded } => {
-                    tracing::warn!(?session, degraded, "sync secondary degraded to async")
-                }
+    }
+
+    fn on_event(&mut self, event: PrimaryEvent) {
+        match event {
+            PrimaryEvent::SyncAcked(lsn) => self.quorum_acked = self.quorum_acked.max(lsn),
+            PrimaryEvent::SyncTimedOut(lsn) => {
+                tracing::warn!(%lsn, "sync commits timed out: outcome unknown");
+                self.timed_out = lsn;
+            }
+            PrimaryEvent::Close { session, reason } => {
+                tracing::info!(?session, %reason, "closing secondary session");
+                self.sessions.retain(|_, s| *s != session);
+                self.forget(session);
+            }
+            PrimaryEvent::Fenced(epoch) => self.on_fenced(epoch),
+            PrimaryEvent::Online(session) => tracing::info!(?session, "secondary online"),
+            PrimaryEvent::Degraded { session, degraded } => {
+                tracing::warn!(?session, degraded, "sync secondary degraded to async")
             }
         }
+    }
+
+    /// A newer epoch exists: refuse writes from now on, and keep the
+    /// fencing in the data directory so that a restart does not lift it.
+    fn on_fenced(&mut self, epoch: Epoch) {
+        tracing::error!(%epoch, "a newer epoch exists: this primary is fenced; it refuses writes (restart it as hotblock-secondary --data-dir to rejoin)");
+        self.shared
+            .publish(|p| !std::mem::replace(&mut p.fenced, true));
+        let kept_in = self
+            .shared
+            .fencing_kept_in
+            .lock()
+            .expect("fencing lock")
+            .clone();
+        if let Some(p) = kept_in {
+            let state = PersistedState {
+                history: self.primary.history().clone(),
+                epoch_seen: epoch,
+            };
+            if let Err(e) = p.save_state(&state) {
+                tracing::error!(error = %e, "cannot keep the fencing in the data directory: a restart would lift it");
+            }
+        }
+    }
+
+    /// What waiters and `INFO` read: acknowledgement progress (waking
+    /// waiters only when it changed), writability, per-session status.
+    fn publish(&mut self, now: Instant, heard: bool) {
+        let shared = &self.shared;
         shared
             .writable
-            .store(primary.accepts_writes(now), Ordering::Relaxed);
-        let secondaries = primary.acked_lsns();
+            .store(self.primary.accepts_writes(now), Ordering::Relaxed);
+        let (quorum_acked, timed_out) = (self.quorum_acked, self.timed_out);
+        let secondaries = self.primary.acked_lsns();
         shared.publish(|p| {
             let changed = (p.quorum_acked, p.timed_out, &p.secondaries)
                 != (quorum_acked, timed_out, &secondaries);
@@ -661,10 +733,10 @@ async fn run(
             p.secondaries = secondaries;
             changed
         });
-        if now >= next_status || (heard && now >= last_status + STATUS_FRESH) {
-            last_status = now;
-            *shared.status.lock().expect("status lock") = primary.status(now);
-            next_status = now + STATUS_REFRESH_INTERVAL;
+        if now >= self.next_status || (heard && now >= self.last_status + STATUS_FRESH) {
+            self.last_status = now;
+            *shared.status.lock().expect("status lock") = self.primary.status(now);
+            self.next_status = now + STATUS_REFRESH_INTERVAL;
         }
     }
 }

@@ -42,6 +42,9 @@ const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());
 #[derive(Clone, Debug)]
 pub struct SecondaryNodeConfig {
     pub primary: ConnectTo,
+    /// The primary's address as the operator gave it (`host:port`), shown
+    /// by `INFO` and logs.
+    pub primary_address: String,
     pub secret: Secret,
     pub node: NodeId,
     pub mode: Mode,
@@ -72,6 +75,11 @@ pub trait Downstream: Send + Sync + std::fmt::Debug {
     fn resync_started(&self);
     /// The copy is whole and streaming again, under `history`.
     fn online(&self, history: &EpochHistory);
+    /// Waits while the relay cannot take more (its commit pipe is full):
+    /// called before frames are read from the upstream, so a slow relay
+    /// slows its own upstream link (TCP flow control) instead of queueing
+    /// without bound. Blocks the follow loop's own thread only.
+    fn admit(&self) {}
 }
 
 /// What the controller says about itself.
@@ -141,7 +149,10 @@ impl SecondaryNode {
         let mut secondary = secondary;
         secondary.observe_epoch(epoch_seen);
         let upstream = Arc::new(Upstream {
-            to: Mutex::new(config.primary.clone()),
+            target: Mutex::new(Target {
+                to: config.primary.clone(),
+                address: config.primary_address.clone(),
+            }),
             changed: tokio::sync::Notify::new(),
         });
         let thread_upstream = upstream.clone();
@@ -183,9 +194,17 @@ impl SecondaryNode {
     /// session ends and the next connects there, resuming from this node's
     /// LSN. A primary on an older epoch than this node has seen is refused
     /// as any would be.
-    pub fn repoint(&self, to: ConnectTo) {
-        *self.upstream.to.lock().expect("upstream lock") = to;
+    pub fn repoint(&self, to: ConnectTo, address: String) {
+        let mut target = self.upstream.target.lock().expect("upstream lock");
+        tracing::warn!(from = %target.address, to = %address, "re-pointed");
+        *target = Target { to, address };
         self.upstream.changed.notify_one();
+    }
+
+    /// The primary followed now: how to reach it, and its address as given.
+    pub fn upstream(&self) -> (ConnectTo, String) {
+        let target = self.upstream.target.lock().expect("upstream lock");
+        (target.to.clone(), target.address.clone())
     }
 
     /// Stops following. Returns the protocol state (engine and history).
@@ -216,10 +235,18 @@ impl Drop for SecondaryNode {
 }
 
 /// Where the follow loop connects; `repoint` changes it and wakes the loop.
+/// The one record of the primary followed: `INFO` and the fence notice
+/// read it here too, so they never disagree with the loop.
 #[derive(Debug)]
 struct Upstream {
-    to: Mutex<ConnectTo>,
+    target: Mutex<Target>,
     changed: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct Target {
+    to: ConnectTo,
+    address: String,
 }
 
 async fn follow(
@@ -236,7 +263,7 @@ async fn follow(
         resyncing: false,
     };
     loop {
-        let to = upstream.to.lock().expect("upstream lock").clone();
+        let to = upstream.target.lock().expect("upstream lock").to.clone();
         let connected = tokio::select! {
             _ = &mut stop => return secondary,
             connected = hotblock_nic_transport::connect(&to, &config.secret) => connected,
@@ -248,7 +275,7 @@ async fn follow(
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
-                    ended = session(&mut secondary, link, &config, &mut persist, &status) => Some(ended),
+                    ended = session(&mut secondary, link, &config, &mut persist, &status) => Some(ended.to_string()),
                     _ = upstream.changed.notified() => Some("re-pointed to another primary".into()),
                 };
                 secondary.disconnected();
@@ -287,107 +314,175 @@ async fn session(
     config: &SecondaryNodeConfig,
     persist: &mut Persist<'_>,
     status: &Mutex<SecondaryStatus>,
-) -> String {
+) -> SessionEnd {
     let downstream = config.downstream.as_deref();
     let (read, mut write) = (link.read, link.write);
     let mut reader = FrameReader::new(read);
     if let Err(e) = secondary.connect(Instant::now()) {
-        return e.to_string();
+        return SessionEnd::Refused(e);
     }
     status.lock().expect("status lock").connected = true;
     let mut progress = Progress::new(config.progress_bar);
     loop {
         // Events first: the end of a resync is checkpointed to disk before
         // the acknowledgement that follows it goes out.
-        let mut disconnect = None;
-        while let Some(event) = secondary.poll_event() {
-            match event {
-                SecondaryEvent::Disconnect { reason } => {
-                    disconnect = Some(reason);
-                    break;
-                }
-                SecondaryEvent::SnapshotStarted { blocks } => {
-                    tracing::info!(blocks, "full resync started");
-                    progress.start(blocks);
-                    status.lock().expect("status lock").snapshots += 1;
-                    if let Some(d) = downstream {
-                        d.resync_started();
-                    }
-                }
-                SecondaryEvent::SnapshotProgress { installed, blocks } => {
-                    progress.update(installed, blocks)
-                }
-                SecondaryEvent::Online => {
-                    progress.finish();
-                    tracing::info!(lsn = %secondary.engine().lsn(), epoch = %secondary.epoch(), "secondary online");
-                    if let Err(e) = persist.online(secondary) {
-                        return e.to_string();
-                    }
-                    if let Some(d) = downstream {
-                        d.online(secondary.history());
-                    }
-                }
-            }
-        }
-        // Send what the state machine has queued, in one write (an error
-        // frame before a disconnect included).
+        let handled = handle_events(secondary, persist, downstream, status, &mut progress);
+        let disconnect = match handled {
+            Ok(disconnect) => disconnect,
+            Err(e) => return e,
+        };
         let now = Instant::now();
-        let mut frames = Vec::new();
-        while let Some(frame) = secondary.poll_transmit(now) {
-            frames.push(frame);
-        }
-        if !frames.is_empty() {
-            // An acknowledgement promises the transaction is on disk too.
-            if let (Some(p), None) = (persist.persister, &disconnect) {
-                if let Err(e) = p.wait_durable(secondary.engine().lsn()) {
-                    return format!("local log: {e}");
-                }
-            }
-            if let Err(e) = write_frames(&mut write, &frames).await {
-                return e.to_string();
-            }
+        let disconnecting = disconnect.is_some();
+        if let Err(e) = send_queued(secondary, persist, &mut write, now, disconnecting).await {
+            return e;
         }
         if let Some(reason) = disconnect {
-            return reason;
+            return SessionEnd::Protocol(reason);
         }
-        {
-            let mut s = status.lock().expect("status lock");
-            s.lsn = secondary.engine().lsn();
-            s.streaming = secondary.is_streaming();
-            s.blocks_kept = secondary.blocks_kept();
-            s.epoch = secondary.epoch();
-            s.blocks_diverged = secondary.blocks_diverged();
-        }
+        publish_status(status, secondary);
         let timeout = secondary
             .poll_timeout()
             .unwrap_or_else(|| now + FOLLOW_TICK_MAX);
-        tokio::select! {
-            frame = reader.next() => match frame {
-                Ok(Some(frame)) => {
-                    let now = Instant::now();
-                    if let Err(e) = persist.handle_frame(secondary, now, frame) {
-                        return e.to_string();
-                    }
-                    // Everything already received goes in before replying,
-                    // so one acknowledgement covers a burst of commits.
-                    loop {
-                        match reader.buffered() {
-                            Ok(Some(frame)) => {
-                                if let Err(e) = persist.handle_frame(secondary, now, frame) {
-                                    return e.to_string();
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => return e.to_string(),
-                        }
-                    }
-                }
-                Ok(None) => return "the primary closed the connection".into(),
-                Err(e) => return e.to_string(),
-            },
-            _ = tokio::time::sleep_until(timeout.into()) => secondary.handle_timeout(Instant::now()),
+        if let Some(d) = downstream {
+            d.admit();
+        }
+        if let Err(e) = receive_or_timeout(&mut reader, secondary, persist, timeout).await {
+            return e;
         }
     }
+}
+
+/// Acts on the state machine's events until none is left or one asks to
+/// disconnect: `Ok(Some(reason))` then, after which the frames already
+/// queued still go out. `Err` ends the session at once.
+fn handle_events(
+    secondary: &mut Secondary,
+    persist: &mut Persist<'_>,
+    downstream: Option<&dyn Downstream>,
+    status: &Mutex<SecondaryStatus>,
+    progress: &mut Progress,
+) -> Result<Option<String>, SessionEnd> {
+    while let Some(event) = secondary.poll_event() {
+        match event {
+            SecondaryEvent::Disconnect { reason } => return Ok(Some(reason)),
+            SecondaryEvent::SnapshotStarted { blocks } => {
+                tracing::info!(blocks, "full resync started");
+                progress.start(blocks);
+                status.lock().expect("status lock").snapshots += 1;
+                if let Some(d) = downstream {
+                    d.resync_started();
+                }
+            }
+            SecondaryEvent::SnapshotProgress { installed, blocks } => {
+                progress.update(installed, blocks)
+            }
+            SecondaryEvent::Online => {
+                progress.finish();
+                tracing::info!(lsn = %secondary.engine().lsn(), epoch = %secondary.epoch(), "secondary online");
+                persist.online(secondary)?;
+                if let Some(d) = downstream {
+                    d.online(secondary.history());
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Sends what the state machine has queued, in one write (an error frame
+/// before a disconnect included).
+async fn send_queued(
+    secondary: &mut Secondary,
+    persist: &Persist<'_>,
+    write: &mut hotblock_nic_transport::link::LinkWrite,
+    now: Instant,
+    disconnecting: bool,
+) -> Result<(), SessionEnd> {
+    let mut frames = Vec::new();
+    while let Some(frame) = secondary.poll_transmit(now) {
+        frames.push(frame);
+    }
+    if frames.is_empty() {
+        return Ok(());
+    }
+    // An acknowledgement promises the transaction is on disk too.
+    if let (Some(p), false) = (persist.persister, disconnecting) {
+        p.wait_durable(secondary.engine().lsn())
+            .map_err(SessionEnd::LocalLog)?;
+    }
+    Ok(write_frames(write, &frames).await?)
+}
+
+/// Shows where the state machine is now in the controller's status.
+fn publish_status(status: &Mutex<SecondaryStatus>, secondary: &Secondary) {
+    let mut s = status.lock().expect("status lock");
+    s.lsn = secondary.engine().lsn();
+    s.streaming = secondary.is_streaming();
+    s.blocks_kept = secondary.blocks_kept();
+    s.epoch = secondary.epoch();
+    s.blocks_diverged = secondary.blocks_diverged();
+}
+
+/// Waits for the primary's next frame or the state machine's deadline,
+/// whichever comes first, and hands it over. `Err` ends the session.
+async fn receive_or_timeout(
+    reader: &mut FrameReader<hotblock_nic_transport::link::LinkRead>,
+    secondary: &mut Secondary,
+    persist: &mut Persist<'_>,
+    timeout: Instant,
+) -> Result<(), SessionEnd> {
+    tokio::select! {
+        frame = reader.next() => match frame {
+            Ok(Some(frame)) => handle_burst(reader, secondary, persist, frame),
+            Ok(None) => Err(SessionEnd::Closed),
+            Err(e) => Err(e.into()),
+        },
+        _ = tokio::time::sleep_until(timeout.into()) => {
+            secondary.handle_timeout(Instant::now());
+            Ok(())
+        }
+    }
+}
+
+/// Handles `frame`, then everything already received behind it before
+/// replying, so one acknowledgement covers a burst of commits.
+fn handle_burst(
+    reader: &mut FrameReader<hotblock_nic_transport::link::LinkRead>,
+    secondary: &mut Secondary,
+    persist: &mut Persist<'_>,
+    frame: hotblock_core::repl::Frame,
+) -> Result<(), SessionEnd> {
+    let now = Instant::now();
+    persist.handle_frame(secondary, now, frame)?;
+    while let Some(frame) = reader.buffered()? {
+        persist.handle_frame(secondary, now, frame)?;
+    }
+    Ok(())
+}
+
+/// Why a replication session ended (after which the follow loop
+/// reconnects); `INFO` shows it as the last error.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    /// The state machine refused to go on (its reason says why).
+    #[error("{0}")]
+    Protocol(String),
+    /// The state machine could not start a session.
+    #[error("{0}")]
+    Refused(#[source] Error),
+    /// The link failed or carried a bad frame.
+    #[error("{0}")]
+    Link(#[from] hotblock_nic_transport::TransportError),
+    #[error("{0}")]
+    Write(#[from] std::io::Error),
+    #[error("the primary closed the connection")]
+    Closed,
+    /// An acknowledgement would promise a transaction the local log does
+    /// not hold.
+    #[error("local log: {0}")]
+    LocalLog(#[source] hotblock_persist::PersistError),
+    #[error(transparent)]
+    Persist(#[from] LocalLogError),
 }
 
 /// Why a secondary with a data directory stopped a session: its own disk

@@ -4,14 +4,14 @@
 //! the same node as a process of its own.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::error::StartupError;
 use crate::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use clap::Parser;
-use hotblock_core::repl::{EpochHistory, PrimaryConfig};
+use hotblock_core::repl::{Epoch, EpochHistory, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
 use hotblock_persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
 use hotblock_primary::{Db, DbConfig, ReplicationConfig};
@@ -68,9 +68,9 @@ pub struct Args {
     /// the OS writes back.
     #[arg(long, default_value = "everysec")]
     fsync: FsyncPolicy,
-    /// This node's id in the epochs it starts (1 to 65535): at a restart
-    /// from --data-dir. Default: the --listen port (port 0: random).
-    #[arg(long)]
+    /// This node's id in the epochs it starts (1 to 65535). Default: the
+    /// one kept in --data-dir (made at random the first time), else random.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     node_id: Option<u16>,
     /// Most connected clients.
     #[arg(long, default_value_t = 10_000)]
@@ -103,6 +103,52 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 
 /// Runs a node with `args` until `SHUTDOWN` or a signal.
 pub fn run(args: Args) -> Result<(), StartupError> {
+    check_exposure(&args)?;
+    let engine_config = EngineConfig {
+        memory_limit_bytes: args.maxmemory,
+        ..Default::default()
+    };
+    let Recovered {
+        engine,
+        persister,
+        history,
+        fenced_by,
+    } = match &args.data_dir {
+        Some(dir) => recover(&args, dir, &engine_config)?,
+        None => Recovered {
+            engine: Engine::new(engine_config.clone()),
+            persister: None,
+            history: EpochHistory::default(),
+            fenced_by: None,
+        },
+    };
+    let replication = replication_config(&args, &history)?;
+    let db_config = DbConfig {
+        engine: engine_config,
+        auto_compact: true,
+    };
+    let db = start_db(
+        &args,
+        engine,
+        persister.as_ref(),
+        fenced_by,
+        replication,
+        db_config.clone(),
+    )?;
+    let options = node_options(&args, db_config, persister);
+    let node = Node::primary(db, history, options).map_err(|source| StartupError::Engine {
+        what: "creating the default database",
+        source,
+    })?;
+    serve_until_shutdown(node.clone(), args.listen)?;
+    node.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses to listen beyond loopback without the password or secret
+/// that port needs.
+fn check_exposure(args: &Args) -> Result<(), StartupError> {
     cli::check_exposure(
         "clients",
         args.listen,
@@ -114,56 +160,75 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         args.repl_listen,
         args.repl_secret.is_some(),
         "--repl-secret",
+    )
+}
+
+/// What a start finds: the engine, and with --data-dir the files'
+/// persister and state.
+struct Recovered {
+    engine: Engine,
+    persister: Option<Persister>,
+    history: EpochHistory,
+    /// The newer epoch that fenced this node before it stopped, if any.
+    fenced_by: Option<Epoch>,
+}
+
+/// Recovers from the data directory `dir`: the engine with its indexes
+/// rebuilt, and a new epoch unless the node was fenced.
+fn recover(
+    args: &Args,
+    dir: &Path,
+    engine_config: &EngineConfig,
+) -> Result<Recovered, StartupError> {
+    let (persister, engine, state) = Persister::open(
+        PersistConfig {
+            fsync: args.fsync,
+            ..PersistConfig::new(dir.to_path_buf())
+        },
+        EngineConfig {
+            role: Role::Follower(IndexMode::Deferred),
+            ..engine_config.clone()
+        },
     )?;
-    let engine_config = EngineConfig {
-        memory_limit_bytes: args.maxmemory,
-        ..Default::default()
-    };
-    let (engine, persister, history, fenced_by) = match &args.data_dir {
-        Some(dir) => {
-            let (persister, engine, state) = Persister::open(
-                PersistConfig {
-                    fsync: args.fsync,
-                    ..PersistConfig::new(dir.clone())
-                },
-                EngineConfig {
-                    role: Role::Follower(IndexMode::Deferred),
-                    ..engine_config.clone()
-                },
-            )?;
-            engine.promote().map_err(|source| StartupError::Engine {
-                what: "rebuilding indexes",
-                source,
-            })?;
-            persister.attach(&engine);
-            let mut history = state.history;
-            // Fenced before it stopped (a newer primary exists): it stays
-            // fenced, rather than start an epoch above the one that
-            // replaced it.
-            let fenced_by = (state.epoch_seen > history.current()).then_some(state.epoch_seen);
-            if engine.lsn() > Lsn::ZERO && fenced_by.is_none() {
-                // A restart writes under a new epoch: secondaries that hold
-                // transactions this node lost (a power loss under
-                // `everysec`) then see the fork instead of taking new
-                // transactions at the same LSNs for a continuation.
-                let node = cli::node_id(args.node_id, args.listen);
-                history.promote(engine.lsn(), node, state.epoch_seen);
-                persister.save_state(&PersistedState {
-                    history: history.clone(),
-                    epoch_seen: history.current(),
-                })?;
-            }
-            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
-            (engine, Some(persister), history, fenced_by)
-        }
-        None => (
-            Engine::new(engine_config.clone()),
-            None,
-            EpochHistory::default(),
-            None,
-        ),
-    };
-    let replication = ReplicationConfig {
+    engine.promote().map_err(|source| StartupError::Engine {
+        what: "rebuilding indexes",
+        source,
+    })?;
+    persister.attach(&engine);
+    // Made and kept on the first start, so the id is the same after every
+    // restart (the epoch a restart starts carries it).
+    let node = cli::node_id(args.node_id, Some(&persister))?;
+    let mut history = state.history;
+    // Fenced before it stopped (a newer primary exists): it stays
+    // fenced, rather than start an epoch above the one that
+    // replaced it.
+    let fenced_by = (state.epoch_seen > history.current()).then_some(state.epoch_seen);
+    if engine.lsn() > Lsn::ZERO && fenced_by.is_none() {
+        // A restart writes under a new epoch: secondaries that hold
+        // transactions this node lost (a power loss under
+        // `everysec`) then see the fork instead of taking new
+        // transactions at the same LSNs for a continuation.
+        history.promote(engine.lsn(), node, state.epoch_seen);
+        persister.save_state(&PersistedState {
+            history: history.clone(),
+            epoch_seen: history.current(),
+        })?;
+    }
+    tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %history.current(), fsync = %args.fsync, "recovered from the data directory");
+    Ok(Recovered {
+        engine,
+        persister: Some(persister),
+        history,
+        fenced_by,
+    })
+}
+
+/// How this node serves secondaries (--repl-listen and the sync flags).
+fn replication_config(
+    args: &Args,
+    history: &EpochHistory,
+) -> Result<ReplicationConfig, StartupError> {
+    Ok(ReplicationConfig {
         listen: cli::listen_on(args.transport, args.repl_listen, args.data_dir.as_deref())?,
         secret: cli::repl_secret(args.repl_secret.as_deref()),
         protocol: args.sync.apply(PrimaryConfig {
@@ -174,13 +239,21 @@ pub fn run(args: Args) -> Result<(), StartupError> {
             ..PrimaryConfig::default()
         }),
         history: history.clone(),
-    };
-    let db_config = DbConfig {
-        engine: engine_config,
-        auto_compact: true,
-    };
-    let mut db = Db::from_engine(engine, db_config.clone());
-    if let Some(p) = &persister {
+    })
+}
+
+/// The primary's [`Db`] around `engine`: logging to the data directory,
+/// serving secondaries, and fenced if it was before it stopped.
+fn start_db(
+    args: &Args,
+    engine: Engine,
+    persister: Option<&Persister>,
+    fenced_by: Option<Epoch>,
+    replication: ReplicationConfig,
+    db_config: DbConfig,
+) -> Result<Db, StartupError> {
+    let mut db = Db::from_engine(engine, db_config);
+    if let Some(p) = persister {
         db = db.with_persistence(p.clone());
     }
     let db = db
@@ -193,7 +266,12 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         tracing::error!(%epoch, "this node was fenced by a newer primary before it stopped: it refuses writes; start it as hotblock-secondary --primary <the new primary> --data-dir <this directory> to rejoin");
         r.fence(epoch);
     }
-    let options = NodeOptions {
+    Ok(db)
+}
+
+/// The node's options: client limits, and the data directory's persister.
+fn node_options(args: &Args, db_config: DbConfig, persister: Option<Persister>) -> NodeOptions {
+    NodeOptions {
         requirepass: args.requirepass.clone(),
         limits: ServerLimits {
             max_clients: args.maxclients,
@@ -210,13 +288,5 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         db: db_config,
         persister,
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
-    };
-    let node = Node::primary(db, history, options).map_err(|source| StartupError::Engine {
-        what: "creating the default database",
-        source,
-    })?;
-    serve_until_shutdown(node.clone(), args.listen)?;
-    node.close();
-    tracing::info!("stopped");
-    Ok(())
+    }
 }

@@ -1,12 +1,14 @@
 //! `hotblock-secondary`'s command line and start-up: flags (and the config
-//! file), recovery from the data directory, the follower, then the RESP
-//! port until a shutdown. A library module so that `hotblock-bench` can run
-//! the same secondary as a process of its own.
+//! file), recovery from the data directory, the relay (with --repl-listen)
+//! and the follower, then the RESP port until a shutdown. A library module
+//! so that `hotblock-bench` can run the same secondary as a process of its
+//! own.
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::cli::{self, Transport};
 use crate::error::{StartupError, UpstreamError};
@@ -14,9 +16,9 @@ use crate::relay::Relay;
 use crate::Follower;
 use crate::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
 use clap::{Parser, ValueEnum};
-use hotblock_core::repl::{EpochHistory, Mode, PrimaryConfig};
+use hotblock_core::repl::{Epoch, EpochHistory, Mode, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
-use hotblock_nic_transport::{ConnectTo, Trust};
+use hotblock_nic_transport::{ConnectTo, Secret, Trust};
 use hotblock_persist::{FsyncPolicy, PersistConfig, Persister};
 use hotblock_primary::{DbConfig, ReplicationConfig};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
@@ -81,8 +83,9 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     databases: Vec<String>,
     /// This node's id, in the epoch it starts when promoted (1 to 65535).
-    /// Default: the --listen port (port 0: random).
-    #[arg(long)]
+    /// Default: the one kept in --data-dir (made at random the first time),
+    /// else random.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     node_id: Option<u16>,
     /// Most memory for blocks (`512mb`, `2gb`).
     #[arg(long, value_parser = cli::parse_size)]
@@ -115,20 +118,7 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 
 /// Runs a secondary with `args` until `SHUTDOWN` or a signal.
 pub fn run(args: Args) -> Result<(), StartupError> {
-    cli::check_exposure(
-        "clients",
-        args.listen,
-        args.requirepass.is_some(),
-        "--requirepass",
-    )?;
-    if let Some(repl) = args.repl_listen {
-        cli::check_exposure(
-            "secondaries",
-            repl,
-            args.repl_secret.is_some(),
-            "--repl-secret",
-        )?;
-    }
+    check_exposure(&args)?;
     let connect = connect_to(
         args.transport,
         &args.primary,
@@ -147,32 +137,112 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         role: Role::Follower(indexes),
         ..Default::default()
     };
-    let (engine, persister, history, epoch_seen) = match &args.data_dir {
-        Some(dir) => {
-            let (persister, engine, state) = Persister::open(
-                PersistConfig {
-                    fsync: args.fsync,
-                    ..PersistConfig::new(dir.clone())
-                },
-                engine_config.clone(),
-            )?;
-            // An old primary restarted as a secondary: its blocks stay; the
-            // primary decides what of them it can keep.
-            engine.demote(indexes);
-            persister.attach(&engine);
-            tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %state.history.current(), "recovered from the data directory");
-            (engine, Some(persister), state.history, state.epoch_seen)
-        }
-        None => (
-            Engine::new(engine_config.clone()),
-            None,
-            EpochHistory::default(),
-            Default::default(),
-        ),
+    let Recovered {
+        engine,
+        persister,
+        history,
+        epoch_seen,
+    } = match &args.data_dir {
+        Some(dir) => recover(&args, dir, &engine_config, indexes)?,
+        None => Recovered {
+            engine: Engine::new(engine_config.clone()),
+            persister: None,
+            history: EpochHistory::default(),
+            epoch_seen: Default::default(),
+        },
     };
     let secret = cli::repl_secret(args.repl_secret.as_deref());
-    let protocol = args.sync.apply(PrimaryConfig::default());
-    let relay_config = match args.repl_listen {
+    let relay_config = relay_config(&args, &secret)?;
+    let relay = start_relay(&engine, &history, relay_config.as_ref());
+    let node_id = cli::node_id(args.node_id, persister.as_ref())?;
+    let config = SecondaryNodeConfig {
+        primary: connect,
+        primary_address: args.primary.clone(),
+        secret: secret.clone(),
+        node: node_id,
+        mode,
+        indexes,
+        downstream: relay
+            .clone()
+            .map(|r| r as Arc<dyn hotblock_secondary::Downstream>),
+        databases: args.databases.clone(),
+        persister: persister.clone(),
+        progress_bar: std::io::stderr().is_terminal(),
+    };
+    let follower = SecondaryNode::start_with(engine, history, epoch_seen, config);
+    tracing::info!(primary = %args.primary, ?mode, node = node_id.0, "following");
+    let options = node_options(&args, relay_config, engine_config, persister);
+    let node = Node::secondary(
+        Follower::new(follower, relay, mode, args.transport, secret, node_id),
+        options,
+    );
+    serve_until_shutdown(node.clone(), args.listen)?;
+    node.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Refuses to listen beyond loopback without the password or secret
+/// that port needs.
+fn check_exposure(args: &Args) -> Result<(), StartupError> {
+    cli::check_exposure(
+        "clients",
+        args.listen,
+        args.requirepass.is_some(),
+        "--requirepass",
+    )?;
+    if let Some(repl) = args.repl_listen {
+        cli::check_exposure(
+            "secondaries",
+            repl,
+            args.repl_secret.is_some(),
+            "--repl-secret",
+        )?;
+    }
+    Ok(())
+}
+
+/// What a start finds: the engine, and with --data-dir the files'
+/// persister and state.
+struct Recovered {
+    engine: Engine,
+    persister: Option<Persister>,
+    history: EpochHistory,
+    /// The newest epoch this node has seen.
+    epoch_seen: Epoch,
+}
+
+/// Recovers from the data directory `dir`, keeping `indexes` from then on.
+fn recover(
+    args: &Args,
+    dir: &Path,
+    engine_config: &EngineConfig,
+    indexes: IndexMode,
+) -> Result<Recovered, StartupError> {
+    let (persister, engine, state) = Persister::open(
+        PersistConfig {
+            fsync: args.fsync,
+            ..PersistConfig::new(dir.to_path_buf())
+        },
+        engine_config.clone(),
+    )?;
+    // An old primary restarted as a secondary: its blocks stay; the
+    // primary decides what of them it can keep.
+    engine.demote(indexes);
+    persister.attach(&engine);
+    tracing::info!(dir = %dir.display(), lsn = %engine.lsn(), epoch = %state.history.current(), "recovered from the data directory");
+    Ok(Recovered {
+        engine,
+        persister: Some(persister),
+        history: state.history,
+        epoch_seen: state.epoch_seen,
+    })
+}
+
+/// With --repl-listen: how this node serves secondaries, as a relay and
+/// once promoted.
+fn relay_config(args: &Args, secret: &Secret) -> Result<Option<ReplicationConfig>, StartupError> {
+    Ok(match args.repl_listen {
         Some(addr) => Some(ReplicationConfig {
             listen: cli::listen_on(args.transport, addr, args.data_dir.as_deref())?,
             secret: secret.clone(),
@@ -180,9 +250,18 @@ pub fn run(args: Args) -> Result<(), StartupError> {
             history: EpochHistory::default(),
         }),
         None => None,
-    };
-    let relay = match &relay_config {
-        Some(config) => match Relay::start(&engine, &history, config.clone()) {
+    })
+}
+
+/// Starts relaying to downstream secondaries, if configured to. A relay
+/// that cannot start is logged, and the node follows without it.
+fn start_relay(
+    engine: &Engine,
+    history: &EpochHistory,
+    config: Option<&ReplicationConfig>,
+) -> Option<Arc<Relay>> {
+    match config {
+        Some(config) => match Relay::start(engine, history, config.clone()) {
             Ok(relay) => Some(relay),
             Err(e) => {
                 // As before the relay was composed here: the secondary
@@ -192,24 +271,19 @@ pub fn run(args: Args) -> Result<(), StartupError> {
             }
         },
         None => None,
-    };
-    let node_id = cli::node_id(args.node_id, args.listen);
-    let config = SecondaryNodeConfig {
-        primary: connect.clone(),
-        secret: secret.clone(),
-        node: node_id,
-        mode,
-        indexes,
-        downstream: relay
-            .clone()
-            .map(|r| r as std::sync::Arc<dyn hotblock_secondary::Downstream>),
-        databases: args.databases.clone(),
-        persister: persister.clone(),
-        progress_bar: std::io::stderr().is_terminal(),
-    };
-    let follower = SecondaryNode::start_with(engine, history, epoch_seen, config);
-    tracing::info!(primary = %args.primary, ?mode, node = node_id.0, "following");
-    let options = NodeOptions {
+    }
+}
+
+/// The node's options; with a relay, it serves secondaries once promoted
+/// under the sync flags.
+fn node_options(
+    args: &Args,
+    relay_config: Option<ReplicationConfig>,
+    engine_config: EngineConfig,
+    persister: Option<Persister>,
+) -> NodeOptions {
+    let protocol = args.sync.apply(PrimaryConfig::default());
+    NodeOptions {
         requirepass: args.requirepass.clone(),
         limits: ServerLimits::default(),
         serve_reads: args.serve_reads,
@@ -221,23 +295,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         },
         persister,
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
-    };
-    let node = Node::secondary(
-        Follower::new(
-            follower,
-            relay,
-            mode,
-            args.transport,
-            (args.primary.clone(), connect),
-            secret,
-            node_id,
-        ),
-        options,
-    );
-    serve_until_shutdown(node.clone(), args.listen)?;
-    node.close();
-    tracing::info!("stopped");
-    Ok(())
+    }
 }
 
 /// How to reach the primary at `address` (`host:port`) over `transport`;

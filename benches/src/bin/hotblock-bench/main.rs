@@ -21,6 +21,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use hotblock_benches::{Dataset, INDEXES};
 use procs::Server;
 use report::Row;
 use workload::Lag;
@@ -142,31 +144,20 @@ fn sync_vs_async(a: SyncVsAsync) -> Result<(), String> {
     });
     let seconds = a.seconds.unwrap_or(if a.quick { 0.8 } else { 4.0 });
     let measure = Duration::from_secs_f64(seconds);
-    let warmup = measure / 5;
-    let transport = match a.transport {
-        Transport::Tcp => "tcp",
-        Transport::Tls => "tls",
-        Transport::Quic => "quic",
+    let plan = Plan {
+        writers,
+        warmup: measure / 5,
+        measure,
+        transport: a.transport.name(),
     };
     let redis = !a.no_redis && procs::on_path("redis-server");
     if !redis {
         println!("redis-server is not on the PATH (or --no-redis): skipping the Redis rows");
     }
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut setups = vec![
-        Setup::Hotblock("none"),
-        Setup::Hotblock("async"),
-        Setup::Hotblock("sync"),
-    ];
-    if redis {
-        setups.extend([
-            Setup::Redis("none"),
-            Setup::Redis("async"),
-            Setup::Redis("sync"),
-        ]);
-    }
+    let setups = setups(redis);
     let bench_tool = redis && procs::on_path("redis-benchmark");
-    let cells = setups.len() * writers.len() + 2 + if bench_tool { 2 } else { 0 };
+    let cells = setups.len() * plan.writers.len() + 2 + if bench_tool { 2 } else { 0 };
     let bar = indicatif::ProgressBar::new(cells as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
@@ -175,38 +166,7 @@ fn sync_vs_async(a: SyncVsAsync) -> Result<(), String> {
     let started = Instant::now();
     let mut rows = Vec::new();
     for setup in setups {
-        let (system, mode, servers) = start(setup, work.path(), transport)?;
-        let primary = &servers[0];
-        for &n in &writers {
-            bar.set_message(format!("{system} {mode}, {n} writers"));
-            let lag = match (system, mode) {
-                (_, "none") => Lag::None,
-                ("hotblock", _) => Lag::Hotblock,
-                _ => Lag::Redis,
-            };
-            let wait_one = system == "redis" && mode == "sync";
-            let m = workload::run(primary.port, n, warmup, measure, wait_one, lag)
-                .map_err(|e| format!("{e}\n{}", primary.log_text()))?;
-            rows.push(Row {
-                system: system.into(),
-                mode: mode.into(),
-                transport: if system == "redis" {
-                    "tcp".into()
-                } else {
-                    transport.into()
-                },
-                workload: "set".into(),
-                writers: n,
-                ops_per_sec: m.ops_per_sec(),
-                p50_us: m.percentile_us(0.5),
-                p99_us: m.percentile_us(0.99),
-                p999_us: m.percentile_us(0.999),
-                lag_ms_max: m.lag_ms_max,
-                errors: m.errors,
-            });
-            bar.inc(1);
-        }
-        drop(servers);
+        rows.extend(measure_setup(setup, work.path(), &plan, &bar)?);
     }
     if bench_tool {
         bar.set_message("redis-benchmark -c 50 -P 16 against each server");
@@ -221,14 +181,99 @@ fn sync_vs_async(a: SyncVsAsync) -> Result<(), String> {
     println!("{}", report::table(&rows));
     println!("{}", ratios(&rows));
     println!("measured in {:.0} s", started.elapsed().as_secs_f64());
+    write_outputs(&a, &rows, plan.transport)
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+/// How each networked setup is measured.
+#[derive(Debug)]
+struct Plan {
+    /// Writer counts, one cell each.
+    writers: Vec<usize>,
+    warmup: Duration,
+    measure: Duration,
+    /// How a hotblock secondary connects.
+    transport: &'static str,
+}
+
+/// hotblock's three modes, then Redis's when it is installed.
+fn setups(redis: bool) -> Vec<Setup> {
+    let mut setups = vec![
+        Setup::Hotblock("none"),
+        Setup::Hotblock("async"),
+        Setup::Hotblock("sync"),
+    ];
+    if redis {
+        setups.extend([
+            Setup::Redis("none"),
+            Setup::Redis("async"),
+            Setup::Redis("sync"),
+        ]);
+    }
+    setups
+}
+
+/// Starts `setup` and runs the write workload against it at each writer
+/// count of `plan`, one row each; its servers stop when it returns.
+fn measure_setup(
+    setup: Setup,
+    work: &std::path::Path,
+    plan: &Plan,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<Row>, String> {
+    let (system, mode, servers) = start(setup, work, plan.transport)?;
+    let primary = &servers[0];
+    let mut rows = Vec::new();
+    for &n in &plan.writers {
+        bar.set_message(format!("{system} {mode}, {n} writers"));
+        let lag = match (system, mode) {
+            (_, "none") => Lag::None,
+            ("hotblock", _) => Lag::Hotblock,
+            _ => Lag::Redis,
+        };
+        let wait_one = system == "redis" && mode == "sync";
+        let m = workload::run(primary.port, n, plan.warmup, plan.measure, wait_one, lag)
+            .map_err(|e| format!("{e}\n{}", primary.log_text()))?;
+        rows.push(Row {
+            system: system.into(),
+            mode: mode.into(),
+            transport: if system == "redis" {
+                "tcp".into()
+            } else {
+                plan.transport.into()
+            },
+            workload: "set".into(),
+            writers: n,
+            ops_per_sec: m.ops_per_sec(),
+            p50_us: m.percentile_us(0.5),
+            p99_us: m.percentile_us(0.99),
+            p999_us: m.percentile_us(0.999),
+            lag_ms_max: m.lag_ms_max,
+            errors: m.errors,
+        });
+        bar.inc(1);
+    }
+    Ok(rows)
+}
+
+/// Writes `--json` and `--svg`, when asked for.
+fn write_outputs(a: &SyncVsAsync, rows: &[Row], transport: &str) -> Result<(), String> {
     if let Some(path) = &a.json {
-        std::fs::write(path, report::json(&rows))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, report::json(rows)).map_err(|e| format!("{}: {e}", path.display()))?;
         println!("JSON: {}", path.display());
     }
     if let Some(path) = &a.svg {
         report::svg(
-            &rows,
+            rows,
             path,
             &format!("hotblock sync vs async ({transport}), one run"),
         )?;
@@ -357,10 +402,17 @@ fn redis_benchmark(work: &std::path::Path, quick: bool) -> Result<Vec<Row>, Stri
 /// The embedded engine against SQLite in memory, one thread, on the same
 /// records: inserts (a transaction each) and lookups by non-unique key.
 fn embedded(records: u64) -> Result<Vec<Row>, String> {
-    use hdrhistogram::Histogram;
-    use hotblock_benches::{Dataset, INDEXES};
     let data = Dataset::new(records);
-    let row = |system: &str, workload: &str, hist: &Histogram<u64>, elapsed: Duration| Row {
+    let lookups = records.min(20_000);
+    let mut rows = embedded_hotblock(&data, records, lookups)?;
+    rows.extend(embedded_sqlite(&data, records, lookups)?);
+    Ok(rows)
+}
+
+/// One row of the embedded comparison: `hist` holds each operation's
+/// nanoseconds, over `elapsed` in all.
+fn embedded_row(system: &str, workload: &str, hist: &Histogram<u64>, elapsed: Duration) -> Row {
+    Row {
         system: system.into(),
         mode: "none".into(),
         transport: "embedded".into(),
@@ -372,18 +424,24 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
         p999_us: hist.value_at_quantile(0.999) as f64 / 1000.0,
         lag_ms_max: None,
         errors: 0,
-    };
-    let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
-    let lookups = records.min(20_000);
-    let mut rows = Vec::new();
+    }
+}
 
+/// Nanoseconds, up to a minute.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")
+}
+
+/// `records` inserts into an in-memory `Db`, then `lookups` finds by city.
+fn embedded_hotblock(data: &Dataset, records: u64, lookups: u64) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
     let db = hotblock_primary::Db::in_memory();
     db.create_database(
         "t",
         hotblock_primary::DatabaseOptions::with_indexes(INDEXES),
     )
     .map_err(|e| e.to_string())?;
-    let (mut hist, start) = (new_hist(), Instant::now());
+    let (mut hist, start) = (new_histogram(), Instant::now());
     for i in 0..records {
         let r = data.row(i);
         let t = Instant::now();
@@ -391,8 +449,8 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
             .map_err(|e| e.to_string())?;
         let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
     }
-    rows.push(row("hotblock", "insert", &hist, start.elapsed()));
-    let (mut hist, start) = (new_hist(), Instant::now());
+    rows.push(embedded_row("hotblock", "insert", &hist, start.elapsed()));
+    let (mut hist, start) = (new_histogram(), Instant::now());
     for i in 0..lookups {
         let city = data.city(data.city_class(i * 7919 % records));
         let t = Instant::now();
@@ -402,8 +460,14 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
         let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
         std::hint::black_box(found);
     }
-    rows.push(row("hotblock", "find", &hist, start.elapsed()));
+    rows.push(embedded_row("hotblock", "find", &hist, start.elapsed()));
+    Ok(rows)
+}
 
+/// The same inserts and finds against SQLite in memory, with an index on
+/// each of the two non-unique columns.
+fn embedded_sqlite(data: &Dataset, records: u64, lookups: u64) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
     let conn = rusqlite::Connection::open_in_memory().map_err(|e| e.to_string())?;
     conn.execute_batch(
         "CREATE TABLE t (key BLOB PRIMARY KEY, city BLOB, team BLOB, payload BLOB);
@@ -413,7 +477,7 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
     let mut insert = conn
         .prepare("INSERT INTO t VALUES (?1, ?2, ?3, ?4)")
         .map_err(|e| e.to_string())?;
-    let (mut hist, start) = (new_hist(), Instant::now());
+    let (mut hist, start) = (new_histogram(), Instant::now());
     for i in 0..records {
         let r = data.row(i);
         let t = Instant::now();
@@ -427,11 +491,11 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
             .map_err(|e| e.to_string())?;
         let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
     }
-    rows.push(row("sqlite", "insert", &hist, start.elapsed()));
+    rows.push(embedded_row("sqlite", "insert", &hist, start.elapsed()));
     let mut find = conn
         .prepare("SELECT key FROM t WHERE city = ?1")
         .map_err(|e| e.to_string())?;
-    let (mut hist, start) = (new_hist(), Instant::now());
+    let (mut hist, start) = (new_histogram(), Instant::now());
     for i in 0..lookups {
         let city = data.city(data.city_class(i * 7919 % records));
         let t = Instant::now();
@@ -442,46 +506,42 @@ fn embedded(records: u64) -> Result<Vec<Row>, String> {
         let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
         std::hint::black_box(keys);
     }
-    rows.push(row("sqlite", "find", &hist, start.elapsed()));
+    rows.push(embedded_row("sqlite", "find", &hist, start.elapsed()));
     Ok(rows)
 }
 
 /// The issue's targets, as ratios of rows measured in this run.
 fn ratios(rows: &[Row]) -> String {
-    let get =
-        |system: &str, mode: &str, transport: Option<&str>, workload: &str, writers: usize| {
-            rows.iter()
-                .find(|r| {
-                    r.system == system
-                        && r.mode == mode
-                        && transport.is_none_or(|t| r.transport == t)
-                        && r.workload == workload
-                        && r.writers == writers
-                })
-                .map(|r| r.ops_per_sec)
-        };
     let mut out = String::from("ratios (same run):\n");
-    let mut line = |what: String, a: Option<f64>, b: Option<f64>, target: f64| {
-        if let (Some(a), Some(b)) = (a, b) {
-            let r = a / b;
-            out.push_str(&format!(
-                "  {what}: {r:.2}x (target {target:.1}x: {})\n",
-                if r >= target { "met" } else { "MISSED" }
-            ));
-        }
-    };
     let bench = Some("redis-benchmark");
     for w in ["set", "get"] {
-        line(
+        ratio_line(
+            &mut out,
             format!(
                 "hotblock-node / redis-server, redis-benchmark {}",
                 w.to_uppercase()
             ),
-            get("hotblock", "none", bench, w, 50),
-            get("redis", "none", bench, w, 50),
+            ops_per_sec(rows, "hotblock", "none", bench, w, 50),
+            ops_per_sec(rows, "redis", "none", bench, w, 50),
             1.0,
         );
     }
+    replication_ratios(rows, &mut out);
+    let embedded = Some("embedded");
+    for (workload, what) in [("insert", "inserts"), ("find", "non-unique lookups")] {
+        ratio_line(
+            &mut out,
+            format!("embedded hotblock / SQLite, {what}"),
+            ops_per_sec(rows, "hotblock", "none", embedded, workload, 1),
+            ops_per_sec(rows, "sqlite", "none", embedded, workload, 1),
+            1.0,
+        );
+    }
+    out
+}
+
+/// The ratios of the networked write workload, by writer count.
+fn replication_ratios(rows: &[Row], out: &mut String) {
     let writers: Vec<usize> = {
         let mut w: Vec<usize> = rows
             .iter()
@@ -493,41 +553,64 @@ fn ratios(rows: &[Row]) -> String {
         w.retain(|&n| n != 50);
         w
     };
+    let set = |system: &str, mode: &str, n: usize| ops_per_sec(rows, system, mode, None, "set", n);
     for &n in &writers {
-        line(
+        ratio_line(
+            out,
             format!("hotblock async / redis + replica, {n} writers"),
-            get("hotblock", "async", None, "set", n),
-            get("redis", "async", None, "set", n),
+            set("hotblock", "async", n),
+            set("redis", "async", n),
             1.0,
         );
     }
     for &n in writers.iter().filter(|&&n| n >= 16) {
-        line(
+        ratio_line(
+            out,
             format!("hotblock sync / redis + WAIT 1 0, {n} writers"),
-            get("hotblock", "sync", None, "set", n),
-            get("redis", "sync", None, "set", n),
+            set("hotblock", "sync", n),
+            set("redis", "sync", n),
             2.0,
         );
     }
     if let Some(&n) = writers.iter().max() {
-        line(
+        ratio_line(
+            out,
             format!("hotblock sync / hotblock async, {n} writers"),
-            get("hotblock", "sync", None, "set", n),
-            get("hotblock", "async", None, "set", n),
+            set("hotblock", "sync", n),
+            set("hotblock", "async", n),
             0.5,
         );
     }
-    line(
-        "embedded hotblock / SQLite, inserts".into(),
-        get("hotblock", "none", Some("embedded"), "insert", 1),
-        get("sqlite", "none", Some("embedded"), "insert", 1),
-        1.0,
-    );
-    line(
-        "embedded hotblock / SQLite, non-unique lookups".into(),
-        get("hotblock", "none", Some("embedded"), "find", 1),
-        get("sqlite", "none", Some("embedded"), "find", 1),
-        1.0,
-    );
-    out
+}
+
+/// The throughput of the row measured for these, if any (`transport`
+/// `None`: any).
+fn ops_per_sec(
+    rows: &[Row],
+    system: &str,
+    mode: &str,
+    transport: Option<&str>,
+    workload: &str,
+    writers: usize,
+) -> Option<f64> {
+    rows.iter()
+        .find(|r| {
+            r.system == system
+                && r.mode == mode
+                && transport.is_none_or(|t| r.transport == t)
+                && r.workload == workload
+                && r.writers == writers
+        })
+        .map(|r| r.ops_per_sec)
+}
+
+/// Appends `what`'s ratio `a / b` against `target`, when both were measured.
+fn ratio_line(out: &mut String, what: String, a: Option<f64>, b: Option<f64>, target: f64) {
+    if let (Some(a), Some(b)) = (a, b) {
+        let r = a / b;
+        out.push_str(&format!(
+            "  {what}: {r:.2}x (target {target:.1}x: {})\n",
+            if r >= target { "met" } else { "MISSED" }
+        ));
+    }
 }

@@ -1,6 +1,7 @@
 //! The results: a table on stdout, JSON for machines, an SVG chart for
 //! people (throughput against writers, and latency percentiles).
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::Serialize;
 
@@ -83,42 +84,18 @@ pub fn table(rows: &[Row]) -> String {
 /// Two panels: ops/s against writers, and p50/p99 latency against writers,
 /// one line per system and mode (the networked write workload only).
 pub fn svg(rows: &[Row], path: &std::path::Path, title: &str) -> Result<(), String> {
-    let series: Vec<(String, Vec<&Row>)> = {
-        let mut labels: Vec<String> = Vec::new();
-        for r in rows
-            .iter()
-            .filter(|r| r.workload == "set" && r.transport != "redis-benchmark")
-        {
-            if !labels.contains(&r.label()) {
-                labels.push(r.label());
-            }
-        }
-        labels
-            .into_iter()
-            .map(|l| {
-                let mut points: Vec<&Row> = rows
-                    .iter()
-                    .filter(|r| {
-                        r.workload == "set" && r.transport != "redis-benchmark" && r.label() == l
-                    })
-                    .collect();
-                points.sort_by_key(|r| r.writers);
-                (l, points)
-            })
-            .collect()
-    };
+    let series = series(rows);
     if series.is_empty() {
         return Err("no networked rows to chart".into());
     }
     let max_writers = rows.iter().map(|r| r.writers).max().unwrap_or(1).max(2) as f64;
-    let max_ops = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|r| r.ops_per_sec))
-        .fold(1.0, f64::max);
-    let max_us = series
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|r| r.p99_us))
-        .fold(1.0, f64::max);
+    let max_of = |value: fn(&Row) -> f64| {
+        series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|r| value(r)))
+            .fold(1.0, f64::max)
+    };
+    let (max_ops, max_us) = (max_of(|r| r.ops_per_sec), max_of(|r| r.p99_us));
     let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let root = root
@@ -155,33 +132,9 @@ pub fn svg(rows: &[Row], path: &std::path::Path, title: &str) -> Result<(), Stri
         .draw()
         .map_err(|e| e.to_string())?;
     for (i, (label, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let style = ShapeStyle::from(&color).stroke_width(2);
-        ops.draw_series(LineSeries::new(
-            points.iter().map(|r| (r.writers as f64, r.ops_per_sec)),
-            style,
-        ))
-        .map_err(|e| e.to_string())?
-        .label(label.clone())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
-        ops.draw_series(
-            points
-                .iter()
-                .map(|r| Circle::new((r.writers as f64, r.ops_per_sec), 3, style.filled())),
-        )
-        .map_err(|e| e.to_string())?;
-        lat.draw_series(LineSeries::new(
-            points.iter().map(|r| (r.writers as f64, r.p50_us.max(1.0))),
-            style,
-        ))
-        .map_err(|e| e.to_string())?;
-        lat.draw_series(DashedLineSeries::new(
-            points.iter().map(|r| (r.writers as f64, r.p99_us.max(1.0))),
-            6,
-            4,
-            style,
-        ))
-        .map_err(|e| e.to_string())?;
+        let style = ShapeStyle::from(&Palette99::pick(i).to_rgba()).stroke_width(2);
+        draw_throughput(&mut ops, label, points, style)?;
+        draw_latency(&mut lat, points, style)?;
     }
     ops.configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -190,5 +143,79 @@ pub fn svg(rows: &[Row], path: &std::path::Path, title: &str) -> Result<(), Stri
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The rows of the networked write workload, grouped by label (in order of
+/// first appearance), each sorted by writers.
+fn series(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
+    let charted = |r: &&Row| r.workload == "set" && r.transport != "redis-benchmark";
+    let mut labels: Vec<String> = Vec::new();
+    for r in rows.iter().filter(charted) {
+        if !labels.contains(&r.label()) {
+            labels.push(r.label());
+        }
+    }
+    labels
+        .into_iter()
+        .map(|l| {
+            let mut points: Vec<&Row> = rows
+                .iter()
+                .filter(|r| charted(r) && r.label() == l)
+                .collect();
+            points.sort_by_key(|r| r.writers);
+            (l, points)
+        })
+        .collect()
+}
+
+/// The left panel: writers against ops/s.
+type ThroughputChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>;
+/// The right panel: writers against µs, both log-scaled.
+type LatencyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// One series' throughput line, its points, and its legend entry.
+fn draw_throughput(
+    ops: &mut ThroughputChart<'_, '_>,
+    label: &str,
+    points: &[&Row],
+    style: ShapeStyle,
+) -> Result<(), String> {
+    ops.draw_series(LineSeries::new(
+        points.iter().map(|r| (r.writers as f64, r.ops_per_sec)),
+        style,
+    ))
+    .map_err(|e| e.to_string())?
+    .label(label)
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    ops.draw_series(
+        points
+            .iter()
+            .map(|r| Circle::new((r.writers as f64, r.ops_per_sec), 3, style.filled())),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One series' latency: p50 solid, p99 dashed.
+fn draw_latency(
+    lat: &mut LatencyChart<'_, '_>,
+    points: &[&Row],
+    style: ShapeStyle,
+) -> Result<(), String> {
+    lat.draw_series(LineSeries::new(
+        points.iter().map(|r| (r.writers as f64, r.p50_us.max(1.0))),
+        style,
+    ))
+    .map_err(|e| e.to_string())?;
+    lat.draw_series(DashedLineSeries::new(
+        points.iter().map(|r| (r.writers as f64, r.p99_us.max(1.0))),
+        6,
+        4,
+        style,
+    ))
+    .map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -25,30 +25,7 @@ struct Counts {
 
 pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (node_dir, sec_dir) = (work.path().join("node"), work.path().join("sec"));
-    for d in [&node_dir, &sec_dir] {
-        std::fs::create_dir(d).map_err(|e| e.to_string())?;
-    }
-    let arg = |s: &str| s.to_string();
-    let mut node = Server::hotblock_node(
-        work.path(),
-        "tcp",
-        &[
-            arg("--data-dir"),
-            node_dir.display().to_string(),
-            arg("--sync-quorum"),
-            arg("1"),
-            arg("--sync-timeout-ms"),
-            arg("500"),
-        ],
-    )?;
-    let mut secondary = Server::hotblock_secondary(
-        work.path(),
-        &node,
-        "tcp",
-        "sync",
-        &[arg("--data-dir"), sec_dir.display().to_string()],
-    )?;
+    let (mut node, mut secondary) = start_servers(work.path())?;
     println!(
         "soak: {minutes} min, seed {seed}; primary 127.0.0.1:{}, secondary 127.0.0.1:{}; logs in {}",
         node.port,
@@ -74,16 +51,103 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let mut rng = seed | 1;
-    let mut counts = Counts::default();
-    while Instant::now() < deadline {
-        let gap = Duration::from_millis(next(&mut rng) % FAULT_GAP_MAX_MS);
-        std::thread::sleep(gap.min(deadline.saturating_duration_since(Instant::now())));
+    let show = |counts: &Counts| {
         bar.set_position(started.elapsed().as_secs());
         bar.set_message(format!(
             "{} acked, {counts:?}",
             acked.lock().map_or(0, |a| a.len())
         ));
+    };
+    let counts = inject_faults(&mut node, &mut secondary, seed, deadline, show)?;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    bar.finish_and_clear();
+
+    // The checker.
+    let acked = acked.lock().map_err(|_| "a writer panicked")?.clone();
+    let lost = lost_writes(&node, &acked)?;
+    let lsn = wait_converged(&node, &secondary)?;
+    let digests = (digest(&node)?, digest(&secondary)?);
+    println!(
+        "soak: {:.0} s, seed {seed}: {} writes acknowledged, {} with an unknown outcome; faults: {} kill -9 of the primary, {} of the secondary, {} SIGSTOPs of the secondary",
+        started.elapsed().as_secs_f64(),
+        acked.len(),
+        unknown.load(Ordering::Relaxed),
+        counts.node_kills,
+        counts.secondary_kills,
+        counts.secondary_stops
+    );
+    verdict(seed, &lost, lsn, &digests)
+}
+
+/// Prints what the checker found; `Err` when a write was lost or the copies
+/// differ.
+fn verdict(seed: u64, lost: &[String], lsn: u64, digests: &(String, String)) -> Result<(), String> {
+    println!(
+        "checker: {} acknowledged writes lost; primary and secondary at LSN {lsn}, digests {}",
+        lost.len(),
+        if digests.0 == digests.1 {
+            "equal"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    if !lost.is_empty() || digests.0 != digests.1 {
+        return Err(format!(
+            "soak failed (seed {seed}): lost {:?}; digests {digests:?}",
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    Ok(())
+}
+
+/// A primary and a sync secondary, both with data directories under `work`.
+fn start_servers(work: &std::path::Path) -> Result<(Server, Server), String> {
+    let (node_dir, sec_dir) = (work.join("node"), work.join("sec"));
+    for d in [&node_dir, &sec_dir] {
+        std::fs::create_dir(d).map_err(|e| e.to_string())?;
+    }
+    let arg = |s: &str| s.to_string();
+    let node = Server::hotblock_node(
+        work,
+        "tcp",
+        &[
+            arg("--data-dir"),
+            node_dir.display().to_string(),
+            arg("--sync-quorum"),
+            arg("1"),
+            arg("--sync-timeout-ms"),
+            arg("500"),
+        ],
+    )?;
+    let secondary = Server::hotblock_secondary(
+        work,
+        &node,
+        "tcp",
+        "sync",
+        &[arg("--data-dir"), sec_dir.display().to_string()],
+    )?;
+    Ok((node, secondary))
+}
+
+/// Until `deadline`, at random gaps, one random fault: `kill -9` and
+/// restart of the primary or the secondary, or a `SIGSTOP` of the
+/// secondary. Calls `show` before each; returns the faults injected.
+fn inject_faults(
+    node: &mut Server,
+    secondary: &mut Server,
+    seed: u64,
+    deadline: Instant,
+    show: impl Fn(&Counts),
+) -> Result<Counts, String> {
+    let mut rng = seed | 1;
+    let mut counts = Counts::default();
+    while Instant::now() < deadline {
+        let gap = Duration::from_millis(next(&mut rng) % FAULT_GAP_MAX_MS);
+        std::thread::sleep(gap.min(deadline.saturating_duration_since(Instant::now())));
+        show(&counts);
         if Instant::now() >= deadline {
             break;
         }
@@ -104,17 +168,14 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let _ = w.join();
-    }
-    bar.finish_and_clear();
+    Ok(counts)
+}
 
-    // The checker.
-    let acked = acked.lock().map_err(|_| "a writer panicked")?.clone();
+/// The acknowledged keys the primary does not have.
+fn lost_writes(node: &Server, acked: &[String]) -> Result<Vec<String>, String> {
     let mut c = node.connect().map_err(|e| e.to_string())?;
     let mut lost = Vec::new();
-    for key in &acked {
+    for key in acked {
         let exists: bool = redis::cmd("EXISTS")
             .arg(key)
             .query(&mut c)
@@ -123,40 +184,21 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
             lost.push(key.clone());
         }
     }
-    let lsn = lsn_of(&node)?;
+    Ok(lost)
+}
+
+/// Waits (a minute at most) for the secondary to reach the primary's LSN;
+/// returns it.
+fn wait_converged(node: &Server, secondary: &Server) -> Result<u64, String> {
+    let lsn = lsn_of(node)?;
     let converge_by = Instant::now() + Duration::from_secs(60);
-    while lsn_of(&secondary)? != lsn {
+    while lsn_of(secondary)? != lsn {
         if Instant::now() > converge_by {
             return Err(format!("the secondary did not converge to LSN {lsn}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let digests = (digest(&node)?, digest(&secondary)?);
-    println!(
-        "soak: {:.0} s, seed {seed}: {} writes acknowledged, {} with an unknown outcome; faults: {} kill -9 of the primary, {} of the secondary, {} SIGSTOPs of the secondary",
-        started.elapsed().as_secs_f64(),
-        acked.len(),
-        unknown.load(Ordering::Relaxed),
-        counts.node_kills,
-        counts.secondary_kills,
-        counts.secondary_stops
-    );
-    println!(
-        "checker: {} acknowledged writes lost; primary and secondary at LSN {lsn}, digests {}",
-        lost.len(),
-        if digests.0 == digests.1 {
-            "equal"
-        } else {
-            "DIFFERENT"
-        }
-    );
-    if !lost.is_empty() || digests.0 != digests.1 {
-        return Err(format!(
-            "soak failed (seed {seed}): lost {:?}; digests {digests:?}",
-            &lost[..lost.len().min(10)]
-        ));
-    }
-    Ok(())
+    Ok(lsn)
 }
 
 fn writer(w: usize, port: u16, acked: &Mutex<Vec<String>>, unknown: &AtomicU64, stop: &AtomicBool) {

@@ -54,88 +54,149 @@ pub fn run(
     wait_one: bool,
     lag: Lag,
 ) -> Result<Measured, String> {
-    let connect = || {
-        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-            .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))
-    };
-    let measuring = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
+    let flags = Flags::default();
     let value = vec![b'v'; VALUE_LEN];
-    let mut threads = Vec::new();
     static RUN: AtomicU64 = AtomicU64::new(0);
     let run_id = RUN.fetch_add(1, Ordering::Relaxed);
+    let mut threads = Vec::new();
     for w in 0..writers {
-        let mut c = connect()?;
-        let (measuring, stop, errors, value) = (
-            measuring.clone(),
-            stop.clone(),
-            errors.clone(),
-            value.clone(),
-        );
+        let c = connect(port)?;
+        let (flags, value) = (flags.clone(), value.clone());
+        let key_prefix = format!("r{run_id}-w{w}");
         threads.push(std::thread::spawn(move || {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
-            let mut ops = 0u64;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("r{run_id}-w{w}-{i}");
-                i += 1;
-                let start = Instant::now();
-                let mut ok = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(&value[..])
-                    .query::<()>(&mut c)
-                    .is_ok();
-                if ok && wait_one {
-                    ok = redis::cmd("WAIT")
-                        .arg(1)
-                        .arg(0)
-                        .query::<i64>(&mut c)
-                        .is_ok();
-                }
-                let took = start.elapsed();
-                if !ok {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                if measuring.load(Ordering::Relaxed) {
-                    ops += 1;
-                    let _ = hist.record(took.as_nanos().max(1) as u64);
-                }
-            }
-            (ops, hist)
+            write_loop(c, &key_prefix, &value, wait_one, &flags)
         }));
     }
     let lag_max = Arc::new(AtomicU64::new(0));
     let sampler = match lag {
         Lag::None => None,
-        _ => {
-            let mut c = connect()?;
-            let (stop, lag_max) = (stop.clone(), lag_max.clone());
-            Some(std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(text) = redis::cmd("INFO")
-                        .arg("replication")
-                        .query::<String>(&mut c)
-                    {
-                        if let Some(ms) = lag_of(&text, lag) {
-                            lag_max.fetch_max(ms, Ordering::Relaxed);
-                        }
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }))
-        }
+        _ => Some(spawn_lag_sampler(
+            connect(port)?,
+            lag,
+            flags.stop.clone(),
+            lag_max.clone(),
+        )),
     };
+    let elapsed = measure(warmup, duration, &flags);
+    let (ops, latency) = join_writers(threads)?;
+    if let Some(s) = sampler {
+        let _ = s.join();
+    }
+    Ok(Measured {
+        ops,
+        elapsed,
+        latency,
+        errors: flags.errors.load(Ordering::Relaxed),
+        lag_ms_max: match lag {
+            Lag::None => None,
+            _ => Some(lag_max.load(Ordering::Relaxed)),
+        },
+    })
+}
+
+/// What the writer threads share with the run.
+#[derive(Clone, Debug, Default)]
+struct Flags {
+    /// Operations count (and are timed) only while set.
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+}
+
+fn connect(port: u16) -> Result<redis::Connection, String> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .map_err(|e| format!("connecting to 127.0.0.1:{port}: {e}"))
+}
+
+/// Nanoseconds, up to a minute.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")
+}
+
+/// One writer: `SET` of fresh keys (each followed by `WAIT 1 0` when
+/// `wait_one`) until told to stop. Returns the operations measured and
+/// their latencies.
+fn write_loop(
+    mut c: redis::Connection,
+    key_prefix: &str,
+    value: &[u8],
+    wait_one: bool,
+    flags: &Flags,
+) -> (u64, Histogram<u64>) {
+    let mut hist = new_histogram();
+    let mut ops = 0u64;
+    let mut i = 0u64;
+    while !flags.stop.load(Ordering::Relaxed) {
+        let key = format!("{key_prefix}-{i}");
+        i += 1;
+        let start = Instant::now();
+        let mut ok = redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .query::<()>(&mut c)
+            .is_ok();
+        if ok && wait_one {
+            ok = redis::cmd("WAIT")
+                .arg(1)
+                .arg(0)
+                .query::<i64>(&mut c)
+                .is_ok();
+        }
+        let took = start.elapsed();
+        if !ok {
+            flags.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if flags.measuring.load(Ordering::Relaxed) {
+            ops += 1;
+            let _ = hist.record(took.as_nanos().max(1) as u64);
+        }
+    }
+    (ops, hist)
+}
+
+/// Reads the secondary's lag every 50 ms until `stop`, keeping the largest
+/// in `lag_max`.
+fn spawn_lag_sampler(
+    mut c: redis::Connection,
+    lag: Lag,
+    stop: Arc<AtomicBool>,
+    lag_max: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(text) = redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut c)
+            {
+                if let Some(ms) = lag_of(&text, lag) {
+                    lag_max.fetch_max(ms, Ordering::Relaxed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+/// Lets the writers warm up, measures for `duration`, then stops them.
+/// Returns the time measured.
+fn measure(warmup: Duration, duration: Duration, flags: &Flags) -> Duration {
     std::thread::sleep(warmup);
-    measuring.store(true, Ordering::Relaxed);
+    flags.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
     std::thread::sleep(duration);
-    measuring.store(false, Ordering::Relaxed);
+    flags.measuring.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    flags.stop.store(true, Ordering::Relaxed);
+    elapsed
+}
+
+/// The writers' operations and latencies, summed.
+fn join_writers(
+    threads: Vec<std::thread::JoinHandle<(u64, Histogram<u64>)>>,
+) -> Result<(u64, Histogram<u64>), String> {
+    let mut latency = new_histogram();
     let mut ops = 0;
     for t in threads {
         let (n, h) = t
@@ -144,19 +205,7 @@ pub fn run(
         ops += n;
         latency.add(&h).map_err(|e| e.to_string())?;
     }
-    if let Some(s) = sampler {
-        let _ = s.join();
-    }
-    Ok(Measured {
-        ops,
-        elapsed,
-        latency,
-        errors: errors.load(Ordering::Relaxed),
-        lag_ms_max: match lag {
-            Lag::None => None,
-            _ => Some(lag_max.load(Ordering::Relaxed)),
-        },
-    })
+    Ok((ops, latency))
 }
 
 /// The first secondary's lag in ms from `INFO replication`.
