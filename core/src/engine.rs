@@ -614,6 +614,17 @@ impl Engine {
         self.shared.hook.0.write()[purpose as usize] = hook;
     }
 
+    /// Removes `hook` from its slot if it is still there: an owner that
+    /// goes away must not remove the hook of whoever replaced it (a relay
+    /// dropped after the promoted engine's new primary set its own).
+    pub fn remove_commit_hook(&self, purpose: HookPurpose, hook: &CommitHook) {
+        let mut hooks = self.shared.hook.0.write();
+        let slot = &mut hooks[purpose as usize];
+        if slot.as_ref().is_some_and(|h| Arc::ptr_eq(h, hook)) {
+            *slot = None;
+        }
+    }
+
     fn run_hook(&self, delta: &Delta) {
         for hook in self.shared.hook.0.read().iter().flatten() {
             hook(delta);
@@ -696,4 +707,35 @@ fn validate_name(name: &str) -> Result<(), Error> {
         name: name.to_string(),
         why,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A relay's controller dropped after the promoted engine's new primary
+    /// set its own hook must not take that hook away.
+    #[test]
+    fn removing_a_replaced_hook_leaves_its_replacement() {
+        let engine = Engine::new(EngineConfig::default());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let old: CommitHook = Arc::new(|_: &Delta| {});
+        let counter = seen.clone();
+        let new: CommitHook = Arc::new(move |_: &Delta| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        engine.set_commit_hook(HookPurpose::Replication, Some(old.clone()));
+        engine.set_commit_hook(HookPurpose::Replication, Some(new.clone()));
+        engine.remove_commit_hook(HookPurpose::Replication, &old);
+        engine
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 1, "the new hook still runs");
+        engine.remove_commit_hook(HookPurpose::Replication, &new);
+        engine
+            .create_database("u", DatabaseOptions::default())
+            .unwrap();
+        assert_eq!(seen.load(Ordering::Relaxed), 1, "its own removal works");
+    }
 }

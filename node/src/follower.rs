@@ -21,6 +21,9 @@ pub struct Follower {
     node: SecondaryNode,
     /// Serving this node's own secondaries (`--repl-listen`), if it does.
     relay: Option<Arc<Relay>>,
+    /// Why it does not, though asked to: shown as the last error until the
+    /// follow loop has one of its own.
+    relay_error: Option<String>,
     mode: Mode,
     transport: Transport,
     /// Who this node is, to tell the former primary of a new epoch after a
@@ -33,7 +36,7 @@ impl Follower {
     /// `node` follows its primary; `relay` serves its own secondaries.
     pub fn new(
         node: SecondaryNode,
-        relay: Option<Arc<Relay>>,
+        (relay, relay_error): (Option<Arc<Relay>>, Option<String>),
         mode: Mode,
         transport: Transport,
         secret: Secret,
@@ -42,6 +45,7 @@ impl Follower {
         Follower {
             node,
             relay,
+            relay_error,
             mode,
             transport,
             secret,
@@ -64,7 +68,7 @@ impl Follower {
             epoch: s.epoch,
             snapshots: s.snapshots,
             blocks_diverged: s.blocks_diverged,
-            last_error: s.last_error,
+            last_error: s.last_error.or_else(|| self.relay_error.clone()),
         }
     }
 

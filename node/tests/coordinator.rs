@@ -165,3 +165,46 @@ fn a_dead_endpoint_is_skipped_and_none_alive_is_an_error() {
         .unwrap_err();
     assert!(matches!(e, EtcdError::Refused { code: 5, .. }), "{e}");
 }
+
+/// Endpoints that accept connections and never answer (a member hung or
+/// behind a black hole): one call still ends within the client's timeout,
+/// however many such endpoints it tries, and a write sent to one is not
+/// retried elsewhere: its outcome is unknown.
+#[test]
+fn silent_endpoints_cost_one_timeout_and_a_sent_write_is_not_retried() {
+    let etcd = EtcdProcess::start();
+    let silent: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = silent
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let url: CoordinatorUrl = format!("etcd://127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1])
+        .parse()
+        .unwrap();
+    let client = Etcd::new(url, Duration::from_millis(600));
+    let started = Instant::now();
+    let e = client.get(b"k").unwrap_err();
+    assert!(matches!(e, EtcdError::Unreachable { .. }), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "one timeout for the call, not one per endpoint: {:?}",
+        started.elapsed()
+    );
+    // A write that reached a silent member first is not sent to the live
+    // one: it may have been applied.
+    let url: CoordinatorUrl = format!(
+        "etcd://127.0.0.1:{},127.0.0.1:{}",
+        ports[0], etcd.client_port
+    )
+    .parse()
+    .unwrap();
+    let client = Etcd::new(url, Duration::from_millis(600));
+    let e = client.create(b"hb/once", b"x", None).unwrap_err();
+    assert!(matches!(e, EtcdError::OutcomeUnknown { .. }), "{e}");
+    assert!(etcd.client().get(b"hb/once").unwrap().is_none());
+    // A read goes on to the live member.
+    assert!(client.get(b"hb/once").unwrap().is_none());
+    drop(silent);
+}

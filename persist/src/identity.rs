@@ -6,6 +6,9 @@
 //! number in `1..=NODE_ID_MAX`. It is written once, atomically, the first
 //! time a node starts on the directory, and never changed after: an
 //! operator who wants another id passes `--node-id`, which wins over it.
+//! A directory copied to seed another node carries the id with it: remove
+//! `node-id` from the copy (or pass `--node-id`), or the two nodes are one
+//! member to their primary and close each other's sessions.
 
 use std::path::Path;
 
@@ -53,11 +56,8 @@ pub(crate) fn load_or_create(
 }
 
 fn parse(text: &str) -> Option<NodeId> {
-    let id: u64 = text
-        .strip_suffix('\n')?
-        .strip_prefix(PREFIX)?
-        .parse()
-        .ok()?;
+    // Hand edits may lose the newline or add a carriage return.
+    let id: u64 = text.trim().strip_prefix(PREFIX)?.parse().ok()?;
     (1..=NODE_ID_MAX).contains(&id).then_some(NodeId(id))
 }
 
@@ -75,6 +75,16 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_edited_file_without_its_newline_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(NODE_ID_FILE), "hotblock-node-id 12\r\n").unwrap();
+        assert_eq!(
+            load_or_create(dir.path(), || NodeId(1)).unwrap(),
+            NodeId(12)
+        );
+    }
+
+    #[test]
     fn a_damaged_file_is_an_error_not_a_new_id() {
         for bad in [
             "",
@@ -82,7 +92,6 @@ mod tests {
             "hotblock-node-id 65536\n",
             "hotblock-node-id x\n",
             "4242\n",
-            "hotblock-node-id 12",
         ] {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join(NODE_ID_FILE), bad).unwrap();

@@ -201,7 +201,6 @@ impl Persister {
         Ok(lsn.expect("an explicit checkpoint is never skipped"))
     }
 
-    /// Writes the replication state, atomically and durably.
     /// This node's id as kept in the directory (`node-id`), made with
     /// `new` and saved the first time.
     pub fn node_id(
@@ -211,6 +210,7 @@ impl Persister {
         crate::identity::load_or_create(&self.inner.config.dir, new)
     }
 
+    /// Writes the replication state, atomically and durably.
     pub fn save_state(&self, state: &PersistedState) -> Result<(), PersistError> {
         state::save(&self.inner.config.dir, state)
             .inspect_err(|e| tracing::error!(error = %e, "saving the replication state failed"))

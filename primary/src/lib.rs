@@ -158,6 +158,15 @@ impl Db {
         self.engine.lsn()
     }
 
+    /// Waits, on the task, while the commit pipe to secondaries is full:
+    /// what `begin` would wait for on the thread. Async callers (the client
+    /// port) call it first, so that `begin` then finds room at once.
+    pub async fn admit(&self) {
+        if let Some(replicator) = &self.replicator {
+            replicator.admit_async().await;
+        }
+    }
+
     /// Creates a database, in a transaction of its own (refused when a
     /// write would be: fenced, too few secondaries, a failed log).
     pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, WriteError> {
@@ -183,11 +192,12 @@ impl Db {
     /// Begins a write transaction on `db`. Waits while another transaction
     /// on the same database is open.
     pub fn begin(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
-        self.check_writable()?;
         if let Some(replicator) = &self.replicator {
-            // Backpressure from the commit pipe, before any lock is taken.
+            // Backpressure from the commit pipe, before any lock is taken
+            // (and before the checks, which a wait could make stale).
             replicator.admit();
         }
+        self.check_writable()?;
         Ok(Transaction {
             owner: self,
             txn: self.engine.begin(db)?,

@@ -12,7 +12,8 @@ use hotblock_core::constants::BLOCK_SIZE_MAX;
 pub const COMMIT_PIPE_DELTAS_MAX: usize = 65_536;
 
 /// The longest `Db::begin` waits for room in the pipe before letting the
-/// transaction in anyway: the pipe guards memory, and must not turn a
+/// transaction in anyway: the pipe bounds how far the controller falls
+/// behind (in handoffs, not bytes), and must not turn a
 /// stalled controller into a node that hangs every writer forever.
 pub const COMMIT_PIPE_ADMIT_WAIT_MAX: Duration = Duration::from_secs(1);
 

@@ -27,7 +27,7 @@
 //!   controller; otherwise it drains the pipe on a timer and a commit costs
 //!   no wake-up (see `IDLE_DRAIN` in the controller).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 pub use crate::limits::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
@@ -57,9 +57,11 @@ pub(crate) struct CommitPipe {
     /// Wakes the controller; pushes notify it only while `wake_per_push`.
     wake: tokio::sync::Notify,
     wake_per_push: AtomicBool,
-    /// Committers waiting in `admit`, and what they sleep on.
+    /// Committers waiting in `admit` or `admit_async`, and what they sleep
+    /// on (a thread, a task).
     admitting: AtomicUsize,
     room: (Mutex<()>, Condvar),
+    room_async: tokio::sync::Notify,
 }
 
 impl CommitPipe {
@@ -72,6 +74,7 @@ impl CommitPipe {
             wake_per_push: AtomicBool::new(true),
             admitting: AtomicUsize::new(0),
             room: (Mutex::new(()), Condvar::new()),
+            room_async: tokio::sync::Notify::new(),
         }
     }
 
@@ -79,7 +82,10 @@ impl CommitPipe {
     pub(crate) fn push(&self, handoff: Handoff) {
         // The receiver lives as long as the pipe: sending cannot fail.
         let _ = self.tx.send(handoff);
-        if self.wake_per_push.load(Ordering::Acquire) {
+        // Pairs with the fence in `set_wake_per_push`: either this load
+        // sees the flag set, or the controller's check sees this handoff.
+        fence(Ordering::SeqCst);
+        if self.wake_per_push.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
     }
@@ -91,7 +97,7 @@ impl CommitPipe {
             return;
         }
         let deadline = Instant::now() + COMMIT_PIPE_ADMIT_WAIT_MAX;
-        self.admitting.fetch_add(1, Ordering::AcqRel);
+        self.admitting.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.room.0.lock();
         while self.rx.len() > COMMIT_PIPE_DELTAS_MAX {
             if self.room.1.wait_until(&mut guard, deadline).timed_out() {
@@ -103,7 +109,34 @@ impl CommitPipe {
             }
         }
         drop(guard);
-        self.admitting.fetch_sub(1, Ordering::AcqRel);
+        self.admitting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// `admit` for an async caller (the client port's workers): waits on
+    /// the task, never on the thread.
+    pub(crate) async fn admit_async(&self) {
+        if self.rx.len() <= COMMIT_PIPE_DELTAS_MAX {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + COMMIT_PIPE_ADMIT_WAIT_MAX;
+        self.admitting.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let room = self.room_async.notified();
+            tokio::pin!(room);
+            // Registered before the check: a drain after it wakes us.
+            room.as_mut().enable();
+            if self.rx.len() <= COMMIT_PIPE_DELTAS_MAX {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, room).await.is_err() {
+                tracing::warn!(
+                    queued = self.rx.len(),
+                    "the replication controller is behind: a commit goes ahead without room in the pipe"
+                );
+                break;
+            }
+        }
+        self.admitting.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Everything queued now, in order; tells waiting committers there is
@@ -113,9 +146,13 @@ impl CommitPipe {
         while let Ok(h) = self.rx.try_recv() {
             into.push(h);
         }
-        if self.admitting.load(Ordering::Acquire) > 0 {
+        // Pairs with the increments in `admit*`: a waiter counted after
+        // this load saw the room this drain made.
+        fence(Ordering::SeqCst);
+        if self.admitting.load(Ordering::SeqCst) > 0 {
             let _guard = self.room.0.lock();
             self.room.1.notify_all();
+            self.room_async.notify_waiters();
         }
     }
 
@@ -126,7 +163,9 @@ impl CommitPipe {
     /// Whether each push should wake the controller (false: it drains on
     /// a timer).
     pub(crate) fn set_wake_per_push(&self, wake: bool) {
-        self.wake_per_push.store(wake, Ordering::Release);
+        self.wake_per_push.store(wake, Ordering::SeqCst);
+        // The caller checks `is_empty` next; see `push`.
+        fence(Ordering::SeqCst);
     }
 
     /// Resolves after a push that woke the controller.
@@ -175,5 +214,26 @@ mod tests {
         pipe.drain(&mut Vec::new());
         waiter.join().unwrap();
         assert!(admitted.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn async_admission_waits_on_the_task_and_a_drain_lets_it_in() {
+        let pipe = std::sync::Arc::new(CommitPipe::new());
+        for _ in 0..=COMMIT_PIPE_DELTAS_MAX {
+            pipe.push(Handoff::Reset);
+        }
+        let waiter = {
+            let pipe = pipe.clone();
+            tokio::spawn(async move { pipe.admit_async().await })
+        };
+        while pipe.admitting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        pipe.drain(&mut Vec::new());
+        tokio::time::timeout(COMMIT_PIPE_ADMIT_WAIT_MAX / 2, waiter)
+            .await
+            .expect("admitted by the drain, not by the deadline")
+            .unwrap();
     }
 }

@@ -89,13 +89,16 @@ pub struct AckProgress {
 
 impl AckProgress {
     /// What a sync commit at `lsn` has come to, once known: the one rule
-    /// every waiter applies. A fenced primary answers `Fenced` first.
+    /// every waiter applies. A commit the quorum acknowledged is committed,
+    /// fenced or not since (the quorum stops moving once fenced, so it only
+    /// covers what was acknowledged before); otherwise a fenced primary
+    /// answers `Fenced`.
     pub fn outcome(&self, lsn: Lsn) -> Option<Result<(), WriteError>> {
-        if self.fenced {
-            return Some(Err(WriteError::Fenced));
-        }
         if self.quorum_acked >= lsn {
             return Some(Ok(()));
+        }
+        if self.fenced {
+            return Some(Err(WriteError::Fenced));
         }
         if self.timed_out >= lsn {
             return Some(Err(WriteError::OutcomeUnknown { lsn }));
@@ -142,6 +145,15 @@ impl Shared {
     }
 }
 
+/// The commit hook a controller set (a closure: no `Debug` of its own).
+struct OwnHook(hotblock_core::CommitHook);
+
+impl std::fmt::Debug for OwnHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnHook")
+    }
+}
+
 /// A running primary controller. Dropping it stops replication.
 #[derive(Debug)]
 pub struct Replicator {
@@ -151,6 +163,9 @@ pub struct Replicator {
     sync_quorum: usize,
     sync_timeout: Duration,
     engine: Engine,
+    /// The commit hook this controller set, removed when it is dropped
+    /// (only if still there: see `Engine::remove_commit_hook`).
+    hook: OwnHook,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -184,12 +199,9 @@ impl Replicator {
         let (tx, rx) = mpsc::unbounded_channel();
         let inputs = tx.clone();
         let hook_shared = shared.clone();
-        engine.set_commit_hook(
-            HookPurpose::Replication,
-            Some(Arc::new(move |delta: &Delta| {
-                hook_shared.pipe.push(Handoff::Commit(delta.clone()))
-            })),
-        );
+        let hook: hotblock_core::CommitHook =
+            Arc::new(move |delta: &Delta| hook_shared.pipe.push(Handoff::Commit(delta.clone())));
+        engine.set_commit_hook(HookPurpose::Replication, Some(hook.clone()));
         let wait = config.protocol.sync_quorum > 0;
         let primary = Primary::new(
             engine.clone(),
@@ -206,6 +218,7 @@ impl Replicator {
             sync_quorum: config.protocol.sync_quorum,
             sync_timeout: config.protocol.sync_timeout,
             engine,
+            hook: OwnHook(hook),
             _runtime: runtime,
         })
     }
@@ -271,6 +284,11 @@ impl Replicator {
     /// [`crate::pipe`]); `Db::begin` calls it before a transaction begins.
     pub fn admit(&self) {
         self.shared.pipe.admit();
+    }
+
+    /// `admit` for async callers: waits on the task, not the thread.
+    pub async fn admit_async(&self) {
+        self.shared.pipe.admit_async().await;
     }
 
     /// Saves a fencing in `persister`'s state file when it happens.
@@ -357,12 +375,16 @@ impl Replicator {
         }
     }
 
-    /// The answer that needs no wait: fenced, or no quorum to wait for.
-    fn no_wait(&self, _lsn: Lsn) -> Option<Result<(), WriteError>> {
-        if self.is_fenced() {
-            return Some(Err(WriteError::Fenced));
+    /// The answer that needs no wait: no quorum to wait for (then a
+    /// fenced primary answers `Fenced`), or one already known.
+    fn no_wait(&self, lsn: Lsn) -> Option<Result<(), WriteError>> {
+        if self.sync_quorum == 0 {
+            return Some(match self.is_fenced() {
+                true => Err(WriteError::Fenced),
+                false => Ok(()),
+            });
         }
-        (self.sync_quorum == 0).then_some(Ok(()))
+        self.shared.progress.borrow().outcome(lsn)
     }
 
     /// The protocol times a sync wait out; this longer guard only protects
@@ -374,7 +396,8 @@ impl Replicator {
 
 impl Drop for Replicator {
     fn drop(&mut self) {
-        self.engine.set_commit_hook(HookPurpose::Replication, None);
+        self.engine
+            .remove_commit_hook(HookPurpose::Replication, &self.hook.0);
     }
 }
 
@@ -738,5 +761,38 @@ impl Controller {
             *shared.status.lock().expect("status lock") = self.primary.status(now);
             self.next_status = now + STATUS_REFRESH_INTERVAL;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A commit the quorum acknowledged stays committed when fencing comes
+    /// after: telling its client `-READONLY` would invite a retry of a
+    /// write that exists.
+    #[test]
+    fn an_acknowledged_commit_is_ok_even_once_fenced() {
+        let progress = AckProgress {
+            quorum_acked: Lsn(10),
+            timed_out: Lsn(12),
+            fenced: true,
+            secondaries: vec![Lsn(10)],
+        };
+        assert!(matches!(progress.outcome(Lsn(9)), Some(Ok(()))));
+        assert!(matches!(progress.outcome(Lsn(10)), Some(Ok(()))));
+        assert!(matches!(
+            progress.outcome(Lsn(11)),
+            Some(Err(WriteError::Fenced))
+        ));
+        let unfenced = AckProgress {
+            fenced: false,
+            ..progress
+        };
+        assert!(matches!(
+            unfenced.outcome(Lsn(12)),
+            Some(Err(WriteError::OutcomeUnknown { .. }))
+        ));
+        assert!(unfenced.outcome(Lsn(13)).is_none());
     }
 }

@@ -259,6 +259,7 @@ async fn follow(
     let mut backoff = BACKOFF_MIN;
     let mut persist = Persist {
         persister: config.persister.as_ref(),
+        downstream: config.downstream.as_deref(),
         saved: (secondary.history().clone(), secondary.epoch()),
         resyncing: false,
     };
@@ -368,10 +369,9 @@ fn handle_events(
             SecondaryEvent::SnapshotStarted { blocks } => {
                 tracing::info!(blocks, "full resync started");
                 progress.start(blocks);
+                // The relay heard of it when the snapshot's first frame
+                // came (`Persist::handle_frame`), before any of its deltas.
                 status.lock().expect("status lock").snapshots += 1;
-                if let Some(d) = downstream {
-                    d.resync_started();
-                }
             }
             SecondaryEvent::SnapshotProgress { installed, blocks } => {
                 progress.update(installed, blocks)
@@ -499,6 +499,9 @@ pub enum LocalLogError {
 /// What a secondary with a data directory does around the protocol.
 struct Persist<'a> {
     persister: Option<&'a Persister>,
+    /// Told of a resync before the snapshot's first frame is handled, so
+    /// that it hears of it before any delta applied after it.
+    downstream: Option<&'a dyn Downstream>,
     /// The history and epoch last saved.
     saved: (EpochHistory, Epoch),
     /// A full resync is loading: the log is stopped until it completes.
@@ -512,11 +515,15 @@ impl Persist<'_> {
         now: Instant,
         frame: hotblock_core::repl::Frame,
     ) -> Result<(), LocalLogError> {
+        let snapshot = matches!(frame.message, Message::SnapshotBegin { .. });
+        if let (true, Some(d)) = (snapshot, self.downstream) {
+            d.resync_started();
+        }
         let Some(p) = self.persister else {
             secondary.handle_frame(now, frame);
             return Ok(());
         };
-        if matches!(frame.message, Message::SnapshotBegin { .. }) {
+        if snapshot {
             // The blocks are about to be replaced piecemeal: keep the files
             // at the last whole state until the new one is complete.
             p.begin_resync();

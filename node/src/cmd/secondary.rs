@@ -20,7 +20,7 @@ use hotblock_core::repl::{Epoch, EpochHistory, Mode, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
 use hotblock_nic_transport::{ConnectTo, Secret, Trust};
 use hotblock_persist::{FsyncPolicy, PersistConfig, Persister};
-use hotblock_primary::{DbConfig, ReplicationConfig};
+use hotblock_primary::{DbConfig, ReplicationConfig, StartError};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -153,7 +153,10 @@ pub fn run(args: Args) -> Result<(), StartupError> {
     };
     let secret = cli::repl_secret(args.repl_secret.as_deref());
     let relay_config = relay_config(&args, &secret)?;
-    let relay = start_relay(&engine, &history, relay_config.as_ref());
+    let (relay, relay_error) = match start_relay(&engine, &history, relay_config.as_ref()) {
+        Ok(relay) => (relay, None),
+        Err(e) => (None, Some(format!("relay: {e}"))),
+    };
     let node_id = cli::node_id(args.node_id, persister.as_ref())?;
     let config = SecondaryNodeConfig {
         primary: connect,
@@ -173,7 +176,14 @@ pub fn run(args: Args) -> Result<(), StartupError> {
     tracing::info!(primary = %args.primary, ?mode, node = node_id.0, "following");
     let options = node_options(&args, relay_config, engine_config, persister);
     let node = Node::secondary(
-        Follower::new(follower, relay, mode, args.transport, secret, node_id),
+        Follower::new(
+            follower,
+            (relay, relay_error),
+            mode,
+            args.transport,
+            secret,
+            node_id,
+        ),
         options,
     );
     serve_until_shutdown(node.clone(), args.listen)?;
@@ -259,18 +269,18 @@ fn start_relay(
     engine: &Engine,
     history: &EpochHistory,
     config: Option<&ReplicationConfig>,
-) -> Option<Arc<Relay>> {
+) -> Result<Option<Arc<Relay>>, StartError> {
     match config {
         Some(config) => match Relay::start(engine, history, config.clone()) {
-            Ok(relay) => Some(relay),
+            Ok(relay) => Ok(Some(relay)),
             Err(e) => {
-                // As before the relay was composed here: the secondary
-                // still follows, and says why it does not relay.
+                // The secondary still follows, and says (log, INFO's
+                // last_error) why it does not relay.
                 tracing::error!(error = %e, "cannot start relaying");
-                None
+                Err(e)
             }
         },
-        None => None,
+        None => Ok(None),
     }
 }
 

@@ -128,6 +128,9 @@ pub(super) async fn commit_run(
     commands: &[(Data, &[Bytes])],
     lone: bool,
 ) -> Result<Vec<Reply>, Reply> {
+    // Backpressure from the commit pipe waits here, on the task, not in
+    // `begin` on the worker thread.
+    db.admit().await;
     let (replies, lsn) = {
         let mut txn = db.begin(db_name).map_err(|e| write_error_reply(&e))?;
         let replies: Vec<Reply> = commands

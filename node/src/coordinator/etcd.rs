@@ -13,11 +13,17 @@
 //! from an async worker.
 //!
 //! **Several endpoints.** A call tries the endpoint that last answered,
-//! then the others in turn; an etcd error (a refused compare, a lease not
-//! found) is an answer, not a reason to try another.
+//! then the others in turn, all within one timeout (each endpoint left
+//! gets an equal share of the time left): an endpoint that
+//! cannot be reached, or answers "unavailable" (a member cut off from the
+//! majority), gives way to the next. A write that may have reached an
+//! endpoint is not sent again elsewhere: its outcome is unknown
+//! ([`EtcdError::OutcomeUnknown`]) and the caller reads the key back. An
+//! etcd error (a lease not found) is an answer, not a reason to try
+//! another.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -106,6 +112,11 @@ pub enum EtcdError {
     /// No endpoint answered within the timeout.
     #[error("etcd unreachable ({endpoints}): {last}")]
     Unreachable { endpoints: String, last: String },
+    /// A write may or may not have been applied: it was sent and no answer
+    /// came (a timeout), or the member said it could not finish it. Read
+    /// the key back to learn the outcome.
+    #[error("outcome of {path} unknown: {why}")]
+    OutcomeUnknown { path: &'static str, why: String },
     /// etcd answered with an error (`code` is its gRPC status code).
     #[error("etcd refused {path}: {message} (code {code})")]
     Refused {
@@ -123,12 +134,15 @@ pub enum EtcdError {
 pub struct Etcd {
     url: CoordinatorUrl,
     agent: ureq::Agent,
+    /// The most one call takes, across every endpoint it tries.
+    timeout: Duration,
     /// The endpoint that answered last: tried first.
     current: AtomicUsize,
 }
 
 impl Etcd {
-    /// A client whose every call gives up after `timeout`.
+    /// A client whose every call gives up after `timeout`, however many
+    /// endpoints it tries.
     pub fn new(url: CoordinatorUrl, timeout: Duration) -> Etcd {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -138,6 +152,7 @@ impl Etcd {
         Etcd {
             url,
             agent,
+            timeout,
             current: AtomicUsize::new(0),
         }
     }
@@ -151,7 +166,8 @@ impl Etcd {
     /// Returns the lease and the TTL granted, in seconds.
     pub fn grant(&self, ttl: Duration) -> Result<(LeaseId, i64), EtcdError> {
         let ttl_s = ttl.as_millis().div_ceil(1000).max(1) as i64;
-        let r: LeaseReply = self.call("/v3/lease/grant", json!({ "TTL": ttl_s }))?;
+        // An extra lease from a retried grant is harmless: it expires.
+        let r: LeaseReply = self.call("/v3/lease/grant", json!({ "TTL": ttl_s }), Retry::Safe)?;
         let id = r.id.ok_or_else(|| bad("/v3/lease/grant", "no ID"))?;
         Ok((LeaseId(id.0), r.ttl.map_or(ttl_s, |t| t.0)))
     }
@@ -159,14 +175,22 @@ impl Etcd {
     /// Renews `lease`. Returns its TTL in seconds, or 0 if it has expired
     /// (or was revoked): then every key under it is gone.
     pub fn keep_alive(&self, lease: LeaseId) -> Result<i64, EtcdError> {
-        let r: StreamReply<LeaseReply> =
-            self.call("/v3/lease/keepalive", json!({ "ID": lease.0.to_string() }))?;
-        Ok(r.result.and_then(|r| r.ttl).map_or(0, |t| t.0))
+        let r: StreamReply<LeaseReply> = self.call(
+            "/v3/lease/keepalive",
+            json!({ "ID": lease.0.to_string() }),
+            Retry::Safe,
+        )?;
+        // An expired lease's answer has its ID but no TTL.
+        let result = r
+            .result
+            .ok_or_else(|| bad("/v3/lease/keepalive", "no result"))?;
+        Ok(result.ttl.map_or(0, |t| t.0))
     }
 
     /// Ends `lease` now, deleting its keys.
     pub fn revoke(&self, lease: LeaseId) -> Result<(), EtcdError> {
-        match self.call::<Value>("/v3/lease/revoke", json!({ "ID": lease.0.to_string() })) {
+        let body = json!({ "ID": lease.0.to_string() });
+        match self.call::<Value>("/v3/lease/revoke", body, Retry::Safe) {
             // Revoking a lease that expired already is done.
             Err(EtcdError::Refused { code: 5, .. }) => Ok(()),
             other => other.map(drop),
@@ -175,22 +199,33 @@ impl Etcd {
 
     /// The key, if present.
     pub fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
-        let r: RangeReply = self.call("/v3/kv/range", json!({ "key": B64.encode(key) }))?;
+        let r: RangeReply = self.call(
+            "/v3/kv/range",
+            json!({ "key": B64.encode(key) }),
+            Retry::Safe,
+        )?;
         Ok(r.kvs.into_iter().next().map(KeyValue::from))
     }
 
-    /// Every key starting with `prefix`, in key order.
+    /// Every key starting with `prefix`, in key order (every key for an
+    /// empty prefix: etcd's range from `\0` to `\0`).
     pub fn get_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, EtcdError> {
+        let start = if prefix.is_empty() {
+            &[0u8][..]
+        } else {
+            prefix
+        };
         let r: RangeReply = self.call(
             "/v3/kv/range",
-            json!({ "key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix)) }),
+            json!({ "key": B64.encode(start), "range_end": B64.encode(prefix_end(prefix)) }),
+            Retry::Safe,
         )?;
         Ok(r.kvs.into_iter().map(KeyValue::from).collect())
     }
 
     /// Sets `key` (under `lease`, if given). Returns the new revision.
     pub fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<i64, EtcdError> {
-        let r: HeaderReply = self.call("/v3/kv/put", put_body(key, value, lease))?;
+        let r: HeaderReply = self.call("/v3/kv/put", put_body(key, value, lease), Retry::Once)?;
         Ok(r.header.map_or(0, |h| h.revision.0))
     }
 
@@ -229,7 +264,8 @@ impl Etcd {
 
     /// Deletes `key`; true if it existed.
     pub fn delete(&self, key: &[u8]) -> Result<bool, EtcdError> {
-        let r: DeleteReply = self.call("/v3/kv/deleterange", json!({ "key": B64.encode(key) }))?;
+        let body = json!({ "key": B64.encode(key) });
+        let r: DeleteReply = self.call("/v3/kv/deleterange", body, Retry::Once)?;
         Ok(r.deleted.is_some_and(|d| d.0 > 0))
     }
 
@@ -245,53 +281,143 @@ impl Etcd {
             "compare": [compare],
             "success": [{ "request_put": put_body(key, value, lease) }],
         });
-        let r: TxnReply = self.call("/v3/kv/txn", body)?;
+        let r: TxnReply = self.call("/v3/kv/txn", body, Retry::Once)?;
         Ok(r.succeeded)
     }
 
-    /// POSTs `body` to `path` on the endpoints in turn until one answers.
-    fn call<T: DeserializeOwned>(&self, path: &'static str, body: Value) -> Result<T, EtcdError> {
-        let count = self.url.endpoints.len();
-        let first = self.current.load(Ordering::Relaxed) % count.max(1);
+    /// POSTs `body` to `path` on the endpoints in turn until one answers,
+    /// all within the client's timeout. A call that may have reached etcd
+    /// is tried on another endpoint only if it is `Retry::Safe` (a read, a
+    /// renewal): a write that timed out may have been applied, and trying
+    /// it again elsewhere could report a compare it had won as lost.
+    fn call<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: Value,
+        retry: Retry,
+    ) -> Result<T, EtcdError> {
+        let count = self.url.endpoints.len().max(1);
+        let first = self.current.load(Ordering::Relaxed) % count;
+        let deadline = Instant::now() + self.timeout;
         let mut last = String::from("no endpoint");
-        for i in 0..count {
+        for i in 0..self.url.endpoints.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = format!("{last}; out of time");
+                break;
+            }
+            // Each endpoint left gets an equal share of the time left, so
+            // a silent one cannot take all of it from a live one behind.
+            let share = left / (count - i) as u32;
             let at = (first + i) % count;
-            let url = format!("{}{path}", self.url.endpoints[at]);
-            let mut response = match self.agent.post(&url).send_json(&body) {
+            let endpoint = &self.url.endpoints[at];
+            let sent = self
+                .agent
+                .post(format!("{endpoint}{path}"))
+                .config()
+                .timeout_global(Some(share))
+                .build()
+                .send_json(&body);
+            let mut response = match sent {
                 Ok(r) => r,
                 Err(e) => {
-                    last = format!("{}: {e}", self.url.endpoints[at]);
-                    continue;
+                    last = format!("{endpoint}: {e}");
+                    if never_sent(&e) || retry == Retry::Safe {
+                        continue;
+                    }
+                    return Err(EtcdError::OutcomeUnknown { path, why: last });
                 }
             };
-            self.current.store(at, Ordering::Relaxed);
             let status = response.status().as_u16();
-            let reply: Value = response
+            let reply: Value = match response
                 .body_mut()
                 .with_config()
                 .limit(REPLY_BYTES_MAX)
                 .read_json()
-                .map_err(|e| bad(path, &e.to_string()))?;
-            if status != 200 || reply.get("error").is_some() {
-                let code = reply.get("code").and_then(Value::as_i64).unwrap_or(-1);
-                let message = reply
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no message")
-                    .to_string();
+            {
+                Ok(reply) => reply,
+                Err(e) if retry == Retry::Safe => {
+                    last = format!("{endpoint}: {e}");
+                    continue;
+                }
+                Err(e) => return Err(bad(path, &e.to_string())),
+            };
+            if let Some((code, message)) = etcd_error(&reply, status) {
+                // A member cut off from the majority, or one busy electing
+                // a leader, answers "unavailable": another may not be.
+                if status >= 500 || code == GRPC_UNAVAILABLE || code == GRPC_DEADLINE_EXCEEDED {
+                    last = format!("{endpoint}: {message} (code {code})");
+                    if retry == Retry::Safe {
+                        continue;
+                    }
+                    return Err(EtcdError::OutcomeUnknown { path, why: last });
+                }
                 return Err(EtcdError::Refused {
                     path,
                     code,
                     message,
                 });
             }
-            return serde_json::from_value(reply).map_err(|e| bad(path, &e.to_string()));
+            let parsed = serde_json::from_value(reply).map_err(|e| bad(path, &e.to_string()))?;
+            self.current.store(at, Ordering::Relaxed);
+            return Ok(parsed);
         }
         Err(EtcdError::Unreachable {
             endpoints: self.url.to_string(),
             last,
         })
     }
+}
+
+/// Whether a call may be tried again on another endpoint after it may have
+/// reached one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// A read or a renewal: doing it twice changes nothing.
+    Safe,
+    /// A write: once sent, its outcome is the first endpoint's.
+    Once,
+}
+
+/// etcd's gRPC status codes that mean "not now, maybe elsewhere".
+const GRPC_DEADLINE_EXCEEDED: i64 = 4;
+const GRPC_UNAVAILABLE: i64 = 14;
+
+/// Whether the request surely never reached the endpoint.
+fn never_sent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Io(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
+/// The error in an etcd reply, in either of the gateway's shapes: a unary
+/// call's `{"error": "...", "code": N, "message": "..."}`, or a stream's
+/// `{"error": {"grpc_code": N, "message": "..."}}` (HTTP 200). An empty
+/// `error` string is no error.
+fn etcd_error(reply: &Value, status: u16) -> Option<(i64, String)> {
+    let error = reply.get("error");
+    let failed = match error {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Object(_)) => true,
+        _ => false,
+    } || status != 200;
+    if !failed {
+        return None;
+    }
+    let inner = error.filter(|e| e.is_object()).unwrap_or(reply);
+    let code = ["code", "grpc_code"]
+        .iter()
+        .find_map(|k| inner.get(*k).and_then(Value::as_i64))
+        .unwrap_or(-1);
+    let message = inner
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| error.and_then(Value::as_str))
+        .unwrap_or("no message")
+        .to_string();
+    Some((code, format!("{message} (HTTP {status})")))
 }
 
 fn bad(path: &'static str, why: &str) -> EtcdError {
@@ -440,6 +566,22 @@ mod tests {
         ] {
             assert!(bad.parse::<CoordinatorUrl>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_are_read_in_both_of_the_gateways_shapes() {
+        let unary = json!({"error": "etcdserver: requested lease not found", "code": 5, "message": "etcdserver: requested lease not found"});
+        assert_eq!(etcd_error(&unary, 404).unwrap().0, 5);
+        let stream =
+            json!({"error": {"grpc_code": 14, "http_code": 503, "message": "unavailable"}});
+        let (code, message) = etcd_error(&stream, 200).unwrap();
+        assert_eq!(code, 14);
+        assert!(message.contains("unavailable"), "{message}");
+        // An empty error field (defaults emitted) is no error.
+        assert!(etcd_error(&json!({"error": "", "ID": "1"}), 200).is_none());
+        assert!(etcd_error(&json!({"header": {}}), 200).is_none());
+        // A non-200 status without a body of etcd's is still an error.
+        assert_eq!(etcd_error(&json!({}), 502).unwrap().0, -1);
     }
 
     #[test]
