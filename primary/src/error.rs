@@ -18,8 +18,9 @@ pub enum WriteError {
     /// The local log cannot be written (disk full, EIO): writes stop until a
     /// checkpoint succeeds, as Redis's `MISCONF`. A commit that got this
     /// error is in memory but not known to be on disk.
+    /// (Boxed: it is large, and every write's `Result` carries its size.)
     #[error("local log: {0}")]
-    Persist(#[source] PersistError),
+    Persist(#[source] Box<PersistError>),
     /// A sync commit was applied here but not acknowledged by the sync
     /// quorum before the sync timeout (policy `block`). It may or may not
     /// survive a failover: its outcome is unknown. Read it back to find out.
@@ -38,7 +39,7 @@ pub enum WriteError {
 
 impl From<PersistError> for WriteError {
     fn from(e: PersistError) -> Self {
-        WriteError::Persist(e)
+        WriteError::Persist(Box::new(e))
     }
 }
 
