@@ -203,36 +203,16 @@ fn persistence_section(node: &Node, out: &mut String) {
 
 fn stats_section(node: &Node, out: &mut String) {
     let stats = node.stats();
-    line(
-        out,
-        "total_connections_received",
-        stats.connections_received.load(Ordering::Relaxed),
-    );
-    line(
-        out,
-        "total_commands_processed",
-        stats.commands_processed.load(Ordering::Relaxed),
-    );
-    line(
-        out,
-        "rejected_connections",
-        stats.rejected_connections.load(Ordering::Relaxed),
-    );
-    line(
-        out,
-        "keyspace_hits",
-        stats.keyspace_hits.load(Ordering::Relaxed),
-    );
-    line(
-        out,
-        "keyspace_misses",
-        stats.keyspace_misses.load(Ordering::Relaxed),
-    );
-    line(
-        out,
-        "total_error_replies",
-        stats.errors.load(Ordering::Relaxed),
-    );
+    for (name, counter) in [
+        ("total_connections_received", &stats.connections_received),
+        ("total_commands_processed", &stats.commands_processed),
+        ("rejected_connections", &stats.rejected_connections),
+        ("keyspace_hits", &stats.keyspace_hits),
+        ("keyspace_misses", &stats.keyspace_misses),
+        ("total_error_replies", &stats.errors),
+    ] {
+        line(out, name, counter.load(Ordering::Relaxed));
+    }
 }
 
 fn keyspace_section(node: &Node, role: &Serving, out: &mut String) {

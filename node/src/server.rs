@@ -189,7 +189,8 @@ async fn flush(
 }
 
 /// Runs the client port on a runtime of its own until `SHUTDOWN`, SIGTERM
-/// or SIGINT. Call it outside any async runtime.
+/// or SIGINT, then flushes what must reach the disk (`Node::close`). Call
+/// it outside any async runtime.
 pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), StartupError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .thread_name("hotblock-client")
@@ -216,6 +217,8 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
         Ok::<(), StartupError>(())
     })?;
     runtime.shutdown_timeout(SHUTDOWN_WAIT_MAX);
+    node.close();
+    tracing::info!("stopped");
     Ok(())
 }
 

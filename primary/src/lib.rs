@@ -158,15 +158,6 @@ impl Db {
         self.engine.lsn()
     }
 
-    /// Waits, on the task, while the commit pipe to secondaries is full:
-    /// what `begin` would wait for on the thread. Async callers (the client
-    /// port) call it first, so that `begin` then finds room at once.
-    pub async fn admit(&self) {
-        if let Some(replicator) = &self.replicator {
-            replicator.admit_async().await;
-        }
-    }
-
     /// Creates a database, in a transaction of its own (refused when a
     /// write would be: fenced, too few secondaries, a failed log).
     pub fn create_database(&self, name: &str, options: DatabaseOptions) -> Result<Lsn, WriteError> {
@@ -197,6 +188,19 @@ impl Db {
             // (and before the checks, which a wait could make stale).
             replicator.admit();
         }
+        self.begin_admitted(db)
+    }
+
+    /// `begin` for async callers (the client port): the wait for room in
+    /// the commit pipe is on the task, not the thread.
+    pub async fn begin_async(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
+        if let Some(replicator) = &self.replicator {
+            replicator.admit_async().await;
+        }
+        self.begin_admitted(db)
+    }
+
+    fn begin_admitted(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
         self.check_writable()?;
         Ok(Transaction {
             owner: self,

@@ -30,7 +30,7 @@
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-pub use crate::limits::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
+use crate::limits::{COMMIT_PIPE_ADMIT_WAIT_MAX, COMMIT_PIPE_DELTAS_MAX};
 use crossbeam::channel::{self, Receiver, Sender};
 use hotblock_core::repl::EpochHistory;
 use hotblock_core::Delta;
@@ -93,18 +93,15 @@ impl CommitPipe {
     /// Waits, outside every lock, until the pipe has room for one more
     /// transaction, or `COMMIT_PIPE_ADMIT_WAIT_MAX` passed.
     pub(crate) fn admit(&self) {
-        if self.rx.len() <= COMMIT_PIPE_DELTAS_MAX {
+        if self.has_room() {
             return;
         }
         let deadline = Instant::now() + COMMIT_PIPE_ADMIT_WAIT_MAX;
         self.admitting.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.room.0.lock();
-        while self.rx.len() > COMMIT_PIPE_DELTAS_MAX {
+        while !self.has_room() {
             if self.room.1.wait_until(&mut guard, deadline).timed_out() {
-                tracing::warn!(
-                    queued = self.rx.len(),
-                    "the replication controller is behind: a commit goes ahead without room in the pipe"
-                );
+                self.warn_no_room();
                 break;
             }
         }
@@ -115,7 +112,7 @@ impl CommitPipe {
     /// `admit` for an async caller (the client port's workers): waits on
     /// the task, never on the thread.
     pub(crate) async fn admit_async(&self) {
-        if self.rx.len() <= COMMIT_PIPE_DELTAS_MAX {
+        if self.has_room() {
             return;
         }
         let deadline = tokio::time::Instant::now() + COMMIT_PIPE_ADMIT_WAIT_MAX;
@@ -125,18 +122,26 @@ impl CommitPipe {
             tokio::pin!(room);
             // Registered before the check: a drain after it wakes us.
             room.as_mut().enable();
-            if self.rx.len() <= COMMIT_PIPE_DELTAS_MAX {
+            if self.has_room() {
                 break;
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
-                tracing::warn!(
-                    queued = self.rx.len(),
-                    "the replication controller is behind: a commit goes ahead without room in the pipe"
-                );
+                self.warn_no_room();
                 break;
             }
         }
         self.admitting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn has_room(&self) -> bool {
+        self.rx.len() <= COMMIT_PIPE_DELTAS_MAX
+    }
+
+    fn warn_no_room(&self) {
+        tracing::warn!(
+            queued = self.rx.len(),
+            "the replication controller is behind: a commit goes ahead without room in the pipe"
+        );
     }
 
     /// Everything queued now, in order; tells waiting committers there is

@@ -550,7 +550,10 @@ impl Controller {
         let now = Instant::now();
         // Commits (and a relay's news) first, in the order they happened.
         self.shared.pipe.drain(&mut self.handoffs);
-        for handoff in std::mem::take(&mut self.handoffs) {
+        // Taken out for the loop (it calls `self.primary`), put back to
+        // keep its allocation for the next round.
+        let mut handoffs = std::mem::take(&mut self.handoffs);
+        for handoff in handoffs.drain(..) {
             match handoff {
                 Handoff::Commit(delta) => self.primary.on_commit(now, delta, self.wait),
                 Handoff::History(history) => self.primary.set_history(history),
@@ -558,6 +561,7 @@ impl Controller {
                 Handoff::Available(available) => self.primary.set_available(available),
             }
         }
+        self.handoffs = handoffs;
         // Acknowledgements arrived: INFO and ROLE should show them soon.
         let heard = inputs.iter().any(|i| matches!(i, Input::Frame(..)));
         for input in inputs {

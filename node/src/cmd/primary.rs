@@ -140,10 +140,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         what: "creating the default database",
         source,
     })?;
-    serve_until_shutdown(node.clone(), args.listen)?;
-    node.close();
-    tracing::info!("stopped");
-    Ok(())
+    serve_until_shutdown(node, args.listen)
 }
 
 /// Refuses to listen beyond loopback without the password or secret

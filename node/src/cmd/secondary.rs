@@ -186,10 +186,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         ),
         options,
     );
-    serve_until_shutdown(node.clone(), args.listen)?;
-    node.close();
-    tracing::info!("stopped");
-    Ok(())
+    serve_until_shutdown(node, args.listen)
 }
 
 /// Refuses to listen beyond loopback without the password or secret

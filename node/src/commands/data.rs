@@ -128,11 +128,15 @@ pub(super) async fn commit_run(
     commands: &[(Data, &[Bytes])],
     lone: bool,
 ) -> Result<Vec<Reply>, Reply> {
-    // Backpressure from the commit pipe waits here, on the task, not in
-    // `begin` on the worker thread.
-    db.admit().await;
+    // The transaction (and the lock it holds) lives in this block only:
+    // no await may hold it.
     let (replies, lsn) = {
-        let mut txn = db.begin(db_name).map_err(|e| write_error_reply(&e))?;
+        // Room in the commit pipe is waited for on the task, not on this
+        // worker's thread.
+        let mut txn = db
+            .begin_async(db_name)
+            .await
+            .map_err(|e| write_error_reply(&e))?;
         let replies: Vec<Reply> = commands
             .iter()
             .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
