@@ -173,6 +173,104 @@ impl SyncArgs {
     }
 }
 
+/// How a node replicates when it is a secondary (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// The primary's sync commits wait for this secondary.
+    Sync,
+    /// Commits do not wait; the primary tracks this secondary's lag.
+    Async,
+}
+
+impl ModeArg {
+    pub fn mode(self) -> hotblock_core::repl::Mode {
+        match self {
+            ModeArg::Sync => hotblock_core::repl::Mode::Sync,
+            ModeArg::Async => hotblock_core::repl::Mode::Async,
+        }
+    }
+
+    pub fn member_mode(self) -> crate::coordinator::MemberMode {
+        match self {
+            ModeArg::Sync => crate::coordinator::MemberMode::Sync,
+            ModeArg::Async => crate::coordinator::MemberMode::Async,
+        }
+    }
+}
+
+/// Automatic failover through etcd: the same flags on both binaries.
+#[derive(Debug, clap::Args)]
+pub struct CoordinatorArgs {
+    /// etcd, for automatic failover: etcd://HOST:PORT[,HOST:PORT...]. The
+    /// primary holds a lease there; when it lapses, the most up-to-date
+    /// sync secondary takes over, the others follow it, and an old primary
+    /// that comes back steps down in place. Without it, failover is manual
+    /// (REPLICAOF NO ONE).
+    #[arg(long)]
+    pub coordinator: Option<crate::coordinator::CoordinatorUrl>,
+    /// The cluster's name in etcd, and its master name for the Sentinel
+    /// commands (SENTINEL get-master-addr-by-name NAME).
+    #[arg(long, default_value = "hotblock")]
+    pub cluster: String,
+    /// The primary's lease: how long after it stops renewing (dies, hangs,
+    /// loses etcd) another node may take over. It stops taking writes
+    /// shortly before. etcd grants at least 2 s with its default timing.
+    #[arg(long, default_value_t = crate::coordinator::FAILOVER_TIMEOUT_DEFAULT_MS,
+          value_parser = clap::value_parser!(u64).range(1000..=crate::coordinator::FAILOVER_TIMEOUT_MAX_MS))]
+    pub failover_timeout_ms: u64,
+    /// The client address (HOST:PORT) other nodes and clients should see
+    /// for this node (behind NAT, say). Default: the address it listens on.
+    #[arg(long)]
+    pub announce: Option<String>,
+    /// Let this node stand in elections though it replicates async: it may
+    /// lack the last writes the old primary acknowledged (the async window).
+    #[arg(long)]
+    pub failover_async: bool,
+}
+
+impl CoordinatorArgs {
+    /// The coordinator's settings, if `--coordinator` was given.
+    pub fn config(&self, mode: ModeArg, sync_quorum: usize) -> Option<crate::coordinator::Config> {
+        Some(crate::coordinator::Config {
+            url: self.coordinator.clone()?,
+            cluster: self.cluster.clone(),
+            failover_timeout: Duration::from_millis(self.failover_timeout_ms),
+            announce: self.announce.clone(),
+            mode: mode.member_mode(),
+            candidate: mode == ModeArg::Sync || self.failover_async,
+            sync_quorum,
+        })
+    }
+}
+
+/// The replication address of the cluster's primary, read from etcd
+/// (`hotblock-secondary --coordinator` without `--primary`): the live
+/// primary's, else the last one elected (an election then follows). Waits
+/// until the cluster exists.
+pub fn primary_from_coordinator(config: &crate::coordinator::Config) -> String {
+    use crate::coordinator::records::{self, Keys, PrimaryRecord};
+    let etcd = crate::coordinator::Etcd::new(config.url.clone(), Duration::from_secs(2));
+    let keys = Keys::new(&config.cluster);
+    let mut said = false;
+    loop {
+        for key in [keys.primary(), keys.term()] {
+            match etcd.get(&key) {
+                Ok(Some(kv)) => match records::parse::<PrimaryRecord>(&key, &kv.value) {
+                    Ok(p) => return p.repl,
+                    Err(e) => tracing::error!(error = %e, "coordinator"),
+                },
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "coordinator"),
+            }
+        }
+        if !said {
+            tracing::info!(cluster = %config.cluster, coordinator = %config.url, "waiting for the cluster's primary to appear in etcd");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Parses the command line; with `--config FILE`, the file's settings are
 /// read first and the command line's win.
 ///

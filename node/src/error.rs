@@ -106,5 +106,21 @@ pub enum PromoteError {
     Failed(#[source] hotblock_core::Error),
     /// Promoted and serving, but something it should also do failed.
     #[error("promoted, but: {}", problems.join("; "))]
-    Incomplete { problems: Vec<String> },
+    Incomplete {
+        /// The epoch it serves under.
+        epoch: hotblock_core::repl::Epoch,
+        problems: Vec<String>,
+    },
+}
+
+/// Why a primary could not step down to follow another in place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoteError {
+    #[error("this node is not a primary")]
+    NotAPrimary,
+    #[error("this node was not started with what a secondary needs")]
+    NotConfigured,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }

@@ -75,14 +75,26 @@ impl Follower {
     /// Stops following and promotes: indexes rebuilt, a new epoch. Returns
     /// the engine, now writable, and its history. Blocks (it joins threads
     /// and drops runtimes): call it off the async workers.
-    pub fn promote(self) -> Result<(Engine, EpochHistory), Error> {
+    pub fn promote(self, at_least: Epoch) -> Result<(Engine, EpochHistory), Error> {
         let Follower { node, relay, .. } = self;
         let secondary = node.stop();
         // The relay's port is free again for the new primary's controller.
         drop(relay);
-        // The new epoch rises above every epoch this node has seen (the
-        // secondary takes its own highest into account).
-        secondary.promote(Epoch(0))
+        // The new epoch rises above `at_least` and every epoch this node
+        // has seen (the secondary takes its own highest into account).
+        secondary.promote(at_least)
+    }
+
+    /// Where this secondary stands, for an election.
+    pub(crate) fn position(&self) -> crate::coordinator::agent::Position {
+        let s = self.node.status();
+        crate::coordinator::agent::Position {
+            last_epoch: s.last_epoch,
+            lsn: s.lsn.0,
+            epoch_seen: s.epoch,
+            consistent: s.consistent,
+            upstream: self.node.upstream().1,
+        }
     }
 
     pub fn upstream(&self) -> Option<(ConnectTo, Secret, NodeId)> {

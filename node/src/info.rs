@@ -96,6 +96,61 @@ fn replication_section(node: &Node, role: &Serving, out: &mut String) {
             line(out, "role", "promoting");
         }
     }
+    coordinator_replication(node, role, out);
+}
+
+/// With a coordinator: its link, this node's lease, and the cluster's
+/// primary as etcd says.
+fn coordinator_replication(node: &Node, role: &Serving, out: &mut String) {
+    let Some(config) = &node.options.coordinator else {
+        line(out, "coordinator", "none");
+        return;
+    };
+    let c = node.cluster();
+    line(out, "coordinator", "etcd");
+    line(out, "coordinator_url", &config.url);
+    line(
+        out,
+        "coordinator_link",
+        if c.link_up { "up" } else { "down" },
+    );
+    let remaining = match role {
+        Serving::Primary(db) => db.lease().and_then(|l| l.remaining()),
+        _ => None,
+    };
+    line(
+        out,
+        "lease_remaining_ms",
+        remaining.map_or(0, |d| d.as_millis()),
+    );
+    line(out, "cluster", &config.cluster);
+    let known = c.primary.as_ref().or(c.term.as_ref());
+    line(out, "cluster_epoch", known.map_or(0, |p| p.epoch));
+    line(out, "cluster_term", known.map_or(0, |p| p.term));
+    line(
+        out,
+        "cluster_primary",
+        c.primary.as_ref().map_or("none", |p| p.client.as_str()),
+    );
+    line(
+        out,
+        "cluster_primary_id",
+        c.primary.as_ref().map_or(0, |p| p.node),
+    );
+    line(out, "cluster_members", c.members.len());
+    line(
+        out,
+        "failover_timeout_ms",
+        config.failover_timeout.as_millis(),
+    );
+    line(out, "promotions", c.promotions);
+    line(out, "demotions", c.demotions);
+    if let Some(why) = &c.election {
+        line(out, "election", why.replace(['\r', '\n'], " "));
+    }
+    if let Some(e) = &c.last_error {
+        line(out, "coordinator_error", e.replace(['\r', '\n'], " "));
+    }
 }
 
 fn primary_replication(node: &Node, db: &Db, out: &mut String) {

@@ -39,14 +39,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::cli::Transport;
+use crate::coordinator::agent::{Position, Standing};
+use crate::coordinator::lease::LeaseKeeper;
+use crate::coordinator::ClusterState;
 use crate::resp::RespLimits;
-use hotblock_core::repl::{Epoch, EpochHistory, Mode};
-use hotblock_core::{DatabaseOptions, Engine, Error, Lsn};
+use hotblock_core::repl::{Epoch, EpochHistory, Mode, NodeId};
+use hotblock_core::{DatabaseOptions, Engine, Error, IndexMode, Lsn};
+use hotblock_nic_transport::Secret;
 use hotblock_persist::Persister;
 
-use hotblock_primary::{Db, DbConfig, ReplicationConfig};
+use hotblock_primary::{Db, DbConfig, ReplicationConfig, WriteLease};
+use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 
-use crate::error::{PromoteError, RepointError};
+use crate::error::{DemoteError, PromoteError, RepointError};
 
 pub use server::{serve, serve_until_shutdown, ServerHandle};
 
@@ -115,6 +121,25 @@ pub struct NodeOptions {
     /// Accept `DEBUG FLIPBYTE` (tests of digest verification only: it
     /// corrupts a block on purpose). Off unless `HOTBLOCK_FAULT_INJECTION=1`.
     pub fault_injection: bool,
+    /// `--coordinator` and its flags: automatic failover through etcd.
+    pub coordinator: Option<coordinator::Config>,
+    /// With a coordinator: the gate on this node's writes while primary
+    /// (every `Db` it serves is made with it).
+    pub write_lease: Option<Arc<WriteLease>>,
+    /// How this node follows a primary when it steps down in place.
+    pub follow: Option<FollowSettings>,
+}
+
+/// How a node follows a primary as a secondary: what `hotblock-secondary`
+/// takes from its flags, kept so a primary can step down in place.
+#[derive(Clone, Debug)]
+pub struct FollowSettings {
+    pub mode: Mode,
+    pub transport: Transport,
+    pub secret: Secret,
+    pub node_id: NodeId,
+    pub indexes: IndexMode,
+    pub databases: Vec<String>,
 }
 
 /// What this node serves as now, holding the controller of that role. Not
@@ -160,6 +185,10 @@ pub struct Node {
     stats: Stats,
     started: Instant,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// What the coordinator's agent last learned of the cluster.
+    cluster: Mutex<ClusterState>,
+    /// The coordinator's lease keeper, once started.
+    keeper: Mutex<Option<Arc<LeaseKeeper>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -208,6 +237,8 @@ impl Node {
             stats: Stats::default(),
             started: Instant::now(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            cluster: Mutex::new(ClusterState::default()),
+            keeper: Mutex::new(None),
         })
     }
 
@@ -307,11 +338,17 @@ impl Node {
     /// `REPLICAOF NO ONE`: turns this secondary into a primary in place.
     /// Blocking: run it off the async workers.
     pub fn promote(&self) -> Result<(Lsn, Epoch), PromoteError> {
+        self.promote_at(Epoch(0))
+    }
+
+    /// [`Node::promote`] to an epoch above `at_least` (the term an election
+    /// in etcd gave) as well as every epoch this node has seen.
+    pub fn promote_at(&self, at_least: Epoch) -> Result<(Lsn, Epoch), PromoteError> {
         let follower = self.take_follower()?;
         let started = Instant::now();
         let relay_address = follower.relay_address();
         let upstream = follower.upstream();
-        let (engine, history) = Self::promote_follower(*follower)?;
+        let (engine, history) = Self::promote_follower(*follower, at_least)?;
         let lsn = engine.lsn();
         let epoch = history.current();
         // From here on the engine is a primary's: whatever else fails, the
@@ -338,7 +375,7 @@ impl Node {
         match problems.is_empty() {
             true => Ok((lsn, epoch)),
             false => {
-                let e = PromoteError::Incomplete { problems };
+                let e = PromoteError::Incomplete { epoch, problems };
                 tracing::error!(error = %e, "promoted, with problems");
                 Err(e)
             }
@@ -361,8 +398,11 @@ impl Node {
 
     /// Promotes `follower`'s engine, its epoch history with it; on failure
     /// the node stays [`Serving::Promoting`].
-    fn promote_follower(follower: Follower) -> Result<(Engine, EpochHistory), PromoteError> {
-        follower.promote().map_err(|e| {
+    fn promote_follower(
+        follower: Follower,
+        at_least: Epoch,
+    ) -> Result<(Engine, EpochHistory), PromoteError> {
+        follower.promote(at_least).map_err(|e| {
             // The follower's controller has stopped and its blocks are
             // not known to be whole: stay unavailable rather than serve
             // them. A restart recovers from the data directory, if any.
@@ -415,6 +455,9 @@ impl Node {
         if let Some(p) = &self.options.persister {
             db = db.with_persistence(p.clone());
         }
+        if let Some(lease) = &self.options.write_lease {
+            db = db.with_lease(lease.clone());
+        }
         if let Some(repl) = &self.options.promote_replication {
             let mut repl = repl.clone();
             if let Some(addr) = relay_address {
@@ -427,6 +470,148 @@ impl Node {
             }
         }
         db
+    }
+
+    /// A primary steps down in place to follow the primary replicating at
+    /// `repl` (whose epoch is `epoch`): its engine becomes a follower's,
+    /// its blocks stay, and the new primary decides what of them it keeps
+    /// (a partial resync, or a digest resync that sends only the blocks
+    /// that differ). Blocking: run it off the async workers.
+    pub fn demote(&self, repl: &str, epoch: Epoch) -> Result<(), DemoteError> {
+        let settings = self
+            .options
+            .follow
+            .clone()
+            .ok_or(DemoteError::NotConfigured)?;
+        let to = cmd::secondary::connect_to(settings.transport, repl, None)?;
+        let db = {
+            let mut role = self.role.write().expect("role lock");
+            match std::mem::replace(&mut *role, Serving::Promoting) {
+                Serving::Primary(db) => db,
+                other => {
+                    *role = other;
+                    return Err(DemoteError::NotAPrimary);
+                }
+            }
+        };
+        let started = Instant::now();
+        let lsn = db.lsn();
+        let engine = db.engine().clone();
+        // The controller stops once the last clone (a request finishing)
+        // is gone; commits from here on fail, the engine being a follower's.
+        drop(db);
+        engine.demote(settings.indexes);
+        let history = self.history.lock().expect("history lock").clone();
+        let config = SecondaryNodeConfig {
+            primary: to,
+            primary_address: repl.to_string(),
+            secret: settings.secret.clone(),
+            node: settings.node_id,
+            mode: settings.mode,
+            indexes: settings.indexes,
+            downstream: None,
+            databases: settings.databases.clone(),
+            persister: self.options.persister.clone(),
+            progress_bar: false,
+        };
+        let node = SecondaryNode::start_with(engine, history, epoch, config);
+        let follower = Follower::new(
+            node,
+            (None, None),
+            settings.mode,
+            settings.transport,
+            settings.secret,
+            settings.node_id,
+        );
+        *self.role.write().expect("role lock") = Serving::Secondary(Box::new(follower));
+        tracing::warn!(
+            lsn = lsn.0, %epoch, primary = repl, ms = started.elapsed().as_millis() as u64,
+            "stepped down: now a secondary (transactions above the new primary's history are discarded)"
+        );
+        Ok(())
+    }
+
+    /// Follows the primary replicating at `repl` (a `host:port`).
+    pub(crate) fn repoint_to(&self, repl: &str) -> Result<(), RepointError> {
+        use std::net::ToSocketAddrs;
+        let address = repl
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| error::UpstreamError::NoAddress {
+                address: repl.to_string(),
+            })?;
+        self.repoint(address, None)
+    }
+
+    /// What the coordinator's agent does with this node now.
+    pub(crate) fn standing(&self) -> Standing {
+        match &*self.role.read().expect("role lock") {
+            Serving::Primary(_) => Standing::Primary,
+            Serving::Secondary(_) => Standing::Secondary,
+            Serving::Promoting => Standing::Changing,
+        }
+    }
+
+    /// A secondary's position, for its candidacy.
+    pub(crate) fn position(&self) -> Option<Position> {
+        match &*self.role.read().expect("role lock") {
+            Serving::Secondary(f) => Some(f.position()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn write_lease(&self) -> Arc<WriteLease> {
+        self.options
+            .write_lease
+            .clone()
+            .unwrap_or_else(|| Arc::new(WriteLease::new()))
+    }
+
+    pub(crate) fn update_cluster(&self, f: impl FnOnce(&mut ClusterState)) {
+        f(&mut self.cluster.lock().expect("cluster lock"));
+    }
+
+    /// What this node knows of its cluster (empty without a coordinator).
+    pub(crate) fn cluster(&self) -> ClusterState {
+        self.cluster.lock().expect("cluster lock").clone()
+    }
+
+    /// The coordinator's lease keeper, if the agent runs.
+    pub(crate) fn lease_keeper(&self) -> Option<Arc<LeaseKeeper>> {
+        self.keeper.lock().expect("keeper lock").clone()
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Starts the coordinator's agent, if configured, now that clients
+    /// reach this node at `client` (the bound address).
+    pub(crate) fn start_coordinator(self: &Arc<Self>, client: SocketAddr) -> std::io::Result<()> {
+        let (Some(config), Some(follow)) = (&self.options.coordinator, &self.options.follow) else {
+            return Ok(());
+        };
+        let repl = match &*self.role.read().expect("role lock") {
+            Serving::Primary(db) => db.replicator().map(|r| r.local_addr().to_string()),
+            Serving::Secondary(f) => f.relay_address().map(|a| a.to_string()),
+            Serving::Promoting => None,
+        }
+        .unwrap_or_default();
+        let (client, repl) = match &config.announce {
+            // The announced host, with the ports bound here.
+            Some(announce) => {
+                let host = announce
+                    .rsplit_once(':')
+                    .map_or(announce.as_str(), |(h, _)| h);
+                let repl_port = repl.rsplit_once(':').map_or("", |(_, p)| p);
+                (announce.clone(), format!("{host}:{repl_port}"))
+            }
+            None => (client.to_string(), repl),
+        };
+        let keeper = coordinator::agent::start(self, config.clone(), follow.node_id, client, repl)?;
+        *self.keeper.lock().expect("keeper lock") = Some(keeper);
+        Ok(())
     }
 
     pub(crate) fn stats(&self) -> &Stats {
@@ -446,6 +631,19 @@ pub(crate) enum Reject {
     /// A secondary does not take writes.
     ReadOnly,
     Promoting,
+}
+
+impl Node {
+    /// The error a client gets for `r`: with a coordinator, a write sent to
+    /// a secondary is told where the primary is (clients reconnect there).
+    pub(crate) fn refusal(&self, r: Reject) -> String {
+        match (r, self.cluster().primary) {
+            (Reject::ReadOnly, Some(p)) => {
+                format!("{} The primary is at {}.", r.message(), p.client)
+            }
+            _ => r.message().to_string(),
+        }
+    }
 }
 
 impl Reject {

@@ -212,11 +212,21 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
             source,
         })?;
         tracing::info!(addr = %server.local_addr, lsn = %node.lsn(), "ready for clients");
+        node.start_coordinator(server.local_addr)
+            .map_err(|source| StartupError::Io {
+                what: "starting the coordinator's threads".into(),
+                source,
+            })?;
         wait_for_stop(&node).await;
         server.abort();
         Ok::<(), StartupError>(())
     })?;
     runtime.shutdown_timeout(SHUTDOWN_WAIT_MAX);
+    if let Some(keeper) = node.lease_keeper() {
+        // Gives up the lease (and the primary key with it) now, so the
+        // others elect without waiting for it to expire.
+        keeper.resign();
+    }
     node.close();
     tracing::info!("stopped");
     Ok(())

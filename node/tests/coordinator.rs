@@ -3,83 +3,14 @@
 //! expire and take their keys with them, compare-and-swap refuses the
 //! loser, a dead endpoint is skipped, and no endpoint at all is an error.
 
+mod cluster;
+
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cluster::etcd::EtcdProcess;
+use cluster::free_port;
 use hotblock_node::coordinator::{CoordinatorUrl, Etcd, EtcdError};
-
-/// A real etcd on loopback; killed when dropped.
-struct EtcdProcess {
-    child: Child,
-    client_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl EtcdProcess {
-    fn start() -> EtcdProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("default={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd (Debian's etcd-server) on the PATH: scripts/test.sh installs it");
-        let etcd = EtcdProcess {
-            child,
-            client_port,
-            _dir: dir,
-        };
-        let client = etcd.client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.get(b"ready?").is_err() {
-            assert!(Instant::now() < deadline, "etcd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        etcd
-    }
-
-    fn url(&self) -> CoordinatorUrl {
-        format!("etcd://127.0.0.1:{}", self.client_port)
-            .parse()
-            .unwrap()
-    }
-
-    fn client(&self) -> Etcd {
-        Etcd::new(self.url(), Duration::from_secs(2))
-    }
-}
-
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn a_lease_left_unrenewed_expires_and_takes_its_key() {

@@ -35,6 +35,11 @@ pub enum WriteError {
     /// and refuses writes. Restart it as a secondary to rejoin.
     #[error("this node is no longer the primary (a newer epoch exists)")]
     Fenced,
+    /// This primary's write lease ran out (it could not renew it with the
+    /// coordinator in time): it may have been replaced already, so it
+    /// takes no writes until it renews or learns who the primary is.
+    #[error("this primary's lease with the coordinator has run out: no writes until it is renewed or a new primary is known")]
+    NoLease,
 }
 
 impl From<PersistError> for WriteError {

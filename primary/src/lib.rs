@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod lease;
 pub mod limits;
 mod pipe;
 mod replication;
@@ -37,6 +38,7 @@ use std::sync::Arc;
 use hotblock_persist::Persister;
 
 pub use error::{Error, StartError, WriteError};
+pub use lease::WriteLease;
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
 use hotblock_core::Error as EngineError;
@@ -72,6 +74,8 @@ pub struct Db {
     config: Arc<DbConfig>,
     replicator: Option<Arc<Replicator>>,
     persister: Option<Persister>,
+    /// With a coordinator: writes only while it lasts (see [`WriteLease`]).
+    lease: Option<Arc<WriteLease>>,
 }
 
 impl Db {
@@ -87,6 +91,29 @@ impl Db {
             config: Arc::new(config),
             replicator: None,
             persister: None,
+            lease: None,
+        }
+    }
+
+    /// Accepts and acknowledges writes only while `lease` lasts: a write
+    /// begun after it ran out is refused (`WriteError::NoLease`), and one
+    /// that completes after it ran out is not acknowledged
+    /// (`WriteError::OutcomeUnknown`): a newer primary may not hold it.
+    pub fn with_lease(mut self, lease: Arc<WriteLease>) -> Db {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&WriteLease> {
+        self.lease.as_deref()
+    }
+
+    /// A commit at `lsn` may be acknowledged only if the lease still runs
+    /// now, after every wait: the gate is checked last.
+    fn check_lease_at_ack(&self, lsn: Lsn) -> Result<(), WriteError> {
+        match &self.lease {
+            Some(lease) if !lease.is_valid() => Err(WriteError::OutcomeUnknown { lsn }),
+            _ => Ok(()),
         }
     }
 
@@ -125,7 +152,7 @@ impl Db {
         if let Some(replicator) = &self.replicator {
             replicator.wait_sync_async(lsn).await?;
         }
-        Ok(())
+        self.check_lease_at_ack(lsn)
     }
 
     /// Starts serving secondaries. From now on every commit is streamed to
@@ -166,6 +193,9 @@ impl Db {
     }
 
     fn check_writable(&self) -> Result<(), WriteError> {
+        if self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+            return Err(WriteError::NoLease);
+        }
         if let Some(replicator) = &self.replicator {
             replicator.check_writable()?;
         }
@@ -285,6 +315,7 @@ impl Transaction<'_> {
             if let Some(replicator) = &owner.replicator {
                 replicator.wait_sync(c.lsn)?;
             }
+            owner.check_lease_at_ack(c.lsn)?;
         }
         Ok(committed)
     }

@@ -94,6 +94,12 @@ pub struct SecondaryStatus {
     pub blocks_kept: u64,
     /// The highest epoch this secondary has seen.
     pub epoch: Epoch,
+    /// The epoch its last applied transaction was written in: with `lsn`,
+    /// what ranks it among candidates in an election.
+    pub last_epoch: Epoch,
+    /// Its blocks are a whole state (not a snapshot loaded in part): it
+    /// could be promoted.
+    pub consistent: bool,
     /// Blocks that digest verification found different from the primary's
     /// (each repaired by a resync).
     pub blocks_diverged: u64,
@@ -133,7 +139,9 @@ impl SecondaryNode {
     ) -> SecondaryNode {
         let status = Arc::new(Mutex::new(SecondaryStatus {
             lsn: engine.lsn(),
-            epoch: history.current(),
+            epoch: history.current().max(epoch_seen),
+            last_epoch: history.epoch_of(engine.lsn()),
+            consistent: true,
             ..Default::default()
         }));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -420,6 +428,8 @@ fn publish_status(status: &Mutex<SecondaryStatus>, secondary: &Secondary) {
     s.streaming = secondary.is_streaming();
     s.blocks_kept = secondary.blocks_kept();
     s.epoch = secondary.epoch();
+    s.last_epoch = secondary.history().epoch_of(s.lsn);
+    s.consistent = secondary.is_consistent();
     s.blocks_diverged = secondary.blocks_diverged();
 }
 

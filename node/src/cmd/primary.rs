@@ -9,12 +9,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::error::StartupError;
-use crate::{cli, serve_until_shutdown, Node, NodeOptions, ServerLimits};
+use crate::{cli, serve_until_shutdown, FollowSettings, Node, NodeOptions, ServerLimits};
 use clap::Parser;
-use hotblock_core::repl::{Epoch, EpochHistory, PrimaryConfig};
+use hotblock_core::repl::{Epoch, EpochHistory, NodeId, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
 use hotblock_persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
+use hotblock_primary::WriteLease;
 use hotblock_primary::{Db, DbConfig, ReplicationConfig};
+use std::sync::Arc;
 
 /// A hotblock primary: records in RAM blocks, served over RESP (the Redis
 /// protocol), each transaction streamed to secondaries
@@ -86,6 +88,12 @@ pub struct Args {
     /// Check a secondary's blocks against this node's digests this often (0: never).
     #[arg(long, default_value_t = 0)]
     verify_interval_ms: u64,
+    /// How this node replicates when it serves as a secondary: after it
+    /// steps down for a newer primary (with --coordinator).
+    #[arg(long, value_enum, default_value = "sync")]
+    mode: cli::ModeArg,
+    #[command(flatten)]
+    coordinator: cli::CoordinatorArgs,
     /// TOML file with any of these settings; flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -113,6 +121,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         persister,
         history,
         fenced_by,
+        node_id,
     } = match &args.data_dir {
         Some(dir) => recover(&args, dir, &engine_config)?,
         None => Recovered {
@@ -120,6 +129,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
             persister: None,
             history: EpochHistory::default(),
             fenced_by: None,
+            node_id: cli::node_id(args.node_id, None)?,
         },
     };
     let replication = replication_config(&args, &history)?;
@@ -127,15 +137,42 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         engine: engine_config,
         auto_compact: true,
     };
-    let db = start_db(
+    let coordinator = args.coordinator.config(args.mode, args.sync.sync_quorum);
+    // With a coordinator, writes wait for it: the gate opens once etcd
+    // says this node is the primary.
+    let write_lease = coordinator.is_some().then(|| Arc::new(WriteLease::new()));
+    let mut db = start_db(
         &args,
         engine,
         persister.as_ref(),
         fenced_by,
-        replication,
+        replication.clone(),
         db_config.clone(),
     )?;
-    let options = node_options(&args, db_config, persister);
+    if let Some(lease) = &write_lease {
+        db = db.with_lease(lease.clone());
+    }
+    let mut options = node_options(&args, db_config, persister);
+    if let Some(config) = coordinator {
+        // Serving secondaries again on the same address if it is elected
+        // after stepping down.
+        let bound = db.replicator().map(|r| r.local_addr().to_string());
+        let mut promote = replication;
+        if let Some(addr) = bound.and_then(|a| a.parse().ok()) {
+            promote.listen = promote.listen.at(addr);
+        }
+        options.promote_replication = Some(promote);
+        options.follow = Some(FollowSettings {
+            mode: args.mode.mode(),
+            transport: args.transport,
+            secret: cli::repl_secret(args.repl_secret.as_deref()),
+            node_id,
+            indexes: IndexMode::Maintained,
+            databases: Vec::new(),
+        });
+        options.coordinator = Some(config);
+        options.write_lease = write_lease;
+    }
     let node = Node::primary(db, history, options).map_err(|source| StartupError::Engine {
         what: "creating the default database",
         source,
@@ -168,6 +205,7 @@ struct Recovered {
     history: EpochHistory,
     /// The newer epoch that fenced this node before it stopped, if any.
     fenced_by: Option<Epoch>,
+    node_id: NodeId,
 }
 
 /// Recovers from the data directory `dir`: the engine with its indexes
@@ -196,11 +234,15 @@ fn recover(
     // restart (the epoch a restart starts carries it).
     let node = cli::node_id(args.node_id, Some(&persister))?;
     let mut history = state.history;
+    let coordinated = args.coordinator.coordinator.is_some();
     // Fenced before it stopped (a newer primary exists): it stays
     // fenced, rather than start an epoch above the one that
     // replaced it.
     let fenced_by = (state.epoch_seen > history.current()).then_some(state.epoch_seen);
-    if engine.lsn() > Lsn::ZERO && fenced_by.is_none() {
+    // With a coordinator, epochs come from etcd's elections: a restart
+    // starts none of its own (it would outrank the primary elected while
+    // this node was down, and refuse its frames).
+    if engine.lsn() > Lsn::ZERO && fenced_by.is_none() && !coordinated {
         // A restart writes under a new epoch: secondaries that hold
         // transactions this node lost (a power loss under
         // `everysec`) then see the fork instead of taking new
@@ -217,6 +259,7 @@ fn recover(
         persister: Some(persister),
         history,
         fenced_by,
+        node_id: node,
     })
 }
 
@@ -285,5 +328,8 @@ fn node_options(args: &Args, db_config: DbConfig, persister: Option<Persister>) 
         db: db_config,
         persister,
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+        coordinator: None,
+        write_lease: None,
+        follow: None,
     }
 }

@@ -10,26 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{self, Transport};
+use crate::cli::{self, ModeArg, Transport};
 use crate::error::{StartupError, UpstreamError};
 use crate::relay::Relay;
 use crate::Follower;
-use crate::{serve_until_shutdown, Node, NodeOptions, ServerLimits};
-use clap::{Parser, ValueEnum};
-use hotblock_core::repl::{Epoch, EpochHistory, Mode, PrimaryConfig};
+use crate::{serve_until_shutdown, FollowSettings, Node, NodeOptions, ServerLimits};
+use clap::Parser;
+use hotblock_core::repl::{Epoch, EpochHistory, PrimaryConfig};
 use hotblock_core::{Engine, EngineConfig, IndexMode, Role};
 use hotblock_nic_transport::{ConnectTo, Secret, Trust};
 use hotblock_persist::{FsyncPolicy, PersistConfig, Persister};
+use hotblock_primary::WriteLease;
 use hotblock_primary::{DbConfig, ReplicationConfig, StartError};
 use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ModeArg {
-    /// The primary's sync commits wait for this secondary.
-    Sync,
-    /// Commits do not wait; the primary tracks this secondary's lag.
-    Async,
-}
 
 /// A hotblock secondary: applies a primary's transactions to its own
 /// blocks and acknowledges each once applied (and logged, with
@@ -43,9 +36,10 @@ enum ModeArg {
 #[derive(Debug, Parser)]
 #[command(name = "hotblock-secondary", version, args_override_self = true)]
 pub struct Args {
-    /// The primary's replication address (its --repl-listen).
-    #[arg(long)]
-    primary: String,
+    /// The primary's replication address (its --repl-listen). With
+    /// --coordinator, etcd says who the primary is, and this may be left out.
+    #[arg(long, required_unless_present = "coordinator")]
+    primary: Option<String>,
     #[arg(long, value_enum, default_value = "async")]
     mode: ModeArg,
     #[arg(long, value_enum, default_value = "tcp")]
@@ -96,6 +90,8 @@ pub struct Args {
     /// Block size of databases created once promoted.
     #[arg(long)]
     block_size: Option<usize>,
+    #[command(flatten)]
+    coordinator: cli::CoordinatorArgs,
     /// TOML file with any of these settings; flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -119,15 +115,23 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 /// Runs a secondary with `args` until `SHUTDOWN` or a signal.
 pub fn run(args: Args) -> Result<(), StartupError> {
     check_exposure(&args)?;
+    let coordinator = args.coordinator.config(args.mode, args.sync.sync_quorum);
+    if coordinator.is_some() && args.repl_listen.is_none() {
+        return Err(StartupError::Setting(
+            "--coordinator needs --repl-listen: a secondary elected primary serves the others there".into(),
+        ));
+    }
+    let primary = match (&args.primary, &coordinator) {
+        (Some(primary), _) => primary.clone(),
+        (None, Some(config)) => cli::primary_from_coordinator(config),
+        (None, None) => unreachable!("clap requires --primary without --coordinator"),
+    };
     let connect = connect_to(
         args.transport,
-        &args.primary,
+        &primary,
         args.primary_fingerprint.as_deref(),
     )?;
-    let mode = match args.mode {
-        ModeArg::Sync => Mode::Sync,
-        ModeArg::Async => Mode::Async,
-    };
+    let mode = args.mode.mode();
     let indexes = match args.serve_reads {
         true => IndexMode::Maintained,
         false => IndexMode::Deferred,
@@ -160,7 +164,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
     let node_id = cli::node_id(args.node_id, persister.as_ref())?;
     let config = SecondaryNodeConfig {
         primary: connect,
-        primary_address: args.primary.clone(),
+        primary_address: primary.clone(),
         secret: secret.clone(),
         node: node_id,
         mode,
@@ -173,8 +177,20 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         progress_bar: std::io::stderr().is_terminal(),
     };
     let follower = SecondaryNode::start_with(engine, history, epoch_seen, config);
-    tracing::info!(primary = %args.primary, ?mode, node = node_id.0, "following");
-    let options = node_options(&args, relay_config, engine_config, persister);
+    tracing::info!(%primary, ?mode, node = node_id.0, "following");
+    let mut options = node_options(&args, relay_config, engine_config, persister);
+    if let Some(config) = coordinator {
+        options.follow = Some(FollowSettings {
+            mode,
+            transport: args.transport,
+            secret: secret.clone(),
+            node_id,
+            indexes,
+            databases: args.databases.clone(),
+        });
+        options.coordinator = Some(config);
+        options.write_lease = Some(Arc::new(WriteLease::new()));
+    }
     let node = Node::secondary(
         Follower::new(
             follower,
@@ -302,6 +318,9 @@ fn node_options(
         },
         persister,
         fault_injection: std::env::var("HOTBLOCK_FAULT_INJECTION").is_ok_and(|v| v == "1"),
+        coordinator: None,
+        write_lease: None,
+        follow: None,
     }
 }
 

@@ -129,7 +129,7 @@ pub(super) fn select(node: &Node, session: &mut Session, args: &[Bytes]) -> Repl
     };
     let engine = match node.read_engine() {
         Ok(engine) => engine,
-        Err(r) => return Reply::Error(r.message().into()),
+        Err(r) => return Reply::Error(node.refusal(r)),
     };
     match engine.database(name) {
         Ok(_) => {

@@ -98,7 +98,7 @@ pub(super) async fn data_command(
     if !cmd.writes() {
         let engine = match node.read_engine() {
             Ok(engine) => engine,
-            Err(r) => return Reply::Error(r.message().into()),
+            Err(r) => return Reply::Error(node.refusal(r)),
         };
         return match engine.database(&db_name) {
             Ok(database) => read(node, &View::Latest(&database), cmd, args),
@@ -107,7 +107,7 @@ pub(super) async fn data_command(
     }
     let db = match node.write_db() {
         Ok(db) => db,
-        Err(r) => return Reply::Error(r.message().into()),
+        Err(r) => return Reply::Error(node.refusal(r)),
     };
     match commit_run(node, session, &db, &db_name, &[(cmd, args)], true).await {
         Ok(mut replies) => replies.pop().expect("one command, one reply"),
@@ -391,7 +391,7 @@ pub(super) async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]
     };
     let db: Db = match node.write_db() {
         Ok(db) => db,
-        Err(r) => return Reply::Error(r.message().into()),
+        Err(r) => return Reply::Error(node.refusal(r)),
     };
     let mut options = DatabaseOptions::with_indexes(names[1..].iter().copied());
     if let Some(size) = node.options().block_size {
@@ -414,6 +414,6 @@ pub(super) fn db_list(node: &Node) -> Reply {
         Ok(engine) => Reply::Array(Some(
             engine.databases().iter().map(|d| text(d.name())).collect(),
         )),
-        Err(r) => Reply::Error(r.message().into()),
+        Err(r) => Reply::Error(node.refusal(r)),
     }
 }

@@ -26,7 +26,7 @@ pub(super) fn error_reply(e: &Error) -> Reply {
 pub(super) fn write_error_reply(e: &WriteError) -> Reply {
     Reply::Error(match e {
         WriteError::Engine(e) => return error_reply(e),
-        WriteError::Fenced => format!("READONLY {e}"),
+        WriteError::Fenced | WriteError::NoLease => format!("READONLY {e}"),
         WriteError::TooFewSecondaries => "NOREPLICAS Not enough good replicas to write.".into(),
         WriteError::OutcomeUnknown { .. } => format!("TIMEOUT {e}"),
         WriteError::Persist(_) => format!("MISCONF {e}"),

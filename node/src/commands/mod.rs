@@ -25,6 +25,8 @@
 //!   `CLIENT`, `COMMAND`;
 //! - [`admin`]: `WAIT`, `REPLICAOF`, `SHUTDOWN`, `DEBUG`, `VERIFY`, `SAVE`,
 //!   `CONFIG` (`INFO` and `ROLE` are [`crate::info`]'s);
+//! - [`sentinel`]: Redis Sentinel's discovery commands, for clients that
+//!   find the primary through Sentinels;
 //! - [`session`]: one connection's state;
 //! - [`errors`]: engine and cluster errors as Redis's error codes.
 
@@ -33,6 +35,7 @@ mod connection;
 mod data;
 mod errors;
 mod pipeline;
+mod sentinel;
 mod session;
 mod transaction;
 
@@ -80,6 +83,7 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"VERIFY" => admin::verify(node, &args).await,
         b"SAVE" => admin::save(node, &args).await,
         b"CONFIG" => admin::config(node, &args),
+        b"SENTINEL" => sentinel::sentinel(node, &args),
         // Databases and records.
         b"DB.CREATE" => data::db_create(node, session, &args).await,
         b"DB.LIST" => data::db_list(node),

@@ -107,7 +107,7 @@ async fn write_run(
     let commands: Vec<(Data, &[Bytes])> = run.iter().map(|(c, a)| (*c, &a[..])).collect();
     let replies = match node.write_db() {
         Ok(db) => data::commit_run(node, session, &db, db_name, &commands, false).await,
-        Err(r) => Err(Reply::Error(r.message().into())),
+        Err(r) => Err(Reply::Error(node.refusal(r))),
     };
     let replies = replies.unwrap_or_else(|e| vec![e; run.len()]);
     replies.into_iter().map(|r| counted(node, r)).collect()

@@ -111,7 +111,7 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
         // Reads only: one consistent view, no transaction.
         let engine = match node.read_engine() {
             Ok(engine) => engine,
-            Err(r) => return Reply::Error(format!("EXECABORT {}", r.message())),
+            Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),
         };
         let database = match engine.database(&db_name) {
             Ok(d) => d,
@@ -121,7 +121,7 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
     }
     let db = match node.write_db() {
         Ok(db) => db,
-        Err(r) => return Reply::Error(format!("EXECABORT {}", r.message())),
+        Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),
     };
     let commands: Vec<(Data, &[Bytes])> = commands.iter().map(|(c, a)| (*c, &a[..])).collect();
     match data::commit_run(node, session, &db, &db_name, &commands, false).await {

@@ -237,12 +237,7 @@ impl Etcd {
         value: &[u8],
         lease: Option<LeaseId>,
     ) -> Result<bool, EtcdError> {
-        self.txn_put(
-            key,
-            json!({ "target": "CREATE", "result": "EQUAL", "create_revision": "0" }),
-            value,
-            lease,
-        )
+        self.txn(&[Compare::Absent(key)], &[Put { key, value, lease }])
     }
 
     /// Replaces `key` only if its last change is still `mod_revision`
@@ -254,12 +249,23 @@ impl Etcd {
         value: &[u8],
         lease: Option<LeaseId>,
     ) -> Result<bool, EtcdError> {
-        self.txn_put(
-            key,
-            json!({ "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision.to_string() }),
-            value,
-            lease,
+        self.txn(
+            &[Compare::ModRevision(key, mod_revision)],
+            &[Put { key, value, lease }],
         )
+    }
+
+    /// Makes every put of `puts` if every compare of `compares` holds, all
+    /// at one revision (etcd's transaction). Returns whether they held.
+    pub fn txn(&self, compares: &[Compare<'_>], puts: &[Put<'_>]) -> Result<bool, EtcdError> {
+        let compare: Vec<Value> = compares.iter().map(|c| c.to_json()).collect();
+        let success: Vec<Value> = puts
+            .iter()
+            .map(|p| json!({ "request_put": put_body(p.key, p.value, p.lease) }))
+            .collect();
+        let body = json!({ "compare": compare, "success": success });
+        let r: TxnReply = self.call("/v3/kv/txn", body, Retry::Once)?;
+        Ok(r.succeeded)
     }
 
     /// Deletes `key`; true if it existed.
@@ -267,22 +273,6 @@ impl Etcd {
         let body = json!({ "key": B64.encode(key) });
         let r: DeleteReply = self.call("/v3/kv/deleterange", body, Retry::Once)?;
         Ok(r.deleted.is_some_and(|d| d.0 > 0))
-    }
-
-    fn txn_put(
-        &self,
-        key: &[u8],
-        mut compare: Value,
-        value: &[u8],
-        lease: Option<LeaseId>,
-    ) -> Result<bool, EtcdError> {
-        compare["key"] = json!(B64.encode(key));
-        let body = json!({
-            "compare": [compare],
-            "success": [{ "request_put": put_body(key, value, lease) }],
-        });
-        let r: TxnReply = self.call("/v3/kv/txn", body, Retry::Once)?;
-        Ok(r.succeeded)
     }
 
     /// POSTs `body` to `path` on the endpoints in turn until one answers,
@@ -367,6 +357,36 @@ impl Etcd {
             last,
         })
     }
+}
+
+/// One condition of a transaction ([`Etcd::txn`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Compare<'a> {
+    /// The key does not exist.
+    Absent(&'a [u8]),
+    /// The key's last change is at this revision (0: it does not exist).
+    ModRevision(&'a [u8], i64),
+}
+
+impl Compare<'_> {
+    fn to_json(self) -> Value {
+        match self {
+            Compare::Absent(key) => json!({
+                "key": B64.encode(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"
+            }),
+            Compare::ModRevision(key, rev) => json!({
+                "key": B64.encode(key), "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()
+            }),
+        }
+    }
+}
+
+/// One write of a transaction ([`Etcd::txn`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Put<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub lease: Option<LeaseId>,
 }
 
 /// Whether a call may be tried again on another endpoint after it may have

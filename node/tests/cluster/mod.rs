@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod proxy;
 
 use std::net::TcpListener;
@@ -116,6 +117,21 @@ impl Proc {
     /// relays (and, once promoted, serves secondaries) on a port of its own.
     pub fn secondary(dir: &Path, primary: u16, extra: &[&str]) -> Proc {
         Self::spawn("hotblock-secondary", secondary_args(primary, extra), dir)
+    }
+
+    /// A secondary of a cluster with a coordinator: etcd says whom it
+    /// follows (no `--primary`).
+    pub fn member(dir: &Path, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".into(),
+            "--repl-listen".into(),
+            "127.0.0.1:0".into(),
+            "--repl-secret".into(),
+            SECRET.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn("hotblock-secondary", args, dir)
     }
 
     /// A secondary started with fault injection on (`DEBUG FLIPBYTE`).
@@ -425,7 +441,101 @@ impl Writers {
     }
 }
 
-/// Polls `check` until it holds or `limit` passes.
+/// Writer threads that follow the cluster's primary: each asks the nodes
+/// on `ports` (as Sentinels) where the primary is, `SET`s fresh keys there,
+/// and asks again on an error or a dropped connection. Keeps the keys that
+/// got `OK`, and the longest time without one (the unavailability).
+#[derive(Debug)]
+pub struct FollowingWriters {
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// The cluster's primary's client port, as the first node of `ports` that
+/// answers `SENTINEL get-master-addr-by-name hotblock` says.
+pub fn primary_port(ports: &[u16]) -> Option<u16> {
+    ports.iter().find_map(|port| {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()?;
+        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("hotblock")
+            .query(&mut c)
+            .ok()?;
+        addr?.1.parse().ok()
+    })
+}
+
+impl FollowingWriters {
+    pub fn start(ports: Vec<u16>, writers: usize) -> FollowingWriters {
+        use std::sync::atomic::Ordering;
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..writers)
+            .map(|w| {
+                let (acked, stop, ports) = (acked.clone(), stop.clone(), ports.clone());
+                std::thread::spawn(move || {
+                    let mut conn: Option<redis::Connection> = None;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let c = match &mut conn {
+                            Some(c) => c,
+                            None => {
+                                let opened = primary_port(&ports).and_then(|port| {
+                                    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                                        .ok()?
+                                        .get_connection_with_timeout(Duration::from_millis(500))
+                                        .ok()
+                                });
+                                match opened {
+                                    Some(c) => conn.insert(c),
+                                    None => {
+                                        std::thread::sleep(Duration::from_millis(20));
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        let key = format!("f{w}-{i}");
+                        i += 1;
+                        match redis::cmd("SET").arg(&key).arg(i).query::<()>(c) {
+                            Ok(()) => acked.lock().unwrap().push(key),
+                            // Not acknowledged: its outcome is unknown. Ask
+                            // where the primary is again.
+                            Err(_) => {
+                                conn = None;
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        FollowingWriters {
+            acked,
+            stop,
+            threads,
+        }
+    }
+
+    pub fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the writers; returns every key that got `OK`.
+    pub fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        acked
+    }
+}
+
 /// A new directory `name` under `root`, for a node's `--data-dir`; its
 /// path as an argument.
 pub fn data_dir(root: &Path, name: &str) -> String {
@@ -467,6 +577,7 @@ pub fn assert_all_present(c: &mut redis::Connection, keys: &[String]) {
     );
 }
 
+/// Polls `check` until it holds or `limit` passes.
 pub fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !check() {
