@@ -243,25 +243,41 @@ impl CoordinatorArgs {
     }
 }
 
-/// The replication address of the cluster's primary, read from etcd
-/// (`hotblock-secondary --coordinator` without `--primary`): the live
-/// primary's, else the last one elected (an election then follows). Waits
-/// until the cluster exists.
-pub fn primary_from_coordinator(config: &crate::coordinator::Config) -> String {
+/// The replication address of the cluster's primary, read from etcd: the
+/// live primary's, else the last one elected (an election then follows);
+/// `None` if the cluster does not exist yet. Waits for etcd to answer.
+pub fn cluster_primary(config: &crate::coordinator::Config) -> Option<String> {
     use crate::coordinator::records::{self, Keys, PrimaryRecord};
     let etcd = crate::coordinator::Etcd::new(config.url.clone(), Duration::from_secs(2));
     let keys = Keys::new(&config.cluster);
     let mut said = false;
     loop {
-        for key in [keys.primary(), keys.term()] {
-            match etcd.get(&key) {
-                Ok(Some(kv)) => match records::parse::<PrimaryRecord>(&key, &kv.value) {
-                    Ok(p) => return p.repl,
-                    Err(e) => tracing::error!(error = %e, "coordinator"),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "coordinator"),
+        let read = [keys.primary(), keys.term()].map(|key| {
+            let kv = etcd.get(&key).map_err(|e| e.to_string())?;
+            kv.map(|kv| records::parse::<PrimaryRecord>(&key, &kv.value))
+                .transpose()
+        });
+        match read {
+            [Ok(Some(p)), _] | [Ok(None), Ok(Some(p))] => return Some(p.repl),
+            [Ok(None), Ok(None)] => return None,
+            [Err(e), _] | [_, Err(e)] => {
+                if !said {
+                    tracing::warn!(error = %e, coordinator = %config.url, "cannot read the cluster from etcd yet; retrying");
+                    said = true;
+                }
             }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// [`cluster_primary`], waiting until the cluster exists
+/// (`hotblock-secondary --coordinator` without `--primary`).
+pub fn primary_from_coordinator(config: &crate::coordinator::Config) -> String {
+    let mut said = false;
+    loop {
+        if let Some(primary) = cluster_primary(config) {
+            return primary;
         }
         if !said {
             tracing::info!(cluster = %config.cluster, coordinator = %config.url, "waiting for the cluster's primary to appear in etcd");
@@ -269,6 +285,32 @@ pub fn primary_from_coordinator(config: &crate::coordinator::Config) -> String {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What `--coordinator` cannot work with yet, or without: refused at start.
+pub fn check_coordinated(
+    transport: Transport,
+    listen: SocketAddr,
+    announce: Option<&str>,
+    stable_id: bool,
+    on_sync_timeout: OnSyncTimeout,
+) -> Result<(), StartupError> {
+    let refuse = |why: &str| Err(StartupError::Setting(format!("--coordinator: {why}")));
+    if transport != Transport::Tcp {
+        return refuse("--transport tcp only for now (the nodes do not publish their certificate fingerprints in etcd yet)");
+    }
+    if listen.ip().is_unspecified() && announce.is_none() {
+        return refuse(&format!(
+            "--listen {listen} is no address others can dial: give --announce HOST:PORT"
+        ));
+    }
+    if !stable_id {
+        return refuse("give --data-dir or --node-id: the cluster counts its members by id, and a random id each start would leave a member that never returns");
+    }
+    if on_sync_timeout == OnSyncTimeout::Degrade {
+        return refuse("--on-sync-timeout degrade acknowledges writes no secondary holds, which an election cannot find");
+    }
+    Ok(())
 }
 
 /// Parses the command line; with `--config FILE`, the file's settings are

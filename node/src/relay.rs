@@ -35,6 +35,13 @@ impl Relay {
         Ok(Arc::new(Relay { replicator }))
     }
 
+    /// Serves no one until the follow loop says the copy is online (see
+    /// [`Downstream::online`]): a node that restarted behind its old
+    /// secondaries must not offer them its own, older state.
+    pub fn withhold(&self) {
+        self.replicator.set_available(false);
+    }
+
     /// Where downstream secondaries connect (the port the OS picked, if
     /// asked for port 0).
     pub fn local_addr(&self) -> &str {

@@ -30,8 +30,9 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn role(p: &Proc) -> Option<String> {
-    let mut c = p.try_client().ok()?;
-    let text: String = redis::cmd("INFO").arg("replication").query(&mut c).ok()?;
+    // A paused node must not hang the question.
+    let reply = cluster::raw_query(p.port, &["INFO", "replication"], Duration::from_millis(500))?;
+    let text: String = redis::from_redis_value(&reply).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("role:"))
         .map(|r| r.trim().to_string())
@@ -162,4 +163,275 @@ fn kill9_of_the_primary_with_quorum_one_loses_no_acknowledged_write() {
 #[test]
 fn kill9_of_the_primary_with_quorum_two_loses_no_acknowledged_write() {
     kill9_failover(2);
+}
+
+/// A probe that writes to every node at once, over and over, and keeps
+/// when each write that got `OK` was sent and answered.
+struct Probe {
+    oks: std::sync::Arc<std::sync::Mutex<Vec<(usize, Instant, Instant)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Probe {
+    fn start(ports: Vec<u16>) -> Probe {
+        use std::sync::atomic::Ordering;
+        let oks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = ports
+            .into_iter()
+            .enumerate()
+            .map(|(node, port)| {
+                let (oks, stop) = (oks.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut conn: Option<redis::Connection> = None;
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if conn.is_none() {
+                            conn = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                                .unwrap()
+                                .get_connection_with_timeout(Duration::from_millis(300))
+                                .ok();
+                            if let Some(c) = &conn {
+                                let _ = c.set_read_timeout(Some(Duration::from_millis(300)));
+                            }
+                        }
+                        let Some(c) = &mut conn else {
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        };
+                        i += 1;
+                        let sent = Instant::now();
+                        match redis::cmd("SET")
+                            .arg(format!("probe-{node}-{i}"))
+                            .arg(i)
+                            .query::<()>(c)
+                        {
+                            Ok(()) => oks.lock().unwrap().push((node, sent, Instant::now())),
+                            Err(e)
+                                if e.is_io_error()
+                                    || e.is_timeout()
+                                    || e.is_connection_dropped() =>
+                            {
+                                conn = None
+                            }
+                            Err(_) => {}
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Probe { oks, stop, threads }
+    }
+
+    /// Stops; fails if two nodes' accepted writes interleave (one node
+    /// accepted a write sent after another's was acknowledged, and the
+    /// other way round): two writable primaries at once. Returns the
+    /// nodes that accepted writes, in order.
+    fn stop(self) -> Vec<usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        let oks = self.oks.lock().unwrap().clone();
+        let nodes: std::collections::BTreeSet<usize> = oks.iter().map(|o| o.0).collect();
+        for &x in &nodes {
+            for &y in &nodes {
+                if x >= y {
+                    continue;
+                }
+                let of = |n: usize| oks.iter().filter(move |o| o.0 == n);
+                let max_sent = |n| of(n).map(|o| o.1).max().unwrap();
+                let min_answered = |n| of(n).map(|o| o.2).min().unwrap();
+                assert!(
+                    !(max_sent(x) > min_answered(y) && max_sent(y) > min_answered(x)),
+                    "nodes {x} and {y} both accepted writes at once"
+                );
+            }
+        }
+        let mut order: Vec<(Instant, usize)> = nodes
+            .iter()
+            .map(|&n| {
+                (
+                    oks.iter().filter(|o| o.0 == n).map(|o| o.2).min().unwrap(),
+                    n,
+                )
+            })
+            .collect();
+        order.sort();
+        order.into_iter().map(|(_, n)| n).collect()
+    }
+}
+
+/// Waits for a primary other than node 0, then checks the old primary
+/// steps down by itself and catches up.
+fn wait_failover_and_rejoin(trio: &Trio) -> usize {
+    let deadline = Instant::now() + FAILOVER_LIMIT;
+    loop {
+        if let Some(i) = trio.primary_index().filter(|&i| i != 0) {
+            return i;
+        }
+        if Instant::now() > deadline {
+            let infos: Vec<String> = trio.nodes[1..]
+                .iter()
+                .map(|n| format!("{:?}\n{}", n.info("replication"), n.log_text()))
+                .collect();
+            panic!("no secondary took over:\n{}", infos.join("\n\n"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `SIGSTOP` of the primary past its lease, then `SIGCONT`: another node
+/// takes over, and the old primary steps down in place (no restart) and
+/// rejoins; no write acknowledged is lost, and no two nodes take writes
+/// at once.
+#[test]
+fn a_primary_paused_past_its_lease_steps_down_in_place() {
+    let trio = Trio::start(1);
+    let probe = Probe::start(trio.ports());
+    let writers = FollowingWriters::start(trio.ports(), 4);
+    wait_until("writes", FAILOVER_LIMIT, || writers.acked() > 200);
+    cluster::signal("-STOP", trio.nodes[0].pid());
+    let new = wait_failover_and_rejoin(&trio);
+    let before = writers.acked();
+    wait_until("writes on the new primary", FAILOVER_LIMIT, || {
+        writers.acked() > before + 100
+    });
+    cluster::signal("-CONT", trio.nodes[0].pid());
+    wait_until("the old primary steps down", FAILOVER_LIMIT, || {
+        role(&trio.nodes[0]).as_deref() == Some("secondary")
+    });
+    cluster::wait_secondaries_online(&trio.nodes[new], 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let acked = writers.stop();
+    let order = probe.stop();
+    assert_eq!(
+        order.first(),
+        Some(&0),
+        "node 0 took writes first: {order:?}"
+    );
+    assert_all_present(&mut trio.nodes[new].client(), &acked);
+    let info = trio.nodes[0].info("replication");
+    assert_eq!(info["demotions"], "1", "{info:?}");
+    let lsn = trio.nodes[new].lsn();
+    wait_until("caught up", FAILOVER_LIMIT, || trio.nodes[0].lsn() == lsn);
+    assert_eq!(trio.nodes[0].digest(), trio.nodes[new].digest());
+}
+
+/// The primary cut off from etcd (its link black-holed) but not from its
+/// clients: it stops taking writes before another node is elected; a
+/// probe writing to every node at once never sees two take writes; healed,
+/// it steps down and rejoins.
+#[test]
+fn a_primary_cut_off_from_etcd_stops_writes_before_another_is_elected() {
+    let etcd = EtcdProcess::start();
+    let proxy = cluster::proxy::Proxy::start(etcd.client_port);
+    let dir = tempfile::tempdir().unwrap();
+    let via_proxy = format!("etcd://127.0.0.1:{}", proxy.port);
+    let primary_dir = data_dir(dir.path(), "n0");
+    let primary_args = [
+        "--coordinator",
+        &via_proxy,
+        "--failover-timeout-ms",
+        "2000",
+        "--sync-quorum",
+        "1",
+        "--data-dir",
+        &primary_dir,
+    ];
+    let primary = Proc::node(dir.path(), &primary_args);
+    wait_until("the first primary is elected", FAILOVER_LIMIT, || {
+        primary.info("replication").get("cluster_primary_id") != Some(&"0".to_string())
+    });
+    let mut nodes = vec![primary];
+    for name in ["n1", "n2"] {
+        let args = coordinated(
+            &etcd,
+            &[
+                "--mode",
+                "sync",
+                "--serve-reads",
+                "--sync-quorum",
+                "1",
+                "--data-dir",
+                &data_dir(dir.path(), name),
+            ],
+        );
+        nodes.push(Proc::member(dir.path(), &strs(&args)));
+    }
+    cluster::wait_secondaries_online(&nodes[0], 2);
+    let trio = Trio {
+        etcd,
+        nodes,
+        _dir: dir,
+    };
+    let probe = Probe::start(trio.ports());
+    let writers = FollowingWriters::start(trio.ports(), 4);
+    wait_until("writes", FAILOVER_LIMIT, || writers.acked() > 200);
+    proxy.set(cluster::proxy::Fault::Blackhole);
+    let new = wait_failover_and_rejoin(&trio);
+    let before = writers.acked();
+    wait_until("writes on the new primary", FAILOVER_LIMIT, || {
+        writers.acked() > before + 100
+    });
+    proxy.set(cluster::proxy::Fault::None);
+    wait_until("the old primary steps down", FAILOVER_LIMIT, || {
+        role(&trio.nodes[0]).as_deref() == Some("secondary")
+    });
+    cluster::wait_secondaries_online(&trio.nodes[new], 2);
+    let acked = writers.stop();
+    let order = probe.stop();
+    assert_eq!(order.first(), Some(&0), "{order:?}");
+    assert_all_present(&mut trio.nodes[new].client(), &acked);
+}
+
+/// etcd itself down: the primary stops taking writes within its lease (it
+/// cannot prove it is still the primary); when etcd returns, the cluster
+/// resumes with the same primary.
+#[test]
+fn with_etcd_down_the_primary_stops_writes_and_resumes_when_it_returns() {
+    let mut trio = Trio::start(1);
+    let mut c = trio.nodes[0].client();
+    let () = redis::cmd("SET")
+        .arg("before")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    trio.etcd.kill();
+    let killed = Instant::now();
+    wait_until("writes refused", FAILOVER_LIMIT, || {
+        redis::cmd("SET")
+            .arg("during")
+            .arg(1)
+            .query::<()>(&mut c)
+            .is_err()
+    });
+    // The lease is 2 s: refused before etcd could have given it away.
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+    let e = redis::cmd("SET")
+        .arg("during")
+        .arg(1)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("READONLY"), "{e}");
+    assert_eq!(
+        trio.nodes[0].info("replication")["coordinator_link"],
+        "down"
+    );
+    trio.etcd.restart();
+    wait_until("writes accepted again", FAILOVER_LIMIT, || {
+        redis::cmd("SET")
+            .arg("after")
+            .arg(1)
+            .query::<()>(&mut c)
+            .is_ok()
+    });
+    assert_eq!(role(&trio.nodes[0]).as_deref(), Some("primary"));
+    assert_eq!(trio.primary_index(), Some(0));
 }

@@ -316,8 +316,22 @@ async fn follow(
     }
 }
 
-/// Runs one connection until it ends; returns why.
+/// Runs one connection until it ends; returns why. The status shows
+/// where it ended: an election reads this node's LSN there, and must see
+/// every transaction it acknowledged, the last ones included.
 async fn session(
+    secondary: &mut Secondary,
+    link: Link,
+    config: &SecondaryNodeConfig,
+    persist: &mut Persist<'_>,
+    status: &Mutex<SecondaryStatus>,
+) -> SessionEnd {
+    let end = session_loop(secondary, link, config, persist, status).await;
+    publish_status(status, secondary);
+    end
+}
+
+async fn session_loop(
     secondary: &mut Secondary,
     link: Link,
     config: &SecondaryNodeConfig,

@@ -16,6 +16,7 @@ use hotblock_core::{Engine, EngineConfig, IndexMode, Lsn, Role};
 use hotblock_persist::{FsyncPolicy, PersistConfig, PersistedState, Persister};
 use hotblock_primary::WriteLease;
 use hotblock_primary::{Db, DbConfig, ReplicationConfig};
+use hotblock_secondary::{SecondaryNode, SecondaryNodeConfig};
 use std::sync::Arc;
 
 /// A hotblock primary: records in RAM blocks, served over RESP (the Redis
@@ -138,6 +139,29 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         auto_compact: true,
     };
     let coordinator = args.coordinator.config(args.mode, args.sync.sync_quorum);
+    if let Some(config) = &coordinator {
+        cli::check_coordinated(
+            args.transport,
+            args.listen,
+            args.coordinator.announce.as_deref(),
+            args.data_dir.is_some() || args.node_id.is_some(),
+            args.sync.on_sync_timeout,
+        )?;
+        // It writes nothing and serves no secondary before etcd says what
+        // it is: a cluster that exists has its primary already.
+        if let Some(primary) = cli::cluster_primary(config) {
+            let joining = Joining {
+                engine,
+                persister,
+                history,
+                node_id,
+                primary,
+                replication,
+                db_config,
+            };
+            return join_as_secondary(&args, config.clone(), joining);
+        }
+    }
     // With a coordinator, writes wait for it: the gate opens once etcd
     // says this node is the primary.
     let write_lease = coordinator.is_some().then(|| Arc::new(WriteLease::new()));
@@ -153,7 +177,7 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         db = db.with_lease(lease.clone());
     }
     let mut options = node_options(&args, db_config, persister);
-    if let Some(config) = coordinator {
+    if let Some(config) = args.coordinator.config(args.mode, args.sync.sync_quorum) {
         // Serving secondaries again on the same address if it is elected
         // after stepping down.
         let bound = db.replicator().map(|r| r.local_addr().to_string());
@@ -178,6 +202,86 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         source,
     })?;
     serve_until_shutdown(node, args.listen)
+}
+
+/// What `hotblock-node` recovered, to start as a secondary of the
+/// cluster's primary instead.
+struct Joining {
+    engine: Engine,
+    persister: Option<Persister>,
+    history: EpochHistory,
+    node_id: NodeId,
+    /// The primary's replication address, as etcd gives it.
+    primary: String,
+    replication: ReplicationConfig,
+    db_config: DbConfig,
+}
+
+/// `hotblock-node --coordinator` of a cluster that exists: it starts as a
+/// secondary (its blocks kept; the primary decides what of them it can
+/// keep) and relays on its --repl-listen, unavailable until it is current;
+/// the coordinator's agent does the rest (it may win the next election).
+fn join_as_secondary(
+    args: &Args,
+    config: crate::coordinator::Config,
+    j: Joining,
+) -> Result<(), StartupError> {
+    tracing::info!(primary = %j.primary, "the cluster exists in etcd: starting as a secondary");
+    j.engine.demote(IndexMode::Maintained);
+    let (relay, relay_error) =
+        match crate::cmd::secondary::start_relay(&j.engine, &j.history, Some(&j.replication)) {
+            Ok(relay) => (relay, None),
+            Err(e) => (None, Some(format!("relay: {e}"))),
+        };
+    if let Some(relay) = &relay {
+        relay.withhold();
+    }
+    let follow = FollowSettings {
+        mode: args.mode.mode(),
+        transport: args.transport,
+        secret: cli::repl_secret(args.repl_secret.as_deref()),
+        node_id: j.node_id,
+        indexes: IndexMode::Maintained,
+        databases: Vec::new(),
+    };
+    let to = crate::cmd::secondary::connect_to(args.transport, &j.primary, None)?;
+    let secondary = SecondaryNode::start_with(
+        j.engine,
+        j.history.clone(),
+        j.history.current(),
+        SecondaryNodeConfig {
+            primary: to,
+            primary_address: j.primary.clone(),
+            secret: follow.secret.clone(),
+            node: j.node_id,
+            mode: follow.mode,
+            indexes: follow.indexes,
+            downstream: relay
+                .clone()
+                .map(|r| r as Arc<dyn hotblock_secondary::Downstream>),
+            databases: Vec::new(),
+            persister: j.persister.clone(),
+            progress_bar: false,
+        },
+    );
+    let mut promote = j.replication;
+    if let Some(addr) = relay.as_ref().and_then(|r| r.local_addr().parse().ok()) {
+        promote.listen = promote.listen.at(addr);
+    }
+    let follower = crate::Follower::new(
+        secondary,
+        (relay, relay_error),
+        follow.mode,
+        follow.transport,
+        follow.secret.clone(),
+        follow.node_id,
+    );
+    let mut options = node_options(args, j.db_config, j.persister);
+    options.promote_replication = Some(promote);
+    options.follow = Some(follow);
+    options.coordinator = Some(config);
+    options.write_lease = Some(Arc::new(WriteLease::new()));
+    serve_until_shutdown(Node::secondary(follower, options), args.listen)
 }
 
 /// Refuses to listen beyond loopback without the password or secret

@@ -116,10 +116,19 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 pub fn run(args: Args) -> Result<(), StartupError> {
     check_exposure(&args)?;
     let coordinator = args.coordinator.config(args.mode, args.sync.sync_quorum);
-    if coordinator.is_some() && args.repl_listen.is_none() {
-        return Err(StartupError::Setting(
-            "--coordinator needs --repl-listen: a secondary elected primary serves the others there".into(),
-        ));
+    if coordinator.is_some() {
+        if args.repl_listen.is_none() {
+            return Err(StartupError::Setting(
+                "--coordinator needs --repl-listen: a secondary elected primary serves the others there".into(),
+            ));
+        }
+        cli::check_coordinated(
+            args.transport,
+            args.listen,
+            args.coordinator.announce.as_deref(),
+            args.data_dir.is_some() || args.node_id.is_some(),
+            args.sync.on_sync_timeout,
+        )?;
     }
     let primary = match (&args.primary, &coordinator) {
         (Some(primary), _) => primary.clone(),
@@ -161,6 +170,12 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         Ok(relay) => (relay, None),
         Err(e) => (None, Some(format!("relay: {e}"))),
     };
+    if let (Some(relay), Some(_)) = (&relay, &coordinator) {
+        // Its address may be where the primary was: secondaries that
+        // still dial it must not get this node's state before it is
+        // current.
+        relay.withhold();
+    }
     let node_id = cli::node_id(args.node_id, persister.as_ref())?;
     let config = SecondaryNodeConfig {
         primary: connect,
@@ -278,7 +293,7 @@ fn relay_config(args: &Args, secret: &Secret) -> Result<Option<ReplicationConfig
 
 /// Starts relaying to downstream secondaries, if configured to. A relay
 /// that cannot start is logged, and the node follows without it.
-fn start_relay(
+pub(crate) fn start_relay(
     engine: &Engine,
     history: &EpochHistory,
     config: Option<&ReplicationConfig>,

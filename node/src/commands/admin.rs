@@ -70,6 +70,13 @@ pub(super) async fn replicaof(node: &Arc<Node>, args: &[Bytes]) -> Reply {
     if no_one && args.len() != 3 {
         return wrong_arity(&args[0]);
     }
+    if node.options().coordinator.is_some() {
+        // Roles are etcd's to decide here: a hand-made primary would hold
+        // an epoch no election knows of.
+        return Reply::Error(
+            "ERR this node's role is decided through its coordinator (--coordinator): REPLICAOF is refused; stop the primary, and the cluster elects another".into(),
+        );
+    }
     if !no_one {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
         let (host, port) = (text(&args[1]), text(&args[2]));

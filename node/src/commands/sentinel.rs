@@ -29,7 +29,13 @@ pub(super) fn sentinel(node: &Node, args: &[Bytes]) -> Reply {
         return super::wrong_arity(b"sentinel");
     };
     let sub = String::from_utf8_lossy(sub).to_ascii_lowercase();
-    let cluster = node.cluster();
+    let mut cluster = node.cluster();
+    if !cluster.link_up {
+        // Cut off from etcd, this node cannot vouch for any primary (it
+        // may be the old one): it answers as a Sentinel that sees the
+        // master down, and clients ask another.
+        cluster.primary = None;
+    }
     let name = args.get(2).map(|n| String::from_utf8_lossy(n).to_string());
     let ours = name.as_deref() == Some(config.cluster.as_str());
     let failover_timeout_ms = config.failover_timeout.as_millis() as i64;
@@ -95,8 +101,9 @@ fn others(cluster: &ClusterState, except: Option<u64>) -> impl Iterator<Item = &
 }
 
 /// The primary's state, as `SENTINEL master` gives it. While no primary
-/// holds the key, the last one is shown down (`s_down,o_down`): clients
-/// then keep asking instead of writing to it.
+/// holds the key (or this node cannot reach etcd to know), the last one is
+/// shown down (`s_down,o_down`): clients then keep asking instead of
+/// writing to it.
 fn master_state(name: &str, cluster: &ClusterState, failover_timeout_ms: i64) -> Option<Reply> {
     let (p, flags): (&PrimaryRecord, &str) = match (&cluster.primary, &cluster.term) {
         (Some(p), _) => (p, "master"),

@@ -47,6 +47,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// How long an election waits for every registered sync secondary to
 /// publish before deciding with the N − W + 1 it has.
 const SETTLE: Duration = Duration::from_millis(300);
+/// Terms fit an epoch's high 48 bits; one this large means damaged records.
+const TERM_MAX: u64 = 1 << 47;
 
 /// What the agent does with a node, seen from the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +127,17 @@ pub fn start(
     tracing::info!(coordinator = %agent.config.url, cluster = %agent.config.cluster, node = me.0, client = %agent.member.client, repl = %agent.member.repl, "joining the cluster through the coordinator");
     std::thread::Builder::new()
         .name("hotblock-coordinator".into())
-        .spawn(move || agent.run())?;
+        .spawn(move || {
+            let keeper = agent.keeper.clone();
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| agent.run()));
+            if ran.is_err() {
+                // A node whose agent died would renew its lease and never
+                // step down: it goes, and its lease with it.
+                tracing::error!("the coordinator's thread panicked: exiting");
+                keeper.resign();
+                std::process::exit(70);
+            }
+        })?;
     Ok(keeper)
 }
 
@@ -252,10 +264,18 @@ impl Agent {
             )?;
             if created {
                 self.booting = false;
-                self.keeper.set_primary(true);
+                self.keeper.set_primary(Some(lease));
                 tracing::info!(cluster = %self.config.cluster, %epoch, "created the cluster in etcd: this node is its primary");
             }
             return Ok(());
+        }
+        if let Some((kv, p)) = &primary {
+            if p.node == self.me.0 && kv.lease == Some(lease) {
+                // Our own creation, whose answer was lost.
+                self.booting = false;
+                self.keeper.set_primary(Some(lease));
+                return Ok(());
+            }
         }
         // A cluster exists: whoever is primary, it is decided there, not
         // by this node having been one before it stopped.
@@ -295,7 +315,7 @@ impl Agent {
     }
 
     fn demote(&mut self, node: &Arc<Node>, to: &PrimaryRecord) -> Result<(), TickError> {
-        self.keeper.set_primary(false);
+        self.keeper.set_primary(None);
         self.candidacy = None;
         node.demote(&to.repl, Epoch(to.epoch))
             .map_err(|e| TickError::Node(format!("cannot step down: {e}")))?;
@@ -321,12 +341,17 @@ impl Agent {
                 let position = node
                     .position()
                     .ok_or_else(|| TickError::Node("not a secondary".into()))?;
-                if position.upstream != p.repl {
+                if !same_address(&position.upstream, &p.repl) {
                     tracing::info!(primary = p.node, repl = %p.repl, "following the cluster's primary");
                     node.repoint_to(&p.repl)
                         .map_err(|e| TickError::Node(format!("cannot follow {}: {e}", p.repl)))?;
                 }
                 Ok(())
+            }
+            // We won, but the answer to the transaction was lost: finish.
+            Some((kv, p)) if kv.lease == Some(lease) => {
+                tracing::warn!(epoch = %Epoch(p.epoch), "etcd names this node the primary: promoting");
+                self.promote(node, lease, Epoch(p.epoch))
             }
             // A previous life's key (this node restarted within its old
             // lease): it goes when that lease expires.
@@ -361,6 +386,9 @@ impl Agent {
             return Ok(());
         };
         if !position.consistent {
+            if let Some(c) = self.candidacy.take() {
+                self.etcd.delete(&self.keys.candidate(c.node))?;
+            }
             return self.waiting(node, "not a candidate while loading a snapshot");
         }
         let mine = CandidateRecord {
@@ -368,6 +396,7 @@ impl Agent {
             term: last.term,
             last_epoch: position.last_epoch.0,
             lsn: position.lsn,
+            epoch_seen: position.epoch_seen.0,
             mode: self.config.mode,
         };
         if self.candidacy.as_ref() != Some(&mine) {
@@ -381,12 +410,15 @@ impl Agent {
             // Decide on a later tick, once the others had time to see it.
             return Ok(());
         }
+        // A member that cannot be read cannot be counted: an election
+        // that went on without it could miss the holder of a write.
         let members: Vec<MemberRecord> = self
             .etcd
             .get_prefix(&self.keys.members())?
             .iter()
-            .filter_map(|kv| records::parse(&kv.key, &kv.value).ok())
-            .collect();
+            .map(|kv| records::parse(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()
+            .map_err(TickError::Record)?;
         let candidates: Vec<(KeyValue, CandidateRecord)> = self
             .etcd
             .get_prefix(&self.keys.candidates())?
@@ -431,7 +463,7 @@ impl Agent {
     ) -> Result<(), TickError> {
         let new_term = candidates
             .iter()
-            .map(|(_, c)| Epoch(c.last_epoch).term())
+            .flat_map(|(_, c)| [Epoch(c.last_epoch).term(), Epoch(c.epoch_seen).term()])
             .chain([
                 last.term,
                 Epoch(last.epoch).term(),
@@ -440,6 +472,11 @@ impl Agent {
             .max()
             .unwrap_or(0)
             + 1;
+        if new_term >= TERM_MAX {
+            return Err(TickError::Record(format!(
+                "term {new_term} is past the most an epoch holds: the cluster's records in etcd are damaged"
+            )));
+        }
         let epoch = Epoch(new_term << 16 | (self.me.0 & 0xffff));
         let record = PrimaryRecord {
             term: new_term,
@@ -480,32 +517,50 @@ impl Agent {
             return Ok(());
         }
         tracing::warn!(term = new_term, %epoch, lsn = position.lsn, "won the election: promoting this node");
-        // The promoted epoch is exactly the one published: one above
-        // everything this node has seen, in the term etcd gave.
-        let at_least = Epoch(((new_term - 1) << 16) | 0xffff);
-        let promoted = node.promote_at(at_least);
         let _ = self.etcd.delete(&self.keys.candidate(self.me.0));
         self.candidacy = None;
+        self.promote(node, lease, epoch)
+    }
+
+    /// Promotes this node to exactly `epoch` (the one etcd holds), and
+    /// opens its writes. A node that cannot serve what it won gives up its
+    /// lease (and the key with it) and exits: another candidate takes
+    /// over, and a restart recovers it from its data directory.
+    fn promote(
+        &mut self,
+        node: &Arc<Node>,
+        lease: super::LeaseId,
+        epoch: Epoch,
+    ) -> Result<(), TickError> {
         self.election_since = None;
-        match promoted {
-            Ok((_, got)) | Err(crate::error::PromoteError::Incomplete { epoch: got, .. }) => {
-                if got != epoch {
-                    tracing::error!(published = %epoch, %got, "the promoted epoch differs from the one published");
-                }
-                self.keeper.set_primary(true);
-                node.update_cluster(|c| {
-                    c.promotions += 1;
-                    c.election = None;
-                });
-                Ok(())
-            }
-            Err(e) => {
-                // Not serving: give the key up at once so that another
-                // candidate can win, rather than hold it for a lease.
-                let _ = self.etcd.delete(&primary_key);
-                Err(TickError::Node(format!("promotion failed: {e}")))
-            }
+        // One above everything this node has seen, in the term etcd gave.
+        let at_least = Epoch(((epoch.term().saturating_sub(1)) << 16) | 0xffff);
+        let got = match node.promote_at(at_least) {
+            Ok((_, got)) | Err(crate::error::PromoteError::Incomplete { epoch: got, .. }) => got,
+            Err(e) => self.give_up(&format!("promotion failed: {e}")),
+        };
+        if got != epoch {
+            self.give_up(&format!(
+                "promoted to epoch {got}, not the {epoch} etcd holds"
+            ));
         }
+        self.keeper.set_primary(Some(lease));
+        node.update_cluster(|c| {
+            c.promotions += 1;
+            c.election = None;
+        });
+        Ok(())
+    }
+
+    /// Gives up everything held in etcd and stops the process: this node
+    /// cannot be what etcd says it is.
+    fn give_up(&self, why: &str) -> ! {
+        tracing::error!(
+            why,
+            "giving up the coordinator lease and exiting: restart this node to rejoin"
+        );
+        self.keeper.resign();
+        std::process::exit(1);
     }
 
     fn primary_record(&self, epoch: Epoch) -> PrimaryRecord {
@@ -518,6 +573,13 @@ impl Agent {
             sync_quorum: self.config.sync_quorum,
         }
     }
+}
+
+/// Whether two `host:port` strings name the same socket address.
+fn same_address(a: &str, b: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let resolve = |s: &str| s.to_socket_addrs().ok().and_then(|mut i| i.next());
+    a == b || resolve(a).is_some_and(|x| resolve(b) == Some(x))
 }
 
 /// What the candidates seen allow.
@@ -597,6 +659,7 @@ mod tests {
             node,
             term: 1,
             last_epoch: 1 << 16,
+            epoch_seen: 1 << 16,
             lsn,
             mode: MemberMode::Sync,
         };

@@ -37,10 +37,15 @@ pub fn margin(ttl: Duration) -> Duration {
     GATE_SLACK + ttl / CLOCK_DRIFT_MAX_DIVISOR
 }
 
-/// The lease as the coordinator's thread sees it.
+/// The lease as the coordinator's thread sees it. One lock for all of it:
+/// whether the gate may open depends on the lease held and on holding the
+/// primary key under that very lease, and both change together.
 #[derive(Debug, Default)]
 struct Held {
     lease: Option<LeaseId>,
+    /// The lease this node holds the primary key under, if it does: only
+    /// renewals of that lease open the write gate.
+    primary_under: Option<LeaseId>,
     /// etcd said the lease was gone (expired or revoked) since the
     /// coordinator last asked.
     lost: bool,
@@ -57,9 +62,6 @@ pub struct LeaseKeeper {
     etcd: Arc<Etcd>,
     ttl: Duration,
     held: Mutex<Held>,
-    /// Whether this node holds the primary key under the lease: only then
-    /// do renewals open the write gate.
-    primary: AtomicBool,
     gate: Arc<WriteLease>,
     stop: AtomicBool,
 }
@@ -70,7 +72,6 @@ impl LeaseKeeper {
             etcd,
             ttl,
             held: Mutex::new(Held::default()),
-            primary: AtomicBool::new(false),
             gate,
             stop: AtomicBool::new(false),
         })
@@ -89,12 +90,16 @@ impl LeaseKeeper {
     }
 
     /// Stops renewing and revokes the lease now, from the caller's thread
-    /// (a clean shutdown): the keys under it go at once.
+    /// (a clean shutdown, or a node that cannot serve what it won): the
+    /// keys under it go at once.
     pub fn resign(&self) {
         self.stop();
-        self.primary.store(false, Ordering::SeqCst);
-        self.gate.revoke();
-        let lease = self.held.lock().expect("lease lock").lease.take();
+        let lease = {
+            let mut held = self.held.lock().expect("lease lock");
+            held.primary_under = None;
+            self.gate.revoke();
+            held.lease.take()
+        };
         if let Some(lease) = lease {
             match self.etcd.revoke(lease) {
                 Ok(()) => tracing::info!(lease = lease.0, "coordinator lease given up"),
@@ -120,19 +125,19 @@ impl LeaseKeeper {
         (held.link_up, held.last_error.clone())
     }
 
-    /// This node now holds the primary key under its lease (`true`), or no
-    /// longer does (`false`: the gate closes at once).
-    pub fn set_primary(&self, primary: bool) {
-        self.primary.store(primary, Ordering::SeqCst);
-        match primary {
+    /// This node now holds the primary key under `lease` (`Some`), or no
+    /// longer holds it (`None`: the gate closes at once). The gate opens
+    /// only while `lease` is the one held: a lease lost and granted anew
+    /// in between opens nothing.
+    pub fn set_primary(&self, lease: Option<LeaseId>) {
+        let mut held = self.held.lock().expect("lease lock");
+        held.primary_under = lease.filter(|l| held.lease == Some(*l));
+        match (held.primary_under, held.renewed) {
             // Open at once, up to what the last renewal proved, rather
             // than at the next renewal.
-            true => {
-                if let Some((sent, ttl)) = self.held.lock().expect("lease lock").renewed {
-                    self.open_gate(sent, ttl);
-                }
-            }
-            false => self.gate.revoke(),
+            (Some(_), Some((sent, ttl))) => self.open_gate(sent, ttl),
+            (Some(_), None) => {}
+            (None, _) => self.gate.revoke(),
         }
     }
 
@@ -169,42 +174,48 @@ impl LeaseKeeper {
                 std::thread::sleep(RETRY_AFTER.min(until - Instant::now()));
             }
         }
-        self.gate.revoke();
     }
 
     /// Grants a lease if none is held, else renews it; extends the gate
-    /// when this node is the primary.
+    /// when this node holds the primary key under it.
     fn renew(&self) -> Result<(), EtcdError> {
         let sent = Instant::now();
-        let ttl_s = match self.lease() {
+        let (lease, ttl_s) = match self.lease() {
             None => {
                 let (lease, ttl_s) = self.etcd.grant(self.ttl)?;
                 tracing::info!(lease = lease.0, ttl_s, "coordinator lease granted");
-                self.held.lock().expect("lease lock").lease = Some(lease);
-                ttl_s
-            }
-            Some(lease) => {
-                let ttl_s = self.etcd.keep_alive(lease)?;
-                if ttl_s <= 0 {
-                    tracing::warn!(
-                        lease = lease.0,
-                        "the coordinator lease expired: this node holds nothing in etcd any more"
-                    );
-                    self.primary.store(false, Ordering::SeqCst);
-                    self.gate.revoke();
-                    let mut held = self.held.lock().expect("lease lock");
-                    held.lease = None;
-                    held.lost = true;
-                    held.renewed = None;
+                let mut held = self.held.lock().expect("lease lock");
+                if self.stop.load(Ordering::SeqCst) {
+                    // Resigned meanwhile: this lease just expires.
                     return Ok(());
                 }
-                ttl_s
+                held.lease = Some(lease);
+                held.renewed = None;
+                (lease, ttl_s)
             }
+            Some(lease) => (lease, self.etcd.keep_alive(lease)?),
         };
-        let ttl = Duration::from_secs(ttl_s as u64).min(self.ttl.max(Duration::from_secs(1)));
         let mut held = self.held.lock().expect("lease lock");
+        if held.lease != Some(lease) {
+            // Resigned while the call was out.
+            return Ok(());
+        }
+        if ttl_s <= 0 {
+            tracing::warn!(
+                lease = lease.0,
+                "the coordinator lease expired: this node holds nothing in etcd any more"
+            );
+            self.gate.revoke();
+            *held = Held {
+                lost: true,
+                link_up: true,
+                ..Held::default()
+            };
+            return Ok(());
+        }
+        let ttl = Duration::from_secs(ttl_s as u64).min(self.ttl.max(Duration::from_secs(1)));
         held.renewed = Some((sent, ttl));
-        if self.primary.load(Ordering::SeqCst) {
+        if held.primary_under == Some(lease) {
             self.open_gate(sent, ttl);
         }
         if !held.link_up {

@@ -104,6 +104,8 @@ pub struct CandidateRecord {
     /// candidates (Raft's last log term and index).
     pub last_epoch: u64,
     pub lsn: u64,
+    /// The highest epoch it has seen: the new term rises above it too.
+    pub epoch_seen: u64,
     pub mode: MemberMode,
 }
 
@@ -160,6 +162,7 @@ mod tests {
             term: 1,
             last_epoch,
             lsn,
+            epoch_seen: last_epoch,
             mode: MemberMode::Sync,
         };
         // A longer log of an older epoch loses to a newer epoch's.

@@ -452,19 +452,46 @@ pub struct FollowingWriters {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// One command on a fresh connection, every step bounded by `timeout`
+/// (a paused node must not hang the caller: the `redis` crate's own
+/// connection set-up reads without one). `None` on any failure.
+pub fn raw_query(port: u16, args: &[&str], timeout: Duration) -> Option<redis::Value> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    stream.write_all(request.as_bytes()).ok()?;
+    let deadline = Instant::now() + timeout;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        reply.extend_from_slice(&buf[..n]);
+        if let Ok(v) = redis::parse_redis_value(&reply) {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// The cluster's primary's client port, as the first node of `ports` that
 /// answers `SENTINEL get-master-addr-by-name hotblock` says.
 pub fn primary_port(ports: &[u16]) -> Option<u16> {
-    ports.iter().find_map(|port| {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
-        let mut c = client
-            .get_connection_with_timeout(Duration::from_millis(500))
-            .ok()?;
-        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg("hotblock")
-            .query(&mut c)
-            .ok()?;
+    ports.iter().find_map(|&port| {
+        let reply = raw_query(
+            port,
+            &["SENTINEL", "get-master-addr-by-name", "hotblock"],
+            Duration::from_millis(500),
+        )?;
+        let addr: Option<(String, String)> = redis::from_redis_value(&reply).ok()?;
         addr?.1.parse().ok()
     })
 }
@@ -485,10 +512,15 @@ impl FollowingWriters {
                             Some(c) => c,
                             None => {
                                 let opened = primary_port(&ports).and_then(|port| {
-                                    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                                        .ok()?
-                                        .get_connection_with_timeout(Duration::from_millis(500))
-                                        .ok()
+                                    let c =
+                                        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                                            .ok()?
+                                            .get_connection_with_timeout(Duration::from_millis(500))
+                                            .ok()?;
+                                    // Longer than a sync commit's wait, short
+                                    // enough to leave a paused primary.
+                                    c.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+                                    Some(c)
                                 });
                                 match opened {
                                     Some(c) => conn.insert(c),
