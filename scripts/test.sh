@@ -8,6 +8,7 @@
 # - etcd (Debian's etcd-server): the coordinator tests start a real one on
 #   loopback ports. A service the package may start is stopped: the tests
 #   run their own.
+# - redis-py (PyPI's `redis`): a failover test drives its Sentinel client.
 # SQLite (for the benches) is built from source by rusqlite's `bundled`
 # feature; the end-to-end tests build and start hotblock's own binaries.
 set -euo pipefail
@@ -22,5 +23,14 @@ if ((${#missing[@]})); then
     # Debian starts an etcd service on the default ports; the tests run
     # their own on free ones and need none.
     if command -v systemctl >/dev/null; then systemctl stop etcd 2>/dev/null || true; fi
+fi
+if ! python3 -c "import redis" 2>/dev/null; then
+    echo "installing redis-py (needed by the failover tests)"
+    if ! command -v python3 >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip
+    fi
+    python3 -m pip install --quiet redis \
+        || python3 -m pip install --quiet --break-system-packages redis
 fi
 exec cargo test --workspace "$@"

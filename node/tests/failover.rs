@@ -435,3 +435,61 @@ fn with_etcd_down_the_primary_stops_writes_and_resumes_when_it_returns() {
     assert_eq!(role(&trio.nodes[0]).as_deref(), Some("primary"));
     assert_eq!(trio.primary_index(), Some(0));
 }
+
+/// redis-py's `Sentinel`, given the nodes' addresses as its Sentinels,
+/// writes through `master_for(...)` and keeps writing across a `kill -9`
+/// failover after its reconnect, with no code of ours on the client side;
+/// every write it got `OK` for is on the new primary.
+#[test]
+fn redis_py_sentinel_follows_a_kill9_failover() {
+    use std::io::BufRead;
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        have,
+        "python3 with redis-py: scripts/test.sh installs it (pip install redis)"
+    );
+    let mut trio = Trio::start(1);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/sentinel_writer.py"
+    );
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .args(trio.ports().iter().map(|p| p.to_string()))
+        .arg("10")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    std::thread::sleep(Duration::from_secs(1));
+    trio.nodes[0].kill9();
+    let killed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = lines.last().unwrap().unwrap();
+    assert!(child.wait().unwrap().success());
+    let result: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let acked: Vec<String> = result["acked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let last_ok = result["last_ok"].as_f64().unwrap();
+    assert!(
+        last_ok > killed + 1.0,
+        "the client stopped writing at the failover ({last_ok} vs kill at {killed})"
+    );
+    let new = trio.primary_index().expect("a new primary");
+    assert_all_present(&mut trio.nodes[new].client(), &acked);
+    eprintln!(
+        "redis-py: {} writes acknowledged, longest gap {:.2} s",
+        acked.len(),
+        result["gap"].as_f64().unwrap()
+    );
+}
