@@ -143,6 +143,7 @@ fn coordinator_replication(node: &Node, role: &Serving, out: &mut String) {
         "failover_timeout_ms",
         config.failover_timeout.as_millis(),
     );
+    line(out, "master_failover_state", node.handover().state().name());
     line(out, "promotions", c.promotions);
     line(out, "demotions", c.demotions);
     if let Some(why) = &c.election {

@@ -189,6 +189,8 @@ pub struct Node {
     cluster: Mutex<ClusterState>,
     /// The coordinator's lease keeper, once started.
     keeper: Mutex<Option<Arc<LeaseKeeper>>>,
+    /// A planned switchover (`FAILOVER`, `SHUTDOWN`) in progress.
+    handover: coordinator::handover::Handover,
 }
 
 impl std::fmt::Debug for Node {
@@ -239,6 +241,7 @@ impl Node {
             shutdown: tokio::sync::watch::Sender::new(false),
             cluster: Mutex::new(ClusterState::default()),
             keeper: Mutex::new(None),
+            handover: Default::default(),
         })
     }
 
@@ -580,6 +583,10 @@ impl Node {
     /// The coordinator's lease keeper, if the agent runs.
     pub(crate) fn lease_keeper(&self) -> Option<Arc<LeaseKeeper>> {
         self.keeper.lock().expect("keeper lock").clone()
+    }
+
+    pub(crate) fn handover(&self) -> &coordinator::handover::Handover {
+        &self.handover
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {

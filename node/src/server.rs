@@ -218,6 +218,16 @@ pub fn serve_until_shutdown(node: Arc<Node>, listen: SocketAddr) -> Result<(), S
                 source,
             })?;
         wait_for_stop(&node).await;
+        if node.options().coordinator.is_some() && node.db().is_some() {
+            // A primary hands over before it goes, rather than leave the
+            // others to wait for its lease; clients keep being served
+            // (their writes held) meanwhile.
+            let handing = node.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                crate::coordinator::handover::before_shutdown(&handing)
+            })
+            .await;
+        }
         server.abort();
         Ok::<(), StartupError>(())
     })?;

@@ -493,3 +493,65 @@ fn redis_py_sentinel_follows_a_kill9_failover() {
         result["gap"].as_f64().unwrap()
     );
 }
+
+/// A planned switchover: `FAILOVER TO host port` on the primary holds
+/// writes, hands over once the target caught up, and steps down; then
+/// `SHUTDOWN` of the new primary hands over the same way before it exits.
+/// No acknowledged write is lost, and no writer ever gets `-TIMEOUT`
+/// (held writes are answered `-READONLY` naming the new primary, and a
+/// retry lands there).
+#[test]
+fn failover_and_shutdown_hand_over_without_loss() {
+    let mut trio = Trio::start(1);
+    let writers = FollowingWriters::start(trio.ports(), 4);
+    wait_until("writes", FAILOVER_LIMIT, || writers.acked() > 200);
+    let target = trio.nodes[1].port;
+    let asked = Instant::now();
+    let () = redis::cmd("FAILOVER")
+        .arg("TO")
+        .arg("127.0.0.1")
+        .arg(target)
+        .query(&mut trio.nodes[0].client())
+        .unwrap();
+    wait_until("the target is primary", FAILOVER_LIMIT, || {
+        trio.primary_index() == Some(1)
+    });
+    let before = writers.acked();
+    wait_until("writes on the target", FAILOVER_LIMIT, || {
+        writers.acked() > before + 100
+    });
+    let gap = writers.longest_gap_since(asked);
+    wait_until("the old primary steps down", FAILOVER_LIMIT, || {
+        role(&trio.nodes[0]).as_deref() == Some("secondary")
+    });
+    assert_eq!(
+        trio.nodes[0].info("replication")["master_failover_state"],
+        "no-failover"
+    );
+    // SHUTDOWN of the new primary: another takes over without waiting for
+    // its lease.
+    cluster::wait_secondaries_online(&trio.nodes[1], 2);
+    let shut = Instant::now();
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut trio.nodes[1].client());
+    let before = writers.acked();
+    wait_until("writes after SHUTDOWN", FAILOVER_LIMIT, || {
+        writers.acked() > before + 100
+    });
+    let shutdown_gap = writers.longest_gap_since(shut);
+    let new = trio.primary_index().expect("a primary");
+    assert_ne!(new, 1);
+    let errors = writers.errors();
+    let acked = writers.stop();
+    assert_all_present(&mut trio.nodes[new].client(), &acked);
+    assert!(
+        !errors.iter().any(|e| e == "TIMEOUT"),
+        "a writer got -TIMEOUT: {errors:?}"
+    );
+    assert!(trio.nodes[1].wait_exit().success());
+    let log = trio.nodes[1].log_text();
+    assert!(log.contains("FAILOVER: handed over"), "{log}");
+    eprintln!(
+        "FAILOVER: longest gap between OKs {gap:?}; SHUTDOWN: {shutdown_gap:?}; {} writes acknowledged",
+        acked.len()
+    );
+}

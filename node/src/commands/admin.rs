@@ -19,6 +19,83 @@ pub(super) fn shutdown(node: &Node, session: &mut Session) -> Reply {
     Reply::ok()
 }
 
+/// `FAILOVER [TO host port] [FORCE] [TIMEOUT ms]` and `FAILOVER ABORT`,
+/// with Redis's arguments and errors (see `coordinator::handover`).
+pub(super) async fn failover(node: &Arc<Node>, args: &[Bytes]) -> Reply {
+    use crate::coordinator::handover::{self, HandoverPlan};
+    let upper: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_uppercase())
+        .collect();
+    if upper.len() == 1 && upper[0] == "ABORT" {
+        return match node.handover().abort() {
+            Ok(()) => Reply::ok(),
+            Err(e) => Reply::Error(e.to_string()),
+        };
+    }
+    let mut plan = HandoverPlan {
+        to: None,
+        timeout: None,
+        force: false,
+    };
+    let mut target = None;
+    let mut i = 0;
+    while i < upper.len() {
+        match upper[i].as_str() {
+            "TO" if i + 2 < upper.len() => {
+                target = Some(format!(
+                    "{}:{}",
+                    String::from_utf8_lossy(&args[i + 2]),
+                    upper[i + 2]
+                ));
+                i += 3;
+            }
+            "FORCE" => {
+                plan.force = true;
+                i += 1;
+            }
+            "TIMEOUT" if i + 1 < upper.len() => {
+                match upper[i + 1].parse::<u64>() {
+                    Ok(ms) if ms > 0 => plan.timeout = Some(std::time::Duration::from_millis(ms)),
+                    _ => return Reply::Error("ERR FAILOVER timeout must be greater than 0".into()),
+                }
+                i += 2;
+            }
+            _ => return super::syntax_error(),
+        }
+    }
+    if plan.force && (plan.timeout.is_none() || target.is_none()) {
+        return Reply::Error(
+            "ERR FAILOVER with force option requires both a timeout and target HOST and IP.".into(),
+        );
+    }
+    if let Some(address) = &target {
+        // The target as clients know it: the member with that address (read
+        // afresh from etcd if this node has not seen it yet).
+        let mut members = node.cluster().members;
+        if !members.iter().any(|m| &m.client == address) {
+            let reader = node.clone();
+            if let Ok(Ok(fresh)) =
+                tokio::task::spawn_blocking(move || handover::read_members(&reader)).await
+            {
+                members = fresh;
+            }
+        }
+        match members.iter().find(|m| &m.client == address) {
+            Some(m) => plan.to = Some(m.node),
+            None => {
+                return Reply::Error(format!(
+                    "ERR FAILOVER target {address} is not a replica of this primary."
+                ))
+            }
+        }
+    }
+    match handover::start(node, plan) {
+        Ok(()) => Reply::ok(),
+        Err(e) => Reply::Error(e.to_string()),
+    }
+}
+
 /// `WAIT numreplicas timeout`: how many secondaries acknowledged this
 /// client's last write, waiting up to `timeout` ms (0: no limit) for
 /// `numreplicas` of them.

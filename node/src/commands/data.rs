@@ -105,6 +105,8 @@ pub(super) async fn data_command(
             Err(e) => error_reply(&e),
         };
     }
+    // A planned switchover holds writes until it is over.
+    node.handover().writes_released().await;
     let db = match node.write_db() {
         Ok(db) => db,
         Err(r) => return Reply::Error(node.refusal(r)),
@@ -389,6 +391,7 @@ pub(super) async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]
     let Ok(names) = names else {
         return Reply::Error("ERR names are UTF-8".into());
     };
+    node.handover().writes_released().await;
     let db: Db = match node.write_db() {
         Ok(db) => db,
         Err(r) => return Reply::Error(node.refusal(r)),

@@ -84,6 +84,7 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"SAVE" => admin::save(node, &args).await,
         b"CONFIG" => admin::config(node, &args),
         b"SENTINEL" => sentinel::sentinel(node, &args),
+        b"FAILOVER" => admin::failover(node, &args).await,
         // Databases and records.
         b"DB.CREATE" => data::db_create(node, session, &args).await,
         b"DB.LIST" => data::db_list(node),

@@ -1,7 +1,8 @@
 //! The coordinator's agent: the thread that makes a node follow what etcd
 //! says, and take part in elections.
 //!
-//! Every `TICK` it reads the cluster's `primary` and `term` keys (see
+//! Every `TICK` (50 ms; 5 ms while there is no primary or a switchover is
+//! on) it reads the cluster's `primary` and `term` keys (see
 //! [`super::records`]) and acts by its role:
 //!
 //! - **Primary.** It holds the `primary` key under its lease. If the key
@@ -43,10 +44,15 @@ use crate::Node;
 
 /// How often the agent reads etcd: the detection delay after a lease
 /// expires, and the pace of an election.
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
+/// The tick while the cluster has no primary or this node hands over:
+/// an election or a switchover should not wait on polling.
+const TICK_URGENT: Duration = Duration::from_millis(5);
 /// How long an election waits for every registered sync secondary to
 /// publish before deciding with the N − W + 1 it has.
 const SETTLE: Duration = Duration::from_millis(300);
+/// How often the members are read outside elections.
+const MEMBERS_EVERY: Duration = Duration::from_millis(500);
 /// Terms fit an epoch's high 48 bits; one this large means damaged records.
 const TERM_MAX: u64 = 1 << 47;
 
@@ -87,6 +93,11 @@ struct Agent {
     candidacy: Option<CandidateRecord>,
     /// When this node first saw the cluster without a primary.
     election_since: Option<Instant>,
+    /// When the members were last read (for `SENTINEL replicas`,
+    /// `FAILOVER TO`).
+    members_read: Option<Instant>,
+    /// The last tick found no primary, or a handover on: tick faster.
+    urgent: bool,
 }
 
 /// Starts the agent and its lease keeper for `node`, whose clients reach
@@ -123,6 +134,8 @@ pub fn start(
         booting,
         candidacy: None,
         election_since: None,
+        members_read: None,
+        urgent: false,
     };
     tracing::info!(coordinator = %agent.config.url, cluster = %agent.config.cluster, node = me.0, client = %agent.member.client, repl = %agent.member.repl, "joining the cluster through the coordinator");
     std::thread::Builder::new()
@@ -182,20 +195,18 @@ impl Agent {
             });
             last_error = error;
             drop(node);
-            std::thread::sleep(TICK);
+            std::thread::sleep(if self.urgent { TICK_URGENT } else { TICK });
         }
         self.keeper.stop();
     }
 
     fn tick(&mut self, node: &Arc<Node>) -> Result<(), TickError> {
-        let Some(lease) = self.keeper.lease() else {
-            // Granted by the keeper's thread shortly; a lost lease means
-            // whatever this node held is gone.
-            if self.keeper.take_lost() {
-                self.candidacy = None;
-            }
-            return Ok(());
-        };
+        // None between a lease lost (or given up) and the next, which the
+        // keeper's thread grants shortly.
+        let lease = self.keeper.lease();
+        if lease.is_none() && self.keeper.take_lost() {
+            self.candidacy = None;
+        }
         if !self.member_published {
             self.etcd.put(
                 &self.keys.member(self.me.0),
@@ -210,11 +221,33 @@ impl Agent {
             c.primary = primary.as_ref().map(|p| p.1.clone());
             c.term = term.as_ref().map(|t| t.1.clone());
         });
-        match node.standing() {
-            Standing::Changing => Ok(()),
-            Standing::Primary if self.booting => self.boot(node, lease, primary, term),
-            Standing::Primary => self.as_primary(node, lease, primary, term),
-            Standing::Secondary => self.as_secondary(node, lease, primary, term),
+        self.urgent = primary.is_none()
+            || node.handover().state() != super::handover::HandoverState::NoFailover;
+        if self
+            .members_read
+            .is_none_or(|at| at.elapsed() >= MEMBERS_EVERY)
+        {
+            let members = self.members()?;
+            node.update_cluster(|c| c.members = members);
+            self.members_read = Some(Instant::now());
+        }
+        match (node.standing(), lease) {
+            (Standing::Changing, _) => Ok(()),
+            (Standing::Primary, Some(lease)) if self.booting => {
+                self.boot(node, lease, primary, term)
+            }
+            (Standing::Primary, Some(lease)) => self.as_primary(node, lease, primary, term),
+            (Standing::Secondary, Some(lease)) => self.as_secondary(node, lease, primary, term),
+            // Without a lease, a primary still steps down for the one etcd
+            // names (a switchover gave its lease up a moment ago).
+            (Standing::Primary, None) if !self.booting => match primary {
+                Some((_, p)) if p.node != self.me.0 => {
+                    tracing::warn!(primary = p.node, epoch = %Epoch(p.epoch), "another node is the primary: stepping down");
+                    self.demote(node, &p)
+                }
+                _ => Ok(()),
+            },
+            (_, None) => Ok(()),
         }
     }
 
@@ -300,6 +333,11 @@ impl Agent {
             Some((_, p)) if p.node != self.me.0 => {
                 tracing::warn!(primary = p.node, epoch = %Epoch(p.epoch), "another node is the primary: stepping down");
                 self.demote(node, &p)
+            }
+            _ if node.handover().state() != super::handover::HandoverState::NoFailover => {
+                // Handing over: it gave the key up on purpose, and waits
+                // (taking no writes) for the target to take it.
+                Ok(())
             }
             _ => {
                 // The key is gone (or is a previous life's): this node's
@@ -407,18 +445,10 @@ impl Agent {
             )?;
             tracing::info!(term = last.term, lsn = mine.lsn, last_epoch = %position.last_epoch, "standing in the election");
             self.candidacy = Some(mine);
-            // Decide on a later tick, once the others had time to see it.
-            return Ok(());
+            // Decided with what is there now: the others may have stood
+            // already, and the rules below wait for those who have not.
         }
-        // A member that cannot be read cannot be counted: an election
-        // that went on without it could miss the holder of a write.
-        let members: Vec<MemberRecord> = self
-            .etcd
-            .get_prefix(&self.keys.members())?
-            .iter()
-            .map(|kv| records::parse(&kv.key, &kv.value))
-            .collect::<Result<_, _>>()
-            .map_err(TickError::Record)?;
+        let members = self.members()?;
         let candidates: Vec<(KeyValue, CandidateRecord)> = self
             .etcd
             .get_prefix(&self.keys.candidates())?
@@ -443,6 +473,17 @@ impl Agent {
             );
         }
         self.take_over(node, lease, &term_kv, &last, &candidates, &position)
+    }
+
+    /// Every member. One that cannot be read is an error, not left out: an
+    /// election that went on without it could miss the holder of a write.
+    fn members(&self) -> Result<Vec<MemberRecord>, TickError> {
+        self.etcd
+            .get_prefix(&self.keys.members())?
+            .iter()
+            .map(|kv| records::parse(&kv.key, &kv.value))
+            .collect::<Result<_, _>>()
+            .map_err(TickError::Record)
     }
 
     fn waiting(&self, node: &Arc<Node>, why: &str) -> Result<(), TickError> {
@@ -571,6 +612,7 @@ impl Agent {
             client: self.member.client.clone(),
             repl: self.member.repl.clone(),
             sync_quorum: self.config.sync_quorum,
+            handover_to: None,
         }
     }
 }
@@ -630,7 +672,12 @@ fn decide(
         .iter()
         .max_by_key(|(_, c)| c.rank())
         .expect("not empty");
-    Decision::Best(best.1.node)
+    // A planned switchover's target, if it is as up to date as the best.
+    let position = |c: &CandidateRecord| (c.last_epoch, c.lsn);
+    let named = candidates
+        .iter()
+        .find(|(_, c)| Some(c.node) == last.handover_to && position(c) == position(&best.1));
+    Decision::Best(named.unwrap_or(best).1.node)
 }
 
 #[cfg(test)]
@@ -674,6 +721,7 @@ mod tests {
             client: String::new(),
             repl: String::new(),
             sync_quorum: quorum,
+            handover_to: None,
         }
     }
 

@@ -110,6 +110,24 @@ impl LeaseKeeper {
         }
     }
 
+    /// Revokes the lease now and goes on renewing (a new lease is granted
+    /// next): whatever was held under it, the primary key first, goes at
+    /// once. A planned switchover's last step.
+    pub fn resign_lease(&self) {
+        let lease = {
+            let mut held = self.held.lock().expect("lease lock");
+            held.primary_under = None;
+            self.gate.revoke();
+            held.renewed = None;
+            held.lease.take()
+        };
+        if let Some(lease) = lease {
+            if let Err(e) = self.etcd.revoke(lease) {
+                tracing::warn!(error = %e, "cannot revoke the coordinator lease; it expires by itself");
+            }
+        }
+    }
+
     /// The lease, if one is held now.
     pub fn lease(&self) -> Option<LeaseId> {
         self.held.lock().expect("lease lock").lease
@@ -170,7 +188,11 @@ impl LeaseKeeper {
                 }
             };
             let until = Instant::now() + wait;
-            while Instant::now() < until && !self.stop.load(Ordering::SeqCst) {
+            // A lease given up (a switchover) is replaced at once.
+            while Instant::now() < until
+                && !self.stop.load(Ordering::SeqCst)
+                && self.lease().is_some()
+            {
                 std::thread::sleep(RETRY_AFTER.min(until - Instant::now()));
             }
         }

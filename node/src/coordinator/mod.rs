@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod etcd;
+pub mod handover;
 pub mod lease;
 pub mod records;
 

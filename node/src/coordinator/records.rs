@@ -72,6 +72,10 @@ pub struct PrimaryRecord {
     /// How many sync secondaries acknowledge each of its commits: the next
     /// election needs N − quorum + 1 of the N sync secondaries.
     pub sync_quorum: usize,
+    /// Set by a planned switchover (`FAILOVER`, `SHUTDOWN`): the node the
+    /// next election prefers when it is as up to date as any candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_to: Option<u64>,
 }
 
 /// How a member replicates when it is a secondary.

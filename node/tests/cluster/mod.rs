@@ -447,7 +447,9 @@ impl Writers {
 /// got `OK`, and the longest time without one (the unavailability).
 #[derive(Debug)]
 pub struct FollowingWriters {
-    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+    /// The error codes writes got (`READONLY`, `TIMEOUT`, ...).
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -500,10 +502,12 @@ impl FollowingWriters {
     pub fn start(ports: Vec<u16>, writers: usize) -> FollowingWriters {
         use std::sync::atomic::Ordering;
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..writers)
             .map(|w| {
                 let (acked, stop, ports) = (acked.clone(), stop.clone(), ports.clone());
+                let errors = errors.clone();
                 std::thread::spawn(move || {
                     let mut conn: Option<redis::Connection> = None;
                     let mut i = 0u64;
@@ -534,10 +538,12 @@ impl FollowingWriters {
                         let key = format!("f{w}-{i}");
                         i += 1;
                         match redis::cmd("SET").arg(&key).arg(i).query::<()>(c) {
-                            Ok(()) => acked.lock().unwrap().push(key),
+                            Ok(()) => acked.lock().unwrap().push((key, Instant::now())),
                             // Not acknowledged: its outcome is unknown. Ask
                             // where the primary is again.
-                            Err(_) => {
+                            Err(e) => {
+                                let code = e.code().unwrap_or("io").to_string();
+                                errors.lock().unwrap().push(code);
                                 conn = None;
                                 std::thread::sleep(Duration::from_millis(10));
                             }
@@ -548,6 +554,7 @@ impl FollowingWriters {
             .collect();
         FollowingWriters {
             acked,
+            errors,
             stop,
             threads,
         }
@@ -557,13 +564,43 @@ impl FollowingWriters {
         self.acked.lock().unwrap().len()
     }
 
+    /// The longest time without an `OK` since `since`.
+    pub fn longest_gap_since(&self, since: Instant) -> Duration {
+        let mut times: Vec<Instant> = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.1)
+            .filter(|t| *t >= since)
+            .collect();
+        times.sort();
+        times.insert(0, since);
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// The error codes writes got so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
     /// Stops the writers; returns every key that got `OK`.
     pub fn stop(self) -> Vec<String> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for t in self.threads {
             t.join().unwrap();
         }
-        let acked = self.acked.lock().unwrap().clone();
+        let acked = self
+            .acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.0.clone())
+            .collect();
         acked
     }
 }

@@ -10,6 +10,7 @@
 //! PATH, runs `redis-benchmark -c 50 -P 16` against both servers. Results
 //! go to stdout as a table, and to `--json` and `--svg`.
 
+mod failover;
 mod procs;
 mod report;
 mod soak;
@@ -52,6 +53,11 @@ enum Cmd {
         #[arg(long, default_value_t = 0x5eed)]
         seed: u64,
     },
+    /// Time from kill -9 of the primary to the first write acknowledged
+    /// by the new one, acknowledged writes lost, and the old primary's
+    /// return, for hotblock on etcd and, in the same run, Redis with three
+    /// Sentinels (down-after 5000 and 1000 ms).
+    Failover(failover::FailoverArgs),
     /// Runs `hotblock-node` (used by this benchmark to start nodes).
     #[command(name = "__node", hide = true)]
     Node {
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
         }
         Cmd::SyncVsAsync(a) => sync_vs_async(a),
         Cmd::Soak { minutes, seed } => soak::run(minutes, seed),
+        Cmd::Failover(a) => failover::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

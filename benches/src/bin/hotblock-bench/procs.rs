@@ -21,6 +21,8 @@ pub struct Server {
     /// hotblock servers: the arguments to start it again with, and whether
     /// it serves secondaries.
     restart: Option<(Vec<String>, bool)>,
+    /// redis-server: the arguments to start it again with.
+    redis_args: Option<Vec<String>>,
 }
 
 impl Drop for Server {
@@ -80,6 +82,24 @@ impl Server {
         Self::hotblock("hotblock-secondary", work, args, false)
     }
 
+    /// A hotblock secondary of a cluster with a coordinator (`extra` names
+    /// it): etcd says whom it follows; it serves secondaries once elected.
+    pub fn hotblock_member(work: &Path, extra: &[String]) -> Result<Server, String> {
+        let mut args: Vec<String> = [
+            "__secondary",
+            "--listen",
+            "127.0.0.1:0",
+            "--repl-listen",
+            "127.0.0.1:0",
+            "--repl-secret",
+            "bench",
+        ]
+        .map(String::from)
+        .into();
+        args.extend(extra.iter().cloned());
+        Self::hotblock("hotblock-secondary", work, args, true)
+    }
+
     fn hotblock(name: &str, work: &Path, args: Vec<String>, repl: bool) -> Result<Server, String> {
         let log = work.join(format!("{name}-{}.log", unique()));
         let child = spawn_self(name, &args, &log)?;
@@ -90,6 +110,7 @@ impl Server {
             child,
             log,
             restart: Some((args, repl)),
+            redis_args: None,
         };
         server.wait_listening(0, name, repl)?;
         // Restarts keep the ports: clients and secondaries use them.
@@ -125,12 +146,23 @@ impl Server {
     /// SIGKILL, then the same process again (same ports, same data
     /// directory). hotblock servers only.
     pub fn kill_and_restart(&mut self) -> Result<(), String> {
+        self.kill();
+        self.restart()
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a hotblock server again (after `kill`): same arguments, ports
+    /// and data directory.
+    pub fn restart(&mut self) -> Result<(), String> {
         let (args, repl) = self
             .restart
             .clone()
             .ok_or("only hotblock servers restart")?;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         let from = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let name = if repl {
             "hotblock-node"
@@ -179,12 +211,7 @@ impl Server {
             ]);
         }
         let log = dir.join("redis.log");
-        let child = Command::new("redis-server")
-            .args(&args)
-            .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?)
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting redis-server: {e}"))?;
+        let child = spawn_redis("redis-server", &args, &log)?;
         let server = Server {
             port,
             repl_port: port,
@@ -192,6 +219,7 @@ impl Server {
             child,
             log,
             restart: None,
+            redis_args: Some(args),
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -212,6 +240,64 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts a killed redis-server again with the same arguments (the
+    /// old master coming back: as a master, until Sentinel converts it).
+    pub fn restart_redis(&mut self) -> Result<(), String> {
+        let args = self.redis_args.clone().ok_or("not a redis-server")?;
+        self.child = spawn_redis("redis-server", &args, &self.log)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self
+            .connect()
+            .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+        {
+            if Instant::now() > deadline {
+                return Err("redis-server did not restart".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// A `redis-sentinel` watching the master on `master` (as `mymaster`,
+    /// quorum 2) with `down-after-milliseconds`.
+    pub fn redis_sentinel(work: &Path, master: u16, down_after_ms: u64) -> Result<Server, String> {
+        let port = free_port()?;
+        let dir = work.join(format!("sentinel-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {master} 2\nsentinel down-after-milliseconds mymaster {down_after_ms}\nsentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n",
+                dir.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = dir.join("sentinel.log");
+        let args = vec![conf.to_string_lossy().into_owned()];
+        let child = spawn_redis("redis-sentinel", &args, &log)?;
+        let server = Server {
+            port,
+            repl_port: port,
+            fingerprint: None,
+            child,
+            log,
+            restart: None,
+            redis_args: None,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !server
+            .connect()
+            .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+        {
+            if Instant::now() > deadline {
+                return Err("redis-sentinel did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
     }
 
     pub fn connect(&self) -> redis::RedisResult<redis::Connection> {
@@ -243,6 +329,75 @@ fn spawn_self(name: &str, args: &[String], log: &Path) -> Result<Child, String> 
         .stderr(log)
         .spawn()
         .map_err(|e| format!("starting {name}: {e}"))
+}
+
+fn spawn_redis(program: &str, args: &[String], log: &Path) -> Result<Child, String> {
+    Command::new(program)
+        .args(args)
+        .stdout(std::fs::File::create(log).map_err(|e| e.to_string())?)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {program}: {e}"))
+}
+
+/// An etcd on loopback ports of its own; killed when dropped.
+#[derive(Debug)]
+pub struct EtcdServer {
+    child: Child,
+    port: u16,
+}
+
+impl EtcdServer {
+    pub fn start(work: &Path) -> Result<EtcdServer, String> {
+        let (port, peer) = (free_port()?, free_port()?);
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{peer}");
+        let data = work.join("etcd");
+        let child = Command::new("etcd")
+            .args(["--data-dir", data.to_str().unwrap_or("etcd")])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("default={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting etcd: {e}"))?;
+        let etcd = EtcdServer { child, port };
+        let client = hotblock_node::coordinator::Etcd::new(
+            etcd.url().parse().map_err(|e| format!("{e}"))?,
+            Duration::from_secs(1),
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        while client.get(b"ready?").is_err() {
+            if Instant::now() > deadline {
+                return Err("etcd did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(etcd)
+    }
+
+    /// `--coordinator`'s value.
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Replaces `flag 127.0.0.1:0` with the port the process chose.
