@@ -42,7 +42,7 @@ pub(super) async fn failover(node: &Arc<Node>, args: &[Bytes]) -> Reply {
     let mut i = 0;
     while i < upper.len() {
         match upper[i].as_str() {
-            "TO" if i + 2 < upper.len() => {
+            "TO" if i + 2 < upper.len() && target.is_none() => {
                 target = Some(format!(
                     "{}:{}",
                     String::from_utf8_lossy(&args[i + 2]),
@@ -50,19 +50,33 @@ pub(super) async fn failover(node: &Arc<Node>, args: &[Bytes]) -> Reply {
                 ));
                 i += 3;
             }
-            "FORCE" => {
+            "FORCE" if !plan.force => {
                 plan.force = true;
                 i += 1;
             }
-            "TIMEOUT" if i + 1 < upper.len() => {
-                match upper[i + 1].parse::<u64>() {
-                    Ok(ms) if ms > 0 => plan.timeout = Some(std::time::Duration::from_millis(ms)),
-                    _ => return Reply::Error("ERR FAILOVER timeout must be greater than 0".into()),
+            "TIMEOUT" if i + 1 < upper.len() && plan.timeout.is_none() => {
+                match upper[i + 1].parse::<i64>() {
+                    Ok(ms) if ms > 0 => {
+                        plan.timeout = Some(std::time::Duration::from_millis(ms as u64))
+                    }
+                    Ok(_) => {
+                        return Reply::Error("ERR FAILOVER timeout must be greater than 0".into())
+                    }
+                    Err(_) => {
+                        return Reply::Error("ERR value is not an integer or out of range".into())
+                    }
                 }
                 i += 2;
             }
             _ => return super::syntax_error(),
         }
+    }
+    // Redis's order of checks: in progress, a replica, then the options.
+    if node.handover().state() != handover::HandoverState::NoFailover {
+        return Reply::Error(handover::HandoverError::InProgress.to_string());
+    }
+    if node.db().is_none() {
+        return Reply::Error(handover::HandoverError::NotPrimary.to_string());
     }
     if plan.force && (plan.timeout.is_none() || target.is_none()) {
         return Reply::Error(
@@ -82,12 +96,10 @@ pub(super) async fn failover(node: &Arc<Node>, args: &[Bytes]) -> Reply {
             }
         }
         match members.iter().find(|m| &m.client == address) {
-            Some(m) => plan.to = Some(m.node),
-            None => {
-                return Reply::Error(format!(
-                    "ERR FAILOVER target {address} is not a replica of this primary."
-                ))
-            }
+            // A node that does not stand in elections would never take
+            // the key: writes would stay held.
+            Some(m) if m.candidate => plan.to = Some(m.node),
+            _ => return Reply::Error("ERR FAILOVER target HOST and PORT is not a replica.".into()),
         }
     }
     match handover::start(node, plan) {

@@ -106,7 +106,7 @@ pub(super) async fn data_command(
         };
     }
     // A planned switchover holds writes until it is over.
-    node.handover().writes_released().await;
+    let _ticket = node.handover().enter_write().await;
     let db = match node.write_db() {
         Ok(db) => db,
         Err(r) => return Reply::Error(node.refusal(r)),
@@ -391,7 +391,7 @@ pub(super) async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]
     let Ok(names) = names else {
         return Reply::Error("ERR names are UTF-8".into());
     };
-    node.handover().writes_released().await;
+    let _ticket = node.handover().enter_write().await;
     let db: Db = match node.write_db() {
         Ok(db) => db,
         Err(r) => return Reply::Error(node.refusal(r)),

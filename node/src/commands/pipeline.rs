@@ -105,7 +105,7 @@ async fn write_run(
         Node::count(&node.stats().commands_processed);
     }
     let commands: Vec<(Data, &[Bytes])> = run.iter().map(|(c, a)| (*c, &a[..])).collect();
-    node.handover().writes_released().await;
+    let _ticket = node.handover().enter_write().await;
     let replies = match node.write_db() {
         Ok(db) => data::commit_run(node, session, &db, db_name, &commands, false).await,
         Err(r) => Err(Reply::Error(node.refusal(r))),

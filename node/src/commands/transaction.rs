@@ -120,7 +120,7 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
         return Reply::Array(Some(data::read_consistent(node, &database, &commands)));
     }
     // A planned switchover holds writes until it is over.
-    node.handover().writes_released().await;
+    let _ticket = node.handover().enter_write().await;
     let db = match node.write_db() {
         Ok(db) => db,
         Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),

@@ -15,7 +15,7 @@
 //! ends the attempt: writes resume here. `FAILOVER ABORT` does the same
 //! while the wait lasts. Once the lease is given up there is no way back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,10 +71,14 @@ pub enum HandoverError {
     InProgress,
     #[error("ERR FAILOVER requires connected replicas.")]
     NoSecondary,
-    #[error("ERR FAILOVER target {0} is not a replica of this primary.")]
+    #[error("ERR FAILOVER target replica is not online.")]
     UnknownTarget(String),
     #[error("ERR No failover in progress.")]
     NotInProgress,
+    #[error("ERR FAILOVER is past the point it can be aborted: the lease is being handed over")]
+    TooLate,
+    #[error("ERR FAILOVER cannot start its thread: {0}")]
+    Thread(String),
 }
 
 /// The node's handover in progress, if any.
@@ -84,6 +88,19 @@ pub struct Handover {
     abort: AtomicBool,
     /// True while writes are held.
     held: tokio::sync::watch::Sender<bool>,
+    /// Writes past the hold and not yet answered: a handover waits for
+    /// them before it reads the LSN the target must reach.
+    in_flight: AtomicUsize,
+}
+
+/// A write let through the hold; counted until dropped (its reply made).
+#[derive(Debug)]
+pub struct WriteTicket<'a>(&'a Handover);
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Handover {
@@ -91,47 +108,84 @@ impl Handover {
         *self.state.lock().expect("handover lock")
     }
 
-    /// Waits while writes are held by a handover.
-    pub async fn writes_released(&self) {
-        let mut rx = self.held.subscribe();
-        let _ = rx.wait_for(|held| !*held).await;
+    /// Waits while writes are held, then counts this write in until the
+    /// ticket is dropped. Counted first, checked second (and the handover
+    /// holds first, counts second): either the write sees the hold, or the
+    /// handover sees the write.
+    pub async fn enter_write(&self) -> WriteTicket<'_> {
+        loop {
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
+            if !*self.held.borrow() {
+                return WriteTicket(self);
+            }
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let mut rx = self.held.subscribe();
+            let _ = rx.wait_for(|held| !*held).await;
+        }
     }
 
+    /// `FAILOVER ABORT`: only while waiting for the target (after that, the
+    /// lease is being given up and there is no way back).
     pub fn abort(&self) -> Result<(), HandoverError> {
-        match self.state() {
+        match *self.state.lock().expect("handover lock") {
             HandoverState::WaitingForSync => {
                 self.abort.store(true, Ordering::SeqCst);
                 Ok(())
             }
-            _ => Err(HandoverError::NotInProgress),
+            HandoverState::FailoverInProgress => Err(HandoverError::TooLate),
+            HandoverState::NoFailover => Err(HandoverError::NotInProgress),
         }
     }
 
-    fn set(&self, state: HandoverState) {
-        *self.state.lock().expect("handover lock") = state;
+    /// Takes the handover from waiting to in progress, unless aborted.
+    fn commit_to_handing_over(&self) -> bool {
+        let mut state = self.state.lock().expect("handover lock");
+        if self.abort.load(Ordering::SeqCst) {
+            return false;
+        }
+        *state = HandoverState::FailoverInProgress;
+        true
+    }
+
+    /// Starts holding writes, if no handover runs.
+    fn begin(&self) -> Result<(), HandoverError> {
+        let mut state = self.state.lock().expect("handover lock");
+        if *state != HandoverState::NoFailover {
+            return Err(HandoverError::InProgress);
+        }
+        *state = HandoverState::WaitingForSync;
+        self.abort.store(false, Ordering::SeqCst);
+        self.held.send_replace(true);
+        Ok(())
+    }
+
+    /// Waits (blocking) until no write is between the hold and its reply.
+    fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.in_flight.load(Ordering::SeqCst) > 0 {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 }
 
 /// Starts a handover (`FAILOVER`); it runs on a thread of its own.
 pub fn start(node: &Arc<Node>, plan: HandoverPlan) -> Result<(), HandoverError> {
-    let target = check(node, &plan)?;
-    let h = node.handover();
-    {
-        let mut state = h.state.lock().expect("handover lock");
-        if *state != HandoverState::NoFailover {
-            return Err(HandoverError::InProgress);
-        }
-        *state = HandoverState::WaitingForSync;
+    if node.handover().state() != HandoverState::NoFailover {
+        return Err(HandoverError::InProgress);
     }
-    h.abort.store(false, Ordering::SeqCst);
-    h.held.send_replace(true);
-    let node = node.clone();
+    let target = check(node, &plan)?;
+    node.handover().begin()?;
+    let runner = node.clone();
     let spawned = std::thread::Builder::new()
         .name("hotblock-failover".into())
-        .spawn(move || run(&node, target, plan, true));
-    if spawned.is_err() {
-        h.set(HandoverState::NoFailover);
-        h.held.send_replace(false);
+        .spawn(move || run(&runner, target, plan, true));
+    if let Err(e) = spawned {
+        finish(node, "");
+        return Err(HandoverError::Thread(e.to_string()));
     }
     Ok(())
 }
@@ -151,8 +205,9 @@ pub fn before_shutdown(node: &Arc<Node>) {
             return;
         }
     };
-    node.handover().set(HandoverState::WaitingForSync);
-    node.handover().held.send_replace(true);
+    if node.handover().begin().is_err() {
+        return;
+    }
     // The process exits next: no need to step down first.
     run(node, target, plan, false);
 }
@@ -182,26 +237,39 @@ fn check(node: &Node, plan: &HandoverPlan) -> Result<u64, HandoverError> {
 /// The handover itself; with `step_down`, returns once this node follows
 /// the new primary (or after `STEP_DOWN_MAX`).
 fn run(node: &Arc<Node>, target: u64, plan: HandoverPlan, step_down: bool) {
+    // Whatever happens here (a panic included), writes are released.
+    struct Release<'a>(&'a Node);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            finish(self.0, "");
+        }
+    }
+    let _release = Release(node);
     let h = node.handover();
     let started = Instant::now();
     let Some(keeper) = node.lease_keeper() else {
-        return finish(node, "no coordinator agent");
+        return tracing::warn!("FAILOVER ended: no coordinator agent");
     };
-    // New writes are held by the client port from here on; those already
-    // begun finish and are acknowledged as usual (the gate stays open until
-    // the lease goes), and the target must have acknowledged them too.
+    let lease = keeper.lease();
+    // New writes are held from here on; those already past the hold are
+    // answered first (acknowledged as usual), then the gate closes: the
+    // LSN read next is this primary's last.
     tracing::warn!(
         target,
         "FAILOVER: writes held, waiting for the target to catch up"
     );
-    let caught_up = wait_caught_up(node, target, &plan, &h.abort);
-    if !caught_up && (!plan.force || h.abort.load(Ordering::SeqCst)) {
-        return finish(
-            node,
-            "the target did not catch up (or FAILOVER ABORT): writes resume here",
+    let drained = h.drain(plan.timeout.unwrap_or(STEP_DOWN_MAX));
+    keeper.set_primary(None);
+    let caught_up = drained && wait_caught_up(node, target, &plan, &h.abort);
+    let lost_role = node.db().is_none();
+    if lost_role || (!caught_up && !plan.force) || !h.commit_to_handing_over() {
+        if !lost_role {
+            keeper.set_primary(lease);
+        }
+        return tracing::warn!(
+            "FAILOVER ended: the target did not catch up in time, or FAILOVER ABORT; writes resume here"
         );
     }
-    h.set(HandoverState::FailoverInProgress);
     if let Err(e) = name_target(node, target) {
         tracing::warn!(error = %e, "FAILOVER: cannot name the target in etcd; the election picks the best candidate");
     }
@@ -216,7 +284,6 @@ fn run(node: &Arc<Node>, target: u64, plan: HandoverPlan, step_down: bool) {
         ms = started.elapsed().as_millis() as u64,
         "FAILOVER: handed over"
     );
-    finish(node, "")
 }
 
 fn finish(node: &Node, why: &str) {
@@ -224,7 +291,7 @@ fn finish(node: &Node, why: &str) {
         tracing::warn!(why, "FAILOVER ended");
     }
     let h = node.handover();
-    h.set(HandoverState::NoFailover);
+    *h.state.lock().unwrap_or_else(|e| e.into_inner()) = HandoverState::NoFailover;
     h.held.send_replace(false);
 }
 
@@ -285,6 +352,9 @@ fn name_target(node: &Node, target: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .ok_or("no term record")?;
     let mut term: PrimaryRecord = records::parse(&kv.key, &kv.value)?;
+    if term.epoch != node.epoch().0 {
+        return Err("the term record is a newer primary's".into());
+    }
     term.handover_to = Some(target);
     let replaced = etcd
         .replace(&keys.term(), kv.mod_revision, &records::encode(&term), None)
