@@ -541,6 +541,19 @@ pub fn node_id(
     Ok(id)
 }
 
+/// A random, non-zero lineage for a history started from nothing (0 is
+/// "unnamed").
+pub fn random_lineage() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (nanos ^ (u64::from(std::process::id()) << 32)).to_le_bytes();
+    }
+    u64::from_le_bytes(bytes).max(1)
+}
+
 /// A random node id in `1..=NODE_ID_MAX`.
 pub fn random_node_id() -> hotblock_core::repl::NodeId {
     let mut bytes = [0u8; 8];

@@ -68,6 +68,7 @@ impl Follower {
             epoch: s.epoch,
             snapshots: s.snapshots,
             blocks_diverged: s.blocks_diverged,
+            lineage: s.lineage,
             last_error: s.last_error.or_else(|| self.relay_error.clone()),
         }
     }

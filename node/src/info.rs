@@ -163,6 +163,14 @@ fn primary_replication(node: &Node, db: &Db, out: &mut String) {
         node.history.lock().expect("history lock").current().0,
     );
     line(out, "lsn", db.lsn().0);
+    line(
+        out,
+        "master_replid",
+        format_args!(
+            "{:016x}",
+            node.history.lock().expect("history lock").lineage()
+        ),
+    );
     line(out, "connected_secondaries", secondaries.len());
     line(out, "connected_slaves", secondaries.len());
     if let Some(r) = db.replicator() {
@@ -195,6 +203,7 @@ fn secondary_replication(node: &Node, f: &Follower, out: &mut String) {
     line(out, "role", "secondary");
     line(out, "epoch", i.epoch.0);
     line(out, "lsn", i.lsn.0);
+    line(out, "master_replid", format_args!("{:016x}", i.lineage));
     line(out, "connected_secondaries", 0);
     line(out, "primary", &i.primary);
     line(out, "mode", mode_name(i.mode));

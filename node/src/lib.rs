@@ -100,6 +100,8 @@ pub struct FollowerInfo {
     pub snapshots: u64,
     /// Blocks found different from the primary's by verification.
     pub blocks_diverged: u64,
+    /// The lineage of the history followed (Redis's `master_replid`).
+    pub lineage: u64,
     pub last_error: Option<String>,
 }
 

@@ -1492,3 +1492,54 @@ fn node_ids_are_unique_without_configuration_and_kept_in_the_data_directory() {
     );
     drop(other);
 }
+
+/// A primary without a data directory, restarted, starts a log from
+/// nothing: its lineage (`master_replid`) is new. A secondary that holds
+/// the earlier life's log at the same LSNs must not take the new log for
+/// its continuation (a partial resync would lay physical deltas onto
+/// unrelated blocks): it gets a snapshot and ends byte-identical.
+#[test]
+fn a_primary_started_from_nothing_is_a_new_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = Proc::node(dir.path(), &[]);
+    let sec_dir = cluster::data_dir(dir.path(), "s");
+    let secondary = Proc::secondary(
+        dir.path(),
+        primary.repl_port,
+        &["--serve-reads", "--data-dir", &sec_dir],
+    );
+    wait_online(&primary);
+    let mut c = primary.client();
+    for i in 0..50 {
+        let () = c.set(format!("old-{i}"), "x".repeat(200)).unwrap();
+    }
+    let first = primary.info("replication")["master_replid"].clone();
+    wait_until("caught up", Duration::from_secs(20), || {
+        secondary.lsn() == primary.lsn()
+    });
+    assert_eq!(secondary.info("replication")["master_replid"], first);
+    let snapshots = secondary.info("replication")["snapshots"].clone();
+    // The same ports, no data: a log from nothing, written past the LSNs
+    // the secondary holds.
+    primary.kill9();
+    primary.start();
+    let second = primary.info("replication")["master_replid"].clone();
+    assert_ne!(first, second);
+    let mut c = primary.client();
+    for i in 0..80 {
+        let () = c.set(format!("new-{i}"), "y".repeat(100)).unwrap();
+    }
+    wait_until("resynced", Duration::from_secs(20), || {
+        let info = secondary.info("replication");
+        info["master_replid"] == second && info["lsn"] == primary.lsn().to_string()
+    });
+    assert_ne!(
+        secondary.info("replication")["snapshots"],
+        snapshots,
+        "no snapshot: partial resync across lineages"
+    );
+    assert_eq!(secondary.digest(), primary.digest());
+    let mut r = secondary.client();
+    assert!(!r.exists::<_, bool>("old-0").unwrap());
+    assert!(r.exists::<_, bool>("new-79").unwrap());
+}

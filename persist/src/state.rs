@@ -15,7 +15,9 @@
 //! 8       8     epoch_seen
 //! 16      2     history entry count n (1..=HISTORY_LEN_MAX of hotblock-core)
 //! 18      16n   entries: epoch u64, start lsn u64 (epochs rise, starts never fall)
-//! 18+16n  8     xxh3-64 of every byte before it
+//! 18+16n  8     lineage (the history's replication id; absent in files
+//!               written before lineages, read as 0: unnamed)
+//! 26+16n  8     xxh3-64 of every byte before it
 //! ```
 //!
 //! The history's encoding is `EpochHistory::encode`'s; with the largest
@@ -63,6 +65,7 @@ pub(crate) fn encode(state: &PersistedState) -> Vec<u8> {
     out.extend_from_slice(&[PERSIST_FORMAT_VERSION, 0, 0, 0]);
     out.extend_from_slice(&state.epoch_seen.0.to_le_bytes());
     state.history.encode(&mut out);
+    out.extend_from_slice(&state.history.lineage().to_le_bytes());
     let sum = xxh3_64(&out);
     out.extend_from_slice(&sum.to_le_bytes());
     out
@@ -137,9 +140,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<PersistedState, StateError> {
         why: "malformed epoch history",
         source: Some(Box::new(e)),
     })?;
-    if !rest.is_empty() {
-        return Err(bad(body_end - rest.len(), "bytes after the epoch history"));
-    }
+    let history = match rest.len() {
+        0 => history,
+        8 => history.with_lineage(u64::from_le_bytes(rest[..].try_into().unwrap())),
+        _ => return Err(bad(body_end - rest.len(), "bytes after the epoch history")),
+    };
     Ok(PersistedState {
         history,
         epoch_seen,

@@ -100,6 +100,8 @@ pub struct SecondaryStatus {
     /// Its blocks are a whole state (not a snapshot loaded in part): it
     /// could be promoted.
     pub consistent: bool,
+    /// The lineage of the history it follows (0: unnamed).
+    pub lineage: u64,
     /// Blocks that digest verification found different from the primary's
     /// (each repaired by a resync).
     pub blocks_diverged: u64,
@@ -142,6 +144,7 @@ impl SecondaryNode {
             epoch: history.current().max(epoch_seen),
             last_epoch: history.epoch_of(engine.lsn()),
             consistent: true,
+            lineage: history.lineage(),
             ..Default::default()
         }));
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -444,6 +447,7 @@ fn publish_status(status: &Mutex<SecondaryStatus>, secondary: &Secondary) {
     s.epoch = secondary.epoch();
     s.last_epoch = secondary.history().epoch_of(s.lsn);
     s.consistent = secondary.is_consistent();
+    s.lineage = secondary.history().lineage();
     s.blocks_diverged = secondary.blocks_diverged();
 }
 

@@ -1,11 +1,11 @@
 //! Replication frames and their codec.
 //!
-//! Format version 1 (`FRAME_FORMAT_VERSION`), little-endian:
+//! Format version 2 (`FRAME_FORMAT_VERSION`), little-endian:
 //!
 //! ```text
 //! offset  size  field
 //! 0       4     frame_len: bytes after this field, checksum included
-//! 4       1     format version (1)
+//! 4       1     format version (2)
 //! 5       1     message type (below)
 //! 6       2     reserved, 0
 //! 8       8     epoch of the sender
@@ -34,7 +34,7 @@
 //! 0x0c BlockSame      db u32, block u32: the copy the secondary holds is current
 //! 0x11..0x16          one delta op, encoded as in `delta.rs` (tag = type - 0x10):
 //!                     TxnBegin, BlockAlloc, BlockWrite, BlockFree, TxnCommit, DbCreate
-//! history:            count u16, (epoch u64, start lsn u64) * count
+//! history:            count u16, (epoch u64, start lsn u64) * count, lineage u64
 //! ```
 //!
 //! The decoder rejects a declared length above `FRAME_SIZE_MAX` before
@@ -52,7 +52,7 @@ use crate::ids::{BlockId, DbId, Lsn};
 use crate::repl::history::{Epoch, EpochHistory};
 use crate::repl::NodeId;
 
-pub const FRAME_FORMAT_VERSION: u8 = 1;
+pub const FRAME_FORMAT_VERSION: u8 = 2;
 /// Bytes before the payload.
 pub const FRAME_HEADER_SIZE: usize = 24;
 /// Bytes after the payload: the xxh3-64 checksum.
@@ -323,6 +323,7 @@ impl Message {
                     Mode::Async => 2,
                 });
                 history.encode(out);
+                out.put_u64_le(history.lineage());
                 out.put_u16_le(databases.len() as u16);
                 for name in databases {
                     out.put_u8(name.len() as u8);
@@ -340,6 +341,7 @@ impl Message {
                     CatchUp::Snapshot => 1,
                 });
                 history.encode(out);
+                out.put_u64_le(history.lineage());
             }
             Message::Ack { lsn } | Message::Heartbeat { lsn } | Message::SnapshotEnd { lsn } => {
                 out.put_u64_le(lsn.0)
@@ -417,6 +419,8 @@ impl Message {
                     _ => return Err(FrameError::Malformed("mode")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
+                need(&p, 8)?;
+                let history = history.with_lineage(p.get_u64_le());
                 let count = database_count(&mut p)?;
                 let mut databases = Vec::new();
                 for _ in 0..count {
@@ -444,6 +448,8 @@ impl Message {
                     _ => return Err(FrameError::Malformed("catch-up")),
                 };
                 let history = EpochHistory::decode(&mut p)?;
+                need(&p, 8)?;
+                let history = history.with_lineage(p.get_u64_le());
                 Message::Welcome {
                     lsn,
                     catch_up,

@@ -47,21 +47,42 @@ pub use crate::repl::limits::HISTORY_LEN_MAX;
 
 /// `(epoch, start)`: epoch `e`'s first transaction has LSN `start + 1`.
 /// Epochs strictly rise and starts never fall.
+///
+/// The `lineage` names the history itself (Redis's replication id): made
+/// at random when a primary starts a log from nothing, kept through every
+/// promotion, adopted by every secondary. Two logs of different lineages
+/// share nothing, whatever their epochs and LSNs look like: a primary that
+/// lost its data directory and started again is not the continuation of
+/// the log its old secondaries hold. 0 is "unnamed" (a history from
+/// before lineages, or an embedder's default) and matches any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochHistory {
+    lineage: u64,
     entries: Vec<(Epoch, Lsn)>,
 }
 
 impl Default for EpochHistory {
-    /// A new cluster: epoch 1 from the empty log.
+    /// A new cluster: epoch 1 from the empty log, lineage unnamed.
     fn default() -> Self {
         EpochHistory {
+            lineage: 0,
             entries: vec![(Epoch::FIRST, Lsn::ZERO)],
         }
     }
 }
 
 impl EpochHistory {
+    /// This history's lineage (0: unnamed).
+    pub fn lineage(&self) -> u64 {
+        self.lineage
+    }
+
+    /// The same history under `lineage`.
+    pub fn with_lineage(mut self, lineage: u64) -> Self {
+        self.lineage = lineage;
+        self
+    }
+
     pub fn current(&self) -> Epoch {
         self.entries.last().map_or(Epoch(0), |e| e.0)
     }
@@ -110,6 +131,11 @@ impl EpochHistory {
     /// hold the same transactions. `None` if they share no epoch this
     /// history still knows.
     pub fn common_prefix(&self, peer: &EpochHistory, peer_lsn: Lsn) -> Option<Lsn> {
+        let named = self.lineage != 0 && peer.lineage != 0;
+        if named && self.lineage != peer.lineage && peer_lsn > Lsn::ZERO {
+            // Another log altogether: nothing of the peer's is ours.
+            return None;
+        }
         // The latest epoch both histories know, with the same start.
         let (epoch, _) = *peer
             .entries
@@ -175,13 +201,36 @@ impl EpochHistory {
             }
             entries.push(entry);
         }
-        Ok(EpochHistory { entries })
+        Ok(EpochHistory {
+            lineage: 0,
+            entries,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_lineage_shares_nothing_but_the_empty_log() {
+        let old = EpochHistory::default().with_lineage(7);
+        let new = EpochHistory::default().with_lineage(8);
+        // Same epochs, same LSN range: still unrelated logs.
+        assert_eq!(new.common_prefix(&old, Lsn(12)), None);
+        assert_eq!(new.common_prefix(&old, Lsn::ZERO), Some(Lsn::ZERO));
+        assert_eq!(old.common_prefix(&old, Lsn(12)), Some(Lsn(12)));
+        // Unnamed (from before lineages) matches any.
+        assert_eq!(
+            new.common_prefix(&EpochHistory::default(), Lsn(5)),
+            Some(Lsn(5))
+        );
+        // A promotion keeps the lineage.
+        let mut promoted = old.clone();
+        promoted.promote(Lsn(12), NodeId(3), Epoch(0));
+        assert_eq!(promoted.lineage(), 7);
+        assert_eq!(promoted.common_prefix(&old, Lsn(12)), Some(Lsn(12)));
+    }
 
     #[test]
     fn divergent_tail_is_found_by_epoch_and_lsn() {

@@ -128,7 +128,10 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         None => Recovered {
             engine: Engine::new(engine_config.clone()),
             persister: None,
-            history: EpochHistory::default(),
+            // A log from nothing: a lineage of its own, so that secondaries
+            // of an earlier life of this node resync instead of taking it
+            // for the continuation of theirs.
+            history: EpochHistory::default().with_lineage(cli::random_lineage()),
             fenced_by: None,
             node_id: cli::node_id(args.node_id, None)?,
         },
@@ -338,6 +341,15 @@ fn recover(
     // restart (the epoch a restart starts carries it).
     let node = cli::node_id(args.node_id, Some(&persister))?;
     let mut history = state.history;
+    if history.lineage() == 0 {
+        // A new data directory (or one from before lineages): named now,
+        // and kept with the state below.
+        history = history.with_lineage(cli::random_lineage());
+        persister.save_state(&PersistedState {
+            history: history.clone(),
+            epoch_seen: state.epoch_seen,
+        })?;
+    }
     let coordinated = args.coordinator.coordinator.is_some();
     // Fenced before it stopped (a newer primary exists): it stays
     // fenced, rather than start an epoch above the one that
