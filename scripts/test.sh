@@ -8,7 +8,8 @@
 # - etcd (Debian's etcd-server): the coordinator tests start a real one on
 #   loopback ports. A service the package may start is stopped: the tests
 #   run their own.
-# - redis-py (PyPI's `redis`): a failover test drives its Sentinel client.
+# - redis-py (PyPI's `redis`) and ioredis (npm): failover tests drive their
+#   Sentinel clients. ioredis goes to node/tests/clients/node_modules.
 # SQLite (for the benches) is built from source by rusqlite's `bundled`
 # feature; the end-to-end tests build and start hotblock's own binaries.
 set -euo pipefail
@@ -32,5 +33,13 @@ if ! python3 -c "import redis" 2>/dev/null; then
     fi
     python3 -m pip install --quiet redis \
         || python3 -m pip install --quiet --break-system-packages redis
+fi
+if [ ! -d node/tests/clients/node_modules/ioredis ]; then
+    echo "installing ioredis (needed by the failover tests)"
+    if ! command -v npm >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    fi
+    npm install --prefix node/tests/clients --no-audit --no-fund --silent
 fi
 exec cargo test --workspace "$@"

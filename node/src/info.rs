@@ -76,7 +76,7 @@ fn server_section(node: &Node, role: &Serving, out: &mut String) {
     line(out, "uptime_in_seconds", node.started.elapsed().as_secs());
     // Not `node.role_name()`: that would take the role lock again,
     // which blocks behind a waiting promotion.
-    line(out, "role", role.name());
+    line(out, "hotblock_role", role.name());
 }
 
 fn clients_section(node: &Node, out: &mut String) {
@@ -93,7 +93,9 @@ fn replication_section(node: &Node, role: &Serving, out: &mut String) {
         Serving::Primary(db) => primary_replication(node, db, out),
         Serving::Secondary(f) => secondary_replication(node, f, out),
         Serving::Promoting => {
-            line(out, "role", "promoting");
+            // Redis has no such state: a replica about to be a master.
+            line(out, "role", "slave");
+            line(out, "hotblock_role", "promoting");
         }
     }
     coordinator_replication(node, role, out);
@@ -156,7 +158,10 @@ fn coordinator_replication(node: &Node, role: &Serving, out: &mut String) {
 
 fn primary_replication(node: &Node, db: &Db, out: &mut String) {
     let secondaries = db.replicator().map(|r| r.secondaries()).unwrap_or_default();
-    line(out, "role", "primary");
+    // Redis's word, which clients read (ioredis checks it after asking a
+    // Sentinel); hotblock's own beside it.
+    line(out, "role", "master");
+    line(out, "hotblock_role", "primary");
     line(
         out,
         "epoch",
@@ -200,7 +205,8 @@ fn primary_replication(node: &Node, db: &Db, out: &mut String) {
 
 fn secondary_replication(node: &Node, f: &Follower, out: &mut String) {
     let i = f.info();
-    line(out, "role", "secondary");
+    line(out, "role", "slave");
+    line(out, "hotblock_role", "secondary");
     line(out, "epoch", i.epoch.0);
     line(out, "lsn", i.lsn.0);
     line(out, "master_replid", format_args!("{:016x}", i.lineage));

@@ -198,7 +198,7 @@ fn kv_records_transactions_and_errors_over_resp() {
     for field in ["role", "epoch", "lsn", "connected_secondaries"] {
         assert!(info.contains_key(field), "INFO replication lacks {field}");
     }
-    assert_eq!(info["role"], "primary");
+    assert_eq!(info["role"], "master");
     let keyspace = node.info("keyspace");
     assert!(keyspace["db_users"].starts_with("keys=2,"), "{keyspace:?}");
 }
@@ -257,7 +257,7 @@ fn sync_failover_keeps_every_acknowledged_write() {
     secondary.promote();
     let mut c = secondary.client();
     assert_all_present(&mut c, &acked);
-    assert_eq!(secondary.info("replication")["role"], "primary");
+    assert_eq!(secondary.info("replication")["role"], "master");
     // The promoted node takes writes.
     let () = c.set("after", "failover").unwrap();
 }

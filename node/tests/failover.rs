@@ -34,7 +34,7 @@ fn role(p: &Proc) -> Option<String> {
     let reply = cluster::raw_query(p.port, &["INFO", "replication"], Duration::from_millis(500))?;
     let text: String = redis::from_redis_value(&reply).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("role:"))
+        .find_map(|l| l.strip_prefix("hotblock_role:"))
         .map(|r| r.trim().to_string())
 }
 
@@ -433,30 +433,20 @@ fn with_etcd_down_the_primary_stops_writes_and_resumes_when_it_returns() {
             .is_ok()
     });
     assert_eq!(role(&trio.nodes[0]).as_deref(), Some("primary"));
-    assert_eq!(trio.primary_index(), Some(0));
+    // The nodes' views of etcd catch up within a tick or two.
+    wait_until("the same primary named", FAILOVER_LIMIT, || {
+        trio.primary_index() == Some(0)
+    });
 }
 
-/// redis-py's `Sentinel`, given the nodes' addresses as its Sentinels,
-/// writes through `master_for(...)` and keeps writing across a `kill -9`
-/// failover after its reconnect, with no code of ours on the client side;
-/// every write it got `OK` for is on the new primary.
-#[test]
-fn redis_py_sentinel_follows_a_kill9_failover() {
+/// A Sentinel-aware client program (`program script ports... seconds`, the
+/// protocol of `tests/clients/sentinel_writer.*`) keeps writing across a
+/// `kill -9` failover after its reconnect, with no code of ours on the
+/// client side; every write it got `OK` for is on the new primary.
+fn client_follows_a_kill9_failover(client: &str, program: &str, script: &str) {
     use std::io::BufRead;
-    let have = std::process::Command::new("python3")
-        .args(["-c", "import redis"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        have,
-        "python3 with redis-py: scripts/test.sh installs it (pip install redis)"
-    );
     let mut trio = Trio::start(1);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/sentinel_writer.py"
-    );
-    let mut child = std::process::Command::new("python3")
+    let mut child = std::process::Command::new(program)
         .arg(script)
         .args(trio.ports().iter().map(|p| p.to_string()))
         .arg("10")
@@ -464,7 +454,7 @@ fn redis_py_sentinel_follows_a_kill9_failover() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    assert_eq!(lines.next().unwrap().unwrap(), "ready", "{client}");
     std::thread::sleep(Duration::from_secs(1));
     trio.nodes[0].kill9();
     let killed = std::time::SystemTime::now()
@@ -472,7 +462,7 @@ fn redis_py_sentinel_follows_a_kill9_failover() {
         .unwrap()
         .as_secs_f64();
     let last = lines.last().unwrap().unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.wait().unwrap().success(), "{client}");
     let result: serde_json::Value = serde_json::from_str(&last).unwrap();
     let acked: Vec<String> = result["acked"]
         .as_array()
@@ -483,15 +473,46 @@ fn redis_py_sentinel_follows_a_kill9_failover() {
     let last_ok = result["last_ok"].as_f64().unwrap();
     assert!(
         last_ok > killed + 1.0,
-        "the client stopped writing at the failover ({last_ok} vs kill at {killed})"
+        "{client} stopped writing at the failover ({last_ok} vs kill at {killed})"
     );
     let new = trio.primary_index().expect("a new primary");
     assert_all_present(&mut trio.nodes[new].client(), &acked);
     eprintln!(
-        "redis-py: {} writes acknowledged, longest gap {:.2} s",
+        "{client}: {} writes acknowledged, longest gap {:.2} s",
         acked.len(),
         result["gap"].as_f64().unwrap()
     );
+}
+
+/// redis-py's `Sentinel` (`master_for`), given the nodes as its Sentinels.
+#[test]
+fn redis_py_sentinel_follows_a_kill9_failover() {
+    let have = std::process::Command::new("python3")
+        .args(["-c", "import redis"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        have,
+        "python3 with redis-py: scripts/test.sh installs it (pip install redis)"
+    );
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/sentinel_writer.py"
+    );
+    client_follows_a_kill9_failover("redis-py", "python3", script);
+}
+
+/// ioredis's `sentinels` option, with its defaults otherwise.
+#[test]
+fn ioredis_sentinels_follow_a_kill9_failover() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+    assert!(
+        std::path::Path::new(dir)
+            .join("node_modules/ioredis")
+            .is_dir(),
+        "ioredis in {dir}/node_modules: scripts/test.sh installs it (npm install)"
+    );
+    client_follows_a_kill9_failover("ioredis", "node", &format!("{dir}/sentinel_writer.js"));
 }
 
 /// A planned switchover: `FAILOVER TO host port` on the primary holds

@@ -174,7 +174,7 @@ fn hotblock_round(
     primary.restart()?;
     let new_port = outcome.new_primary;
     wait("the old primary caught up", || {
-        info_field(primary.port, "role").as_deref() == Some("secondary")
+        info_field(primary.port, "role").as_deref() == Some("slave")
             && info_field(primary.port, "primary_link_status").as_deref() == Some("up")
             && info_field(primary.port, "lsn") == info_field(new_port, "lsn")
     })?;
