@@ -2,7 +2,8 @@
 //! says, and take part in elections.
 //!
 //! Every `TICK` (50 ms; 5 ms while there is no primary or a switchover is
-//! on) it reads the cluster's `primary` and `term` keys (see
+//! on), and at once when its watch on the cluster's keys sees a change, it
+//! reads the cluster's `primary` and `term` keys (see
 //! [`super::records`]) and acts by its role:
 //!
 //! - **Primary.** It holds the `primary` key under its lease. If the key
@@ -98,6 +99,9 @@ struct Agent {
     members_read: Option<Instant>,
     /// The last tick found no primary, or a handover on: tick faster.
     urgent: bool,
+    /// Woken by the watch on the cluster's keys: a change is read at once
+    /// rather than at the next tick.
+    wake: std::sync::mpsc::Receiver<()>,
 }
 
 /// Starts the agent and its lease keeper for `node`, whose clients reach
@@ -116,6 +120,7 @@ pub fn start(
     let keeper = LeaseKeeper::new(etcd.clone(), config.failover_timeout, node.write_lease());
     keeper.spawn()?;
     let booting = node.standing() == Standing::Primary;
+    let wake = watch(&config, Arc::downgrade(node))?;
     let agent = Agent {
         node: Arc::downgrade(node),
         etcd,
@@ -136,6 +141,7 @@ pub fn start(
         election_since: None,
         members_read: None,
         urgent: false,
+        wake,
     };
     tracing::info!(coordinator = %agent.config.url, cluster = %agent.config.cluster, node = me.0, client = %agent.member.client, repl = %agent.member.repl, "joining the cluster through the coordinator");
     std::thread::Builder::new()
@@ -153,6 +159,32 @@ pub fn start(
         })?;
     Ok(keeper)
 }
+
+/// Watches the cluster's keys on a thread of its own; every change sends a
+/// wake-up (coalesced: one pending at most). Best effort: the agent polls
+/// anyway, so a broken watch only makes it slower; it is opened again.
+fn watch(config: &Config, node: Weak<Node>) -> std::io::Result<std::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let etcd = Etcd::new(config.url.clone(), call_timeout(config.failover_timeout));
+    let prefix = Keys::new(&config.cluster).all();
+    std::thread::Builder::new()
+        .name("hotblock-watch".into())
+        .spawn(move || {
+            while node.strong_count() > 0 {
+                let watched = etcd.watch_prefix(&prefix, || {
+                    let _ = tx.try_send(());
+                });
+                if let Err(e) = watched {
+                    tracing::debug!(error = %e, "the watch on the cluster's keys broke; opening it again");
+                }
+                std::thread::sleep(WATCH_RETRY);
+            }
+        })?;
+    Ok(rx)
+}
+
+/// How soon a broken watch is opened again.
+const WATCH_RETRY: Duration = Duration::from_millis(200);
 
 /// One etcd call's limit: a quarter of the lease, so that a renewal that
 /// hangs leaves time for three more before the lease runs out.
@@ -195,7 +227,8 @@ impl Agent {
             });
             last_error = error;
             drop(node);
-            std::thread::sleep(if self.urgent { TICK_URGENT } else { TICK });
+            let tick = if self.urgent { TICK_URGENT } else { TICK };
+            let _ = self.wake.recv_timeout(tick);
         }
         self.keeper.stop();
     }

@@ -268,6 +268,50 @@ impl Etcd {
         Ok(r.succeeded)
     }
 
+    /// Watches every key starting with `prefix` and calls `changed` once
+    /// per batch of events, until the stream breaks (the error says why).
+    /// One endpoint, no timeout: a watch is an accelerator on top of
+    /// polling, and a stream that goes silent only means no news.
+    pub fn watch_prefix(&self, prefix: &[u8], mut changed: impl FnMut()) -> Result<(), EtcdError> {
+        use std::io::BufRead;
+        let path = "/v3/watch";
+        let endpoint = &self.url.endpoints
+            [self.current.load(Ordering::Relaxed) % self.url.endpoints.len().max(1)];
+        let body = json!({ "create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix)),
+        }});
+        let response = self
+            .agent
+            .post(format!("{endpoint}{path}"))
+            .config()
+            .timeout_global(None)
+            .build()
+            .send_json(&body)
+            .map_err(|e| EtcdError::Unreachable {
+                endpoints: endpoint.clone(),
+                last: e.to_string(),
+            })?;
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| bad(path, &e.to_string()))?;
+            let reply: Value =
+                serde_json::from_str(&line).map_err(|e| bad(path, &e.to_string()))?;
+            if let Some((code, message)) = etcd_error(&reply, 200) {
+                return Err(EtcdError::Refused {
+                    path,
+                    code,
+                    message,
+                });
+            }
+            // The first answer only confirms the watch; events follow.
+            if reply["result"].get("events").is_some() {
+                changed();
+            }
+        }
+        Err(bad(path, "the watch stream ended"))
+    }
+
     /// Deletes `key`; true if it existed.
     pub fn delete(&self, key: &[u8]) -> Result<bool, EtcdError> {
         let body = json!({ "key": B64.encode(key) });

@@ -32,6 +32,11 @@ impl Keys {
         }
     }
 
+    /// Every key of the cluster (what the agent watches).
+    pub fn all(&self) -> Vec<u8> {
+        self.prefix.clone().into_bytes()
+    }
+
     pub fn primary(&self) -> Vec<u8> {
         format!("{}primary", self.prefix).into_bytes()
     }
