@@ -178,7 +178,21 @@ impl Primary {
     /// A relay's copy is whole again (or not): it serves secondaries only
     /// then.
     pub fn set_available(&mut self, available: bool) {
+        if available && !self.available {
+            // Whole again at the engine's LSN: a snapshot loaded into the
+            // relay's engine without deltas through the commit hook, so the
+            // head set at `reset` is behind it. Left there, a secondary at
+            // that old LSN would be told to stream from a log that never
+            // comes (seen: `a_daisy_chained_secondary_converges_through_its_relay`
+            // stuck at LSN 0 about one run in two).
+            let lsn = self.engine.lsn();
+            if lsn > self.head {
+                self.head = lsn;
+                self.sync_acked = self.sync_acked.max(lsn);
+            }
+        }
         self.available = available;
+        self.check_invariants();
     }
 
     /// The engine's log restarted under this controller (a relay loading a
