@@ -322,15 +322,21 @@ fn wait_caught_up(node: &Node, target: u64, plan: &HandoverPlan, abort: &AtomicB
     }
 }
 
-/// The cluster's members, read from etcd now (blocking).
-pub fn read_members(node: &Node) -> Result<Vec<records::MemberRecord>, String> {
+/// A client of this node's etcd, for one quick call off the agent's thread,
+/// and the cluster's keys.
+fn cluster_client(node: &Node) -> Result<(Etcd, Keys), String> {
     let config = node
         .options()
         .coordinator
         .as_ref()
         .ok_or("no coordinator")?;
     let etcd = Etcd::new(config.url.clone(), Duration::from_millis(500));
-    let keys = Keys::new(&config.cluster);
+    Ok((etcd, Keys::new(&config.cluster)))
+}
+
+/// The cluster's members, read from etcd now (blocking).
+pub fn read_members(node: &Node) -> Result<Vec<records::MemberRecord>, String> {
+    let (etcd, keys) = cluster_client(node)?;
     etcd.get_prefix(&keys.members())
         .map_err(|e| e.to_string())?
         .iter()
@@ -340,13 +346,7 @@ pub fn read_members(node: &Node) -> Result<Vec<records::MemberRecord>, String> {
 
 /// Names `target` in the cluster's `term` record: the election prefers it.
 fn name_target(node: &Node, target: u64) -> Result<(), String> {
-    let config = node
-        .options()
-        .coordinator
-        .as_ref()
-        .ok_or("no coordinator")?;
-    let etcd = Etcd::new(config.url.clone(), Duration::from_millis(500));
-    let keys = Keys::new(&config.cluster);
+    let (etcd, keys) = cluster_client(node)?;
     let kv = etcd
         .get(&keys.term())
         .map_err(|e| e.to_string())?
