@@ -38,11 +38,23 @@ use hotblock_core::repl::{
 };
 use hotblock_core::{DatabaseOptions, Engine, EngineConfig, IndexMode, Lsn, Role};
 
+#[path = "simulator/coordinator.rs"]
+mod coordinator;
+use coordinator::{CoordStats, Coordination};
+
 const SEEDS: u64 = 200;
+/// Seeds of the coordinated runs (automatic failover on a modelled etcd).
+const COORDINATED_SEEDS: u64 = 40;
+/// Steps of a coordinated run: a few leases' worth of simulated time.
+const COORDINATED_STEPS: usize = 1500;
+/// Healing takes leases to expire and an election: 5 ms per step.
+const COORDINATED_LIVENESS_STEPS: usize = 4000;
 /// Seeds that once failed, run on every test run.
 /// 1177: a sync ack counted against a secondary whose flipped byte hid
 /// the record from the checker's lookup (a checker fault, not the node's).
 const REGRESSION_SEEDS: &[u64] = &[1177];
+/// Coordinated seeds that once failed.
+const COORDINATED_REGRESSION_SEEDS: &[u64] = &[101];
 const NODES: usize = 4;
 const STEPS: usize = 400;
 const LIVENESS_STEPS: usize = 3000;
@@ -140,6 +152,9 @@ struct Sim {
     /// Nodes with a byte flipped in their blocks, not yet caught by
     /// verification: left out of the checks (and of promotion) meanwhile.
     corrupted: BTreeMap<usize, u64>,
+    /// Failover by the coordinator's model rather than by an operator.
+    coordinator: Option<Coordination>,
+    coord_stats: CoordStats,
 }
 
 /// What a run exercised, summed over seeds and printed at the end.
@@ -190,9 +205,11 @@ fn follower() -> Engine {
 }
 
 impl Sim {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, coordinated: bool) -> Self {
         let mut rng = Rng(seed);
-        let policy = if rng.chance(70) {
+        // A coordinated cluster refuses `degrade` (it would acknowledge
+        // writes no candidate holds).
+        let policy = if coordinated || rng.chance(70) {
             SyncPolicy::Block
         } else {
             SyncPolicy::Degrade
@@ -231,6 +248,8 @@ impl Sim {
             stats: Stats::default(),
             hook_queue: vec![Vec::new(); NODES],
             corrupted: BTreeMap::new(),
+            coordinator: None,
+            coord_stats: CoordStats::default(),
         };
         let config = sim.primary_config();
         // The database was created before any secondary: its delta goes
@@ -258,6 +277,16 @@ impl Sim {
                 epoch_seen: Epoch::FIRST,
                 fence: Epoch::FIRST,
             });
+        }
+        if coordinated {
+            let modes: Vec<Mode> = sim.nodes.iter().map(|n| n.mode).collect();
+            sim.coordinator = Some(Coordination::new(
+                &mut sim.rng,
+                sim.base,
+                &modes,
+                sim.quorum,
+            ));
+            sim.open_gate_at_start();
         }
         sim
     }
@@ -293,8 +322,12 @@ impl Sim {
         for line in tail.into_iter().rev() {
             eprintln!("{line}");
         }
+        let coordinated = match &self.coordinator {
+            Some(c) => format!(", coordinated: {}", c.describe()),
+            None => String::new(),
+        };
         panic!(
-            "seed {} (policy {:?}, quorum {}, loss {}‰): {what}\nreplay: HOTBLOCK_SIM_SEED={} cargo test --test simulator",
+            "seed {} (policy {:?}, quorum {}, loss {}‰{coordinated}): {what}\nreplay: HOTBLOCK_SIM_SEED={} cargo test --test simulator",
             self.seed, self.policy, self.quorum, self.loss_permille, self.seed
         );
     }
@@ -374,7 +407,15 @@ impl Sim {
             let Some(c) = self.conns.get(&conn) else {
                 continue;
             };
-            if c.clogged {
+            let paused = self.coordinator.as_ref().is_some_and(|k| {
+                let to = if packet.to_primary {
+                    c.primary
+                } else {
+                    c.secondary
+                };
+                k.paused(to, self.now)
+            });
+            if c.clogged || paused {
                 // Held until the link is released.
                 self.packets.insert(id, packet);
                 self.net
@@ -511,6 +552,9 @@ impl Sim {
                 self.waiting = rest;
                 for (_, l, group) in done {
                     self.check_ack_honest(p, l, group);
+                    if self.coordinator.is_some() && !self.acknowledge(p, group) {
+                        continue;
+                    }
                     self.note(format!("node {p}: group {group} at {l:?} acknowledged"));
                     self.stats.acked += 1;
                     self.acked.push(group);
@@ -598,6 +642,12 @@ impl Sim {
         if primary.is_fenced() {
             return;
         }
+        if self.coordinator.is_some() && !self.may_write(p) {
+            return;
+        }
+        let State::Primary(primary) = &self.nodes[p].state else {
+            unreachable!()
+        };
         let engine = primary.engine().clone();
         // A node promoted before it learnt of the database has none.
         let Ok(mut txn) = engine.begin("t") else {
@@ -651,8 +701,16 @@ impl Sim {
         };
         // Mostly the leader; now and then any node that says it is primary
         // (a stale address), which fencing must handle.
+        let preferred = match &self.coordinator {
+            Some(c) if c.paused(s, self.now) => return,
+            Some(c) => match c.agents[s].following {
+                Some(p) => p,
+                None => return,
+            },
+            None => self.leader,
+        };
         let target = if self.rng.chance(85) {
-            self.leader
+            preferred
         } else {
             let primaries: Vec<usize> = (0..NODES)
                 .filter(|&i| matches!(self.nodes[i].state, State::Primary(_)))
@@ -707,8 +765,11 @@ impl Sim {
         for c in conns {
             self.close_conn(c, "node crashed");
         }
-        let keep = self.rng.chance(70);
+        let keep = self
+            .rng
+            .chance(if self.coordinator.is_some() { 85 } else { 70 });
         let state = self.take_state(i);
+        let mut wiped = !keep;
         let (engine, history) = match state {
             State::Primary(p) => (p.engine().clone(), p.history().clone()),
             State::Secondary { sec, .. } => {
@@ -717,12 +778,19 @@ impl Sim {
                 let engine = if consistent {
                     sec.engine().clone()
                 } else {
+                    wiped = true;
                     follower()
                 };
                 (engine, sec.history().clone())
             }
             State::Down { .. } => return,
         };
+        if self.coordinator.is_some() {
+            self.close_gate(i);
+            if wiped {
+                self.blocks_lost(i);
+            }
+        }
         self.waiting.retain(|(node, _, _)| *node != i);
         self.stats.crashes += 1;
         // A copy that started over empty is clean again.
@@ -756,7 +824,11 @@ impl Sim {
             unreachable!()
         };
         let config = self.primary_config();
-        if self.leader == i {
+        if self.coordinator.is_some() {
+            // A new process: it reads the coordinator before anything, and
+            // joins the cluster as a secondary.
+            self.agent_restarted(i);
+        } else if self.leader == i {
             if let Some(engine) = engine {
                 if engine.role() == Role::Primary {
                     // The primary restarts as primary: no failover happened.
@@ -811,7 +883,15 @@ impl Sim {
     /// Turns a live primary other than the leader into a secondary, keeping
     /// its blocks (`REPLICAOF` on a stale primary).
     fn demote(&mut self, i: usize) {
-        if i == self.leader || !matches!(self.nodes[i].state, State::Primary(_)) {
+        if i == self.leader {
+            return;
+        }
+        self.demote_now(i);
+    }
+
+    /// Turns live primary `i` into a secondary in place, keeping its blocks.
+    fn demote_now(&mut self, i: usize) {
+        if !matches!(self.nodes[i].state, State::Primary(_)) {
             return;
         }
         let conns: Vec<u64> = self
@@ -890,29 +970,8 @@ impl Sim {
                 .collect(),
             false => Vec::new(),
         };
-        if let Some(State::Secondary { conn: Some(c), .. }) = self.nodes.get(best).map(|n| &n.state)
-        {
-            let c = *c;
-            self.close_conn(c, "promotion");
-        }
-        let state = self.take_state(best);
-        let State::Secondary { sec, .. } = state else {
-            unreachable!()
-        };
-        let (engine, history) = sec
-            .promote(self.operator_epoch)
-            .unwrap_or_else(|e| self.fail(&format!("promotion failed: {e}")));
-        self.operator_epoch = history.current();
-        self.stats.promotions += 1;
-        self.note(format!(
-            "node {best} promoted to epoch {} at {:?}",
-            history.current(),
-            engine.lsn()
-        ));
-        let epoch = history.current();
-        let primary = Primary::new(engine, history, self.primary_config());
-        self.nodes[best].state = State::Primary(primary);
-        self.leader = best;
+        let epoch = self.promote_node(best, self.operator_epoch);
+        self.operator_epoch = epoch;
         // The operator tells every secondary it reaches of the new epoch, so
         // an old primary can no longer count their acknowledgements.
         let reachable: Vec<usize> = (0..NODES).filter(|i| !self.isolated.contains(i)).collect();
@@ -950,8 +1009,41 @@ impl Sim {
         }
     }
 
+    /// Promotes secondary `i` to an epoch above `at_least` (its connection
+    /// closed) and makes it the node clients write to; returns the epoch.
+    fn promote_node(&mut self, i: usize, at_least: Epoch) -> Epoch {
+        if let Some(State::Secondary { conn: Some(c), .. }) = self.nodes.get(i).map(|n| &n.state) {
+            let c = *c;
+            self.close_conn(c, "promotion");
+        }
+        let State::Secondary { sec, .. } = self.take_state(i) else {
+            self.fail(&format!("node {i} promoted but not a secondary"));
+        };
+        let (engine, history) = sec
+            .promote(at_least)
+            .unwrap_or_else(|e| self.fail(&format!("promotion failed: {e}")));
+        self.stats.promotions += 1;
+        self.note(format!(
+            "node {i} promoted to epoch {} at {:?}",
+            history.current(),
+            engine.lsn()
+        ));
+        let epoch = history.current();
+        let primary = Primary::new(engine, history, self.primary_config());
+        self.nodes[i].state = State::Primary(primary);
+        self.leader = i;
+        epoch
+    }
+
     /// Hands queued commits to node `p`'s controller, in order.
     fn flush_hook(&mut self, p: usize) {
+        if self
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.paused(p, self.now))
+        {
+            return;
+        }
         let now = self.instant();
         let deltas = std::mem::take(&mut self.hook_queue[p]);
         if let State::Primary(primary) = &mut self.nodes[p].state {
@@ -965,6 +1057,13 @@ impl Sim {
     fn tick(&mut self) {
         let now = self.instant();
         for i in 0..NODES {
+            if self
+                .coordinator
+                .as_ref()
+                .is_some_and(|c| c.paused(i, self.now))
+            {
+                continue;
+            }
             match &mut self.nodes[i].state {
                 State::Primary(p) => {
                     if p.poll_timeout().is_some_and(|t| t <= now) {
@@ -1087,6 +1186,12 @@ impl Sim {
             }
         }
         self.tick();
+        if self.coordinator.is_some() {
+            self.coordinator_run();
+            for i in 0..NODES {
+                self.agent_tick(i);
+            }
+        }
         let roll = self.rng.below(1000);
         match roll {
             0..=349 => {
@@ -1109,7 +1214,9 @@ impl Sim {
                     self.connect(s);
                 }
             }
-            550..=569 => {
+            // Coordinated runs are longer: crashes as often per second of
+            // simulated time would leave few copies that vouch.
+            550..=569 if self.coordinator.is_none() || self.rng.chance(30) => {
                 let i = self.rng.below(NODES as u64) as usize;
                 self.crash(i);
             }
@@ -1137,6 +1244,7 @@ impl Sim {
                     c.clogged = !c.clogged;
                 }
             }
+            685..=709 if self.coordinator.is_some() => self.coordinator_fault(),
             700..=709 => {
                 // A byte flipped in a secondary's memory (row 13): the
                 // primary's periodic digests must find it.
@@ -1186,6 +1294,9 @@ impl Sim {
     /// Heals everything, restarts every node, and lets the cluster settle:
     /// every node must reach the primary's LSN and digests.
     fn settle(&mut self) {
+        if self.coordinator.is_some() {
+            return self.settle_coordinated();
+        }
         self.isolated.clear();
         for c in self.conns.values_mut() {
             c.clogged = false;
@@ -1255,6 +1366,79 @@ impl Sim {
         ));
     }
 
+    /// Heals everything and lets the coordinator elect and the cluster
+    /// converge by itself: no operator steps in.
+    fn settle_coordinated(&mut self) {
+        self.isolated.clear();
+        for c in self.conns.values_mut() {
+            c.clogged = false;
+        }
+        self.loss_permille = 0;
+        self.coordinator_heal();
+        let mut committed = false;
+        for _ in 0..COORDINATED_LIVENESS_STEPS {
+            self.now += Duration::from_millis(5);
+            self.deliver_due();
+            for p in 0..NODES {
+                self.flush_hook(p);
+            }
+            self.tick();
+            self.coordinator_run();
+            for i in 0..NODES {
+                self.restart(i);
+                self.agent_tick(i);
+                self.connect(i);
+            }
+            let leader = self.leader;
+            let elected = self
+                .coordinator
+                .as_ref()
+                .is_some_and(|c| c.store_primary() == Some(leader))
+                && matches!(self.nodes[leader].state, State::Primary(_));
+            if elected && !committed {
+                let before = self.stats.commits;
+                self.commit(leader);
+                committed = self.stats.commits > before;
+            }
+            self.check();
+            if elected && self.converged() {
+                return;
+            }
+        }
+        let quorum = self.quorum;
+        let vouches = |i: usize| match &self.nodes[i].state {
+            State::Primary(_) => true,
+            State::Secondary { sec, .. } => sec.vouches(),
+            State::Down { .. } => false,
+        };
+        if !self
+            .coordinator
+            .as_ref()
+            .is_some_and(|c| c.electable(quorum, vouches))
+        {
+            self.note("too few copies vouch for their writes: no election, by design".into());
+            self.coord_stats.stuck += 1;
+            return;
+        }
+        let states: Vec<String> = (0..NODES)
+            .map(|i| match &self.nodes[i].state {
+                State::Primary(_) => "primary".to_string(),
+                State::Secondary { sec, .. } => format!(
+                    "secondary streaming={} lsn={:?}",
+                    sec.is_streaming(),
+                    sec.engine().lsn()
+                ),
+                State::Down { .. } => "down".to_string(),
+            })
+            .collect();
+        self.fail(&format!(
+            "no convergence after healing: leader {}, store names {:?}, nodes {states:?}, agents {}",
+            self.leader,
+            self.coordinator.as_ref().and_then(|c| c.store_primary()),
+            self.coordinator.as_ref().map(|c| c.agents_state()).unwrap_or_default()
+        ));
+    }
+
     fn converged(&self) -> bool {
         let Some(primary) = self.engine_of(self.leader) else {
             return false;
@@ -1271,8 +1455,17 @@ impl Sim {
 }
 
 fn run_seed(seed: u64) -> Stats {
-    let mut sim = Sim::new(seed);
-    for _ in 0..STEPS {
+    run(seed, false).0
+}
+
+fn run(seed: u64, coordinated: bool) -> (Stats, CoordStats) {
+    let mut sim = Sim::new(seed, coordinated);
+    let steps = if coordinated {
+        COORDINATED_STEPS
+    } else {
+        STEPS
+    };
+    for _ in 0..steps {
         sim.step();
     }
     sim.settle();
@@ -1281,10 +1474,16 @@ fn run_seed(seed: u64) -> Stats {
             sim.stats.blocks_kept += sec.blocks_kept();
         }
     }
-    sim.stats
+    (sim.stats, sim.coord_stats)
 }
 
 fn seeds() -> Vec<u64> {
+    seeds_of(SEEDS, REGRESSION_SEEDS)
+}
+
+/// `HOTBLOCK_SIM_SEED`, or `count` seeds (`HOTBLOCK_SIM_SEEDS`) from
+/// `HOTBLOCK_SIM_FIRST` after the `regression` seeds.
+fn seeds_of(count: u64, regression: &[u64]) -> Vec<u64> {
     if let Some(seed) = std::env::var("HOTBLOCK_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1294,12 +1493,12 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("HOTBLOCK_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(SEEDS);
+        .unwrap_or(count);
     let start = std::env::var("HOTBLOCK_SIM_FIRST")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0u64);
-    REGRESSION_SEEDS
+    regression
         .iter()
         .copied()
         .chain(start..start + count)
@@ -1338,6 +1537,44 @@ fn simulated_clusters_stay_safe_and_converge() {
                 && s.repaired > 0
                 && (s.fenced > 0 || seeds.len() < 200),
             "{s:?}"
+        );
+    }
+}
+
+#[test]
+fn coordinated_clusters_keep_one_writer_and_every_acknowledged_write() {
+    let seeds = seeds_of(COORDINATED_SEEDS, COORDINATED_REGRESSION_SEEDS);
+    let started = std::time::Instant::now();
+    let (mut stats, mut coord) = (Stats::default(), CoordStats::default());
+    for &seed in &seeds {
+        match std::panic::catch_unwind(|| run(seed, true)) {
+            Ok((s, c)) => {
+                stats += s;
+                coord += c;
+            }
+            Err(panic) => {
+                eprintln!("seed {seed} failed (coordinated); replay: HOTBLOCK_SIM_SEED={seed} cargo test --test simulator coordinated");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!(
+        "coordinated simulator: {} seeds passed in {:.1?}: {stats:?} {coord:?}",
+        seeds.len(),
+        started.elapsed()
+    );
+    // The faults happened: elections, steps down, writes refused by a
+    // closed gate, leases lost.
+    if seeds.len() >= 20 {
+        assert!(
+            coord.elections > 0
+                && coord.step_downs > 0
+                && coord.refused_writes > 0
+                && coord.lease_losses > 0
+                && coord.pauses > 0
+                && stats.acked > 0
+                && coord.stuck * 4 < seeds.len() as u64,
+            "{stats:?} {coord:?}"
         );
     }
 }

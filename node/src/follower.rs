@@ -94,6 +94,7 @@ impl Follower {
             lsn: s.lsn.0,
             epoch_seen: s.epoch,
             consistent: s.consistent,
+            vouches: s.vouches,
             upstream: self.node.upstream().1,
         }
     }

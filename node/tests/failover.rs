@@ -47,6 +47,11 @@ struct Trio {
 
 impl Trio {
     fn start(quorum: usize) -> Trio {
+        Trio::start_with(quorum, &[])
+    }
+
+    /// As `start`, with `n1_extra` on the first secondary's command line.
+    fn start_with(quorum: usize, n1_extra: &[&str]) -> Trio {
         let etcd = EtcdProcess::start();
         let dir = tempfile::tempdir().unwrap();
         let q = quorum.to_string();
@@ -65,18 +70,20 @@ impl Trio {
         });
         let mut nodes = vec![primary];
         for name in ["n1", "n2"] {
-            let args = coordinated(
-                &etcd,
-                &[
-                    "--mode",
-                    "sync",
-                    "--serve-reads",
-                    "--sync-quorum",
-                    &q,
-                    "--data-dir",
-                    &data_dir(dir.path(), name),
-                ],
-            );
+            let data = data_dir(dir.path(), name);
+            let mut extra = vec![
+                "--mode",
+                "sync",
+                "--serve-reads",
+                "--sync-quorum",
+                &q,
+                "--data-dir",
+                &data,
+            ];
+            if name == "n1" {
+                extra.extend(n1_extra);
+            }
+            let args = coordinated(&etcd, &extra);
             nodes.push(Proc::member(dir.path(), &strs(&args)));
         }
         cluster::wait_secondaries_online(&nodes[0], 2);
@@ -153,6 +160,58 @@ fn kill9_failover(quorum: usize) {
         acked.len()
     );
     drop(trio.etcd);
+}
+
+/// A sync secondary comes back with its data directory wiped while the
+/// primary and the other secondary are down. It holds none of the writes
+/// it acknowledged, so it must not take over (with W = N = 2 it alone would
+/// meet N - W + 1); once the other secondary is back, that one takes over
+/// and nothing acknowledged is lost. `same_id`: the wiped node keeps its id
+/// (`--node-id`); otherwise it gets a new one and replaces its old member
+/// record, or the election would wait for that member forever.
+fn a_wiped_secondary_stays_out_of_the_election(same_id: bool) {
+    let n1_extra: &[&str] = if same_id { &["--node-id", "7"] } else { &[] };
+    let mut trio = Trio::start_with(2, n1_extra);
+    let writers = FollowingWriters::start(trio.ports(), 4);
+    wait_until("writes before the failure", FAILOVER_LIMIT, || {
+        writers.acked() > 200
+    });
+    let acked = writers.stop();
+    for i in [0, 1, 2] {
+        trio.nodes[i].kill9();
+    }
+    let data = trio._dir.path().join("n1");
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    trio.nodes[1].start();
+    // Past the dead primary's lease, and then some: nobody takes over.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(role(&trio.nodes[1]).as_deref(), Some("secondary"));
+    let replication = trio.nodes[1].info("replication");
+    let why = replication.get("election").cloned().unwrap_or_default();
+    assert!(why.contains("started from nothing"), "{replication:?}");
+    trio.nodes[2].start();
+    wait_until(
+        "the secondary that kept its data takes over",
+        FAILOVER_LIMIT,
+        || trio.primary_index() == Some(2),
+    );
+    assert_all_present(&mut trio.nodes[2].client(), &acked);
+    wait_until("the wiped secondary catches up", FAILOVER_LIMIT, || {
+        trio.nodes[1].lsn() == trio.nodes[2].lsn()
+    });
+    assert_all_present(&mut trio.nodes[1].client(), &acked);
+    drop(trio.etcd);
+}
+
+#[test]
+fn a_wiped_secondary_with_its_old_id_does_not_take_over_empty() {
+    a_wiped_secondary_stays_out_of_the_election(true);
+}
+
+#[test]
+fn a_wiped_secondary_with_a_new_id_replaces_its_old_member() {
+    a_wiped_secondary_stays_out_of_the_election(false);
 }
 
 #[test]

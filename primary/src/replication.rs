@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hotblock_core::repl::{
-    Epoch, EpochHistory, Frame, Primary, PrimaryConfig, PrimaryEvent, SessionId, SessionStatus,
+    Epoch, EpochHistory, Frame, NodeId, Primary, PrimaryConfig, PrimaryEvent, SessionId,
+    SessionStatus,
 };
 use hotblock_core::{Delta, Engine, HookPurpose, Lsn};
 
@@ -83,8 +84,8 @@ pub struct AckProgress {
     /// Sync commits up to here timed out: their outcome is unknown.
     pub timed_out: Lsn,
     pub fenced: bool,
-    /// The acknowledged LSN of each streaming secondary.
-    pub secondaries: Vec<Lsn>,
+    /// The acknowledged LSN of each streaming secondary, by node.
+    pub secondaries: Vec<(NodeId, Lsn)>,
 }
 
 impl AckProgress {
@@ -108,7 +109,16 @@ impl AckProgress {
 
     /// Secondaries that acknowledged `lsn` or later.
     pub fn count_at_least(&self, lsn: Lsn) -> usize {
-        self.secondaries.iter().filter(|&&a| a >= lsn).count()
+        self.secondaries.iter().filter(|&&(_, a)| a >= lsn).count()
+    }
+
+    /// The highest LSN `node` acknowledged on a streaming session.
+    pub fn acked_by(&self, node: NodeId) -> Option<Lsn> {
+        self.secondaries
+            .iter()
+            .filter(|(n, _)| *n == node)
+            .map(|&(_, a)| a)
+            .max()
     }
 }
 
@@ -256,6 +266,12 @@ impl Replicator {
     /// The address secondaries connect to (`host:port`; useful with port 0).
     pub fn local_addr(&self) -> &str {
         &self.local_addr
+    }
+
+    /// The highest LSN `node` has acknowledged, as of the last frame heard
+    /// (fresher than `status`, which is refreshed at most every few ms).
+    pub fn acked_by(&self, node: NodeId) -> Option<Lsn> {
+        self.shared.progress.borrow().acked_by(node)
     }
 
     /// Per-secondary state, as of the last timer tick.
@@ -781,7 +797,7 @@ mod tests {
             quorum_acked: Lsn(10),
             timed_out: Lsn(12),
             fenced: true,
-            secondaries: vec![Lsn(10)],
+            secondaries: vec![(NodeId(1), Lsn(10))],
         };
         assert!(matches!(progress.outcome(Lsn(9)), Some(Ok(()))));
         assert!(matches!(progress.outcome(Lsn(10)), Some(Ok(()))));

@@ -31,8 +31,11 @@ use hotblock_nic_transport::{ConnectTo, Link, Secret};
 use hotblock_persist::{PersistedState, Persister};
 use tokio::sync::oneshot;
 
-/// Reconnection backoff: first wait, and the most it grows to.
-pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Reconnection backoff: first wait, and the most it grows to. The first
+/// wait is short: after a switchover the new primary opens its replication
+/// port a few ms after etcd names it, and its first sync commit waits for
+/// a secondary to reconnect (50 ms here was a third of a switchover).
+pub const BACKOFF_MIN: Duration = Duration::from_millis(10);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// The longest the follow loop sleeps when the state machine names no
 /// deadline.
@@ -100,6 +103,10 @@ pub struct SecondaryStatus {
     /// Its blocks are a whole state (not a snapshot loaded in part): it
     /// could be promoted.
     pub consistent: bool,
+    /// It may stand in an election (`Secondary::vouches`): consistent, and
+    /// not a copy started from nothing that has yet to be level with a
+    /// primary.
+    pub vouches: bool,
     /// The lineage of the history it follows (0: unnamed).
     pub lineage: u64,
     /// Blocks that digest verification found different from the primary's
@@ -144,6 +151,7 @@ impl SecondaryNode {
             epoch: history.current().max(epoch_seen),
             last_epoch: history.epoch_of(engine.lsn()),
             consistent: true,
+            vouches: engine.lsn() > Lsn::ZERO,
             lineage: history.lineage(),
             ..Default::default()
         }));
@@ -447,6 +455,7 @@ fn publish_status(status: &Mutex<SecondaryStatus>, secondary: &Secondary) {
     s.epoch = secondary.epoch();
     s.last_epoch = secondary.history().epoch_of(s.lsn);
     s.consistent = secondary.is_consistent();
+    s.vouches = secondary.vouches();
     s.lineage = secondary.history().lineage();
     s.blocks_diverged = secondary.blocks_diverged();
 }

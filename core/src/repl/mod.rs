@@ -6,6 +6,7 @@
 //! (`core/tests/simulator.rs`) drive the same code.
 
 mod backlog;
+pub mod election;
 pub mod frame;
 pub mod history;
 mod limits;

@@ -174,6 +174,13 @@ pub struct Secondary {
     /// longer match the primary's history. The next connection starts from
     /// an empty copy (full resync).
     damaged: bool,
+    /// This copy started from nothing, or was dropped for damage: it holds
+    /// none of the writes it may once have acknowledged, and vouches for
+    /// none in an election until it has been level with a primary's head
+    /// (then it holds everything that primary held).
+    blank: bool,
+    /// The primary's head when this session was welcomed.
+    level_at: Option<Lsn>,
     /// Blocks an incremental resync found current and did not transfer.
     blocks_kept: u64,
     /// The primary's history, adopted when its snapshot starts.
@@ -194,6 +201,7 @@ impl Secondary {
         config: SecondaryConfig,
         now: Instant,
     ) -> Self {
+        let blank = engine.lsn() == Lsn::ZERO;
         Secondary {
             engine,
             history,
@@ -209,6 +217,8 @@ impl Secondary {
             seq_out: 0,
             seq_in: 0,
             damaged: false,
+            blank,
+            level_at: None,
             blocks_kept: 0,
             pending_history: None,
             epoch_seen: Epoch(0),
@@ -413,6 +423,14 @@ impl Secondary {
         !self.damaged && !matches!(self.phase, Phase::Snapshot { .. })
     }
 
+    /// Whether this copy may stand in an election: it is consistent, and
+    /// it holds every write it acknowledged (not a copy started from
+    /// nothing, or dropped for damage, that has not yet been level with a
+    /// primary's head).
+    pub fn vouches(&self) -> bool {
+        self.is_consistent() && !self.blank
+    }
+
     pub fn is_streaming(&self) -> bool {
         self.phase == Phase::Streaming
     }
@@ -433,6 +451,7 @@ impl Secondary {
             self.engine.reset_to_snapshot(&[], Lsn::ZERO)?;
             self.engine.finish_snapshot()?;
             self.damaged = false;
+            self.blank = true;
         }
         self.phase = Phase::AwaitWelcome;
         self.last_heard = now;
@@ -469,6 +488,7 @@ impl Secondary {
         }
         self.pending_history = None;
         self.verifying.clear();
+        self.level_at = None;
         self.phase = Phase::Disconnected;
     }
 
@@ -504,11 +524,11 @@ impl Secondary {
             (
                 Phase::AwaitWelcome,
                 Message::Welcome {
-                    lsn: _,
+                    lsn,
                     catch_up,
                     history,
                 },
-            ) => self.welcome(epoch, catch_up, history)?,
+            ) => self.welcome(epoch, lsn, catch_up, history)?,
             (
                 Phase::AwaitSnapshot,
                 Message::SnapshotBegin {
@@ -583,6 +603,7 @@ impl Secondary {
     fn welcome(
         &mut self,
         epoch: Epoch,
+        head: Lsn,
         catch_up: CatchUp,
         history: EpochHistory,
     ) -> Result<(), SecondaryError> {
@@ -604,11 +625,24 @@ impl Secondary {
                 Phase::AwaitSnapshot
             }
         };
+        self.level_at = Some(head);
         if self.phase == Phase::Streaming {
             self.events.push_back(SecondaryEvent::Online);
             self.ack_due = true;
+            self.note_level();
         }
         Ok(())
+    }
+
+    /// A blank copy level with the head its primary welcomed it at holds
+    /// everything that primary held: it vouches from now on.
+    fn note_level(&mut self) {
+        if self.blank
+            && self.phase == Phase::Streaming
+            && self.level_at.is_some_and(|head| self.engine.lsn() >= head)
+        {
+            self.blank = false;
+        }
     }
 
     /// `SnapshotBegin`: the primary's schemas at `lsn`; the blocks follow.
@@ -696,6 +730,7 @@ impl Secondary {
             Phase::Streaming => self.ack_due = true,
             _ => self.finish_snapshot_if_consistent()?,
         }
+        self.note_level();
         Ok(())
     }
 
@@ -708,6 +743,7 @@ impl Secondary {
                 self.phase = Phase::Streaming;
                 self.ack_due = true;
                 self.events.push_back(SecondaryEvent::Online);
+                self.note_level();
             }
         }
         Ok(())
@@ -1001,5 +1037,60 @@ mod tests {
             }
         }
         panic!("no hello");
+    }
+
+    #[test]
+    fn a_copy_started_from_nothing_vouches_once_level_with_its_primary() {
+        let now = Instant::now();
+        let primary = Engine::new(EngineConfig::default());
+        let created = primary
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        let mut txn = primary.begin("t").unwrap();
+        txn.put(b"k", &[], b"v").unwrap();
+        let put = txn.commit().unwrap().unwrap();
+        let config = SecondaryConfig::new(NodeId(1), Mode::Sync);
+        let mut sec = Secondary::new(follower(), EpochHistory::default(), config.clone(), now);
+        assert!(
+            sec.is_consistent() && !sec.vouches(),
+            "empty: vouches for nothing"
+        );
+        sec.connect(now).unwrap();
+        let mut seq = 0;
+        feed(
+            &mut sec,
+            now,
+            &mut seq,
+            Message::Welcome {
+                lsn: put.lsn,
+                catch_up: CatchUp::Stream,
+                history: EpochHistory::default(),
+            },
+        );
+        assert!(
+            sec.is_streaming() && !sec.vouches(),
+            "streaming, not level yet"
+        );
+        for op in created.delta.ops() {
+            feed(&mut sec, now, &mut seq, Message::Op(op.clone()));
+        }
+        assert_eq!(sec.engine().lsn(), created.lsn);
+        assert!(!sec.vouches(), "behind the head it was welcomed at");
+        for op in put.delta.ops() {
+            feed(&mut sec, now, &mut seq, Message::Op(op.clone()));
+        }
+        assert_eq!(sec.engine().lsn(), put.lsn);
+        assert!(
+            sec.vouches(),
+            "level with the primary: it holds what it held"
+        );
+        sec.disconnected();
+        assert!(sec.vouches(), "and keeps vouching across connections");
+        // A copy with blocks of its own (a data directory, a demoted
+        // primary) vouches from the start.
+        let engine = follower();
+        engine.apply(&created.delta).unwrap();
+        let sec = Secondary::new(engine, EpochHistory::default(), config, now);
+        assert!(sec.vouches());
     }
 }

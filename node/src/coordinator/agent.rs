@@ -20,26 +20,26 @@
 //!   as a candidate in the election).
 //!
 //! **Elections.** Each candidate publishes `(epoch of its last
-//! transaction, LSN)` under its own lease. With a sync quorum W and N sync
-//! secondaries registered (the old primary aside), a decision needs at
-//! least N − W + 1 sync candidates: any W sync secondaries and any
-//! N − W + 1 of them share one, so some candidate holds every
-//! acknowledged write. Every candidate ranks them alike; only the best tries to take
-//! the key, in one etcd transaction that also checks that nothing it
-//! decided on has changed since it read it (no primary, the same term,
-//! every candidate's record at the revision it read). So the winner is the
-//! most up-to-date candidate seen, never the first to ask. The term comes
-//! from etcd (one above every term and epoch known), so the new epoch is
-//! unique in the cluster.
+//! transaction, LSN)` under its own lease, reads the members and the other
+//! candidates, and applies [`election::decide`] (which waits for N − W + 1
+//! sync candidates, so one of them holds every acknowledged write). Only
+//! the best tries to take the key, in one etcd transaction that also
+//! checks that nothing it decided on has changed since it read it (no
+//! primary, the same term, every candidate's record at the revision it
+//! read). So the winner is the most up-to-date candidate seen, never the
+//! first to ask. The term is one above every term and epoch known
+//! ([`election::next_term`]), won once, so the new epoch is unique in the
+//! cluster.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use hotblock_core::repl::election::{self, Decision};
 use hotblock_core::repl::{Epoch, NodeId};
 
 use super::etcd::{Compare, Etcd, EtcdError, KeyValue, Put};
 use super::lease::LeaseKeeper;
-use super::records::{self, CandidateRecord, Keys, MemberMode, MemberRecord, PrimaryRecord};
+use super::records::{self, CandidateRecord, Keys, MemberRecord, PrimaryRecord};
 use super::Config;
 use crate::Node;
 
@@ -54,8 +54,6 @@ const TICK_URGENT: Duration = Duration::from_millis(5);
 const SETTLE: Duration = Duration::from_millis(300);
 /// How often the members are read outside elections.
 const MEMBERS_EVERY: Duration = Duration::from_millis(500);
-/// Terms fit an epoch's high 48 bits; one this large means damaged records.
-const TERM_MAX: u64 = 1 << 47;
 
 /// What the agent does with a node, seen from the node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +72,10 @@ pub struct Position {
     /// The highest epoch it has seen.
     pub epoch_seen: Epoch,
     pub consistent: bool,
+    /// It holds every write it acknowledged: not a copy started from
+    /// nothing (or dropped for damage) that has yet to catch up with a
+    /// primary. Only such a copy stands.
+    pub vouches: bool,
     /// The replication address it follows now.
     pub upstream: String,
 }
@@ -241,6 +243,22 @@ impl Agent {
             self.candidacy = None;
         }
         if !self.member_published {
+            // A member at our replication address under another id is this
+            // slot's previous life, whose data directory is gone (a new one
+            // makes a new id). It will never stand again; left in, an
+            // election would wait for it forever. Its writes are gone with
+            // its data either way.
+            for old in self.members()? {
+                if old.node != self.me.0 && same_address(&old.repl, &self.member.repl) {
+                    tracing::warn!(
+                        old = old.node,
+                        repl = %old.repl,
+                        "member {} had this node's replication address: it is replaced by this node (its data directory is gone)",
+                        old.node
+                    );
+                    self.etcd.delete(&self.keys.member(old.node))?;
+                }
+            }
             self.etcd.put(
                 &self.keys.member(self.me.0),
                 &records::encode(&self.member),
@@ -456,11 +474,17 @@ impl Agent {
         let Some(position) = node.position() else {
             return Ok(());
         };
-        if !position.consistent {
+        if !position.consistent || !position.vouches {
             if let Some(c) = self.candidacy.take() {
                 self.etcd.delete(&self.keys.candidate(c.node))?;
             }
-            return self.waiting(node, "not a candidate while loading a snapshot");
+            return self.waiting(
+                node,
+                match position.consistent {
+                    false => "not a candidate while loading a snapshot",
+                    true => "not a candidate: this copy started from nothing and has not yet caught up with a primary, so it may lack writes it acknowledged before",
+                },
+            );
         }
         let mine = CandidateRecord {
             node: self.me.0,
@@ -492,16 +516,28 @@ impl Agent {
             })
             .collect();
         node.update_cluster(|c| c.members = members.clone());
-        let decision = decide(&members, &candidates, &last, since.elapsed() >= SETTLE);
+        let decision = election::decide(
+            &members
+                .iter()
+                .map(MemberRecord::as_member)
+                .collect::<Vec<_>>(),
+            &candidates
+                .iter()
+                .map(|(_, c)| c.as_candidate())
+                .collect::<Vec<_>>(),
+            &last.as_last(),
+            since.elapsed() >= SETTLE,
+        );
         let best = match decision {
-            Decision::Wait(why) => return self.waiting(node, &why),
+            Decision::Wait(why) => return self.waiting(node, &why.to_string()),
             Decision::Best(best) => best,
         };
-        if best != self.me.0 {
+        if best != self.me {
             return self.waiting(
                 node,
                 &format!(
-                    "node {best} is the most up to date candidate: waiting for it to take over"
+                    "node {} is the most up to date candidate: waiting for it to take over",
+                    best.0
                 ),
             );
         }
@@ -535,23 +571,16 @@ impl Agent {
         candidates: &[(KeyValue, CandidateRecord)],
         position: &Position,
     ) -> Result<(), TickError> {
-        let new_term = candidates
-            .iter()
-            .flat_map(|(_, c)| [Epoch(c.last_epoch).term(), Epoch(c.epoch_seen).term()])
-            .chain([
-                last.term,
-                Epoch(last.epoch).term(),
-                position.epoch_seen.term(),
-            ])
-            .max()
-            .unwrap_or(0)
-            + 1;
-        if new_term >= TERM_MAX {
-            return Err(TickError::Record(format!(
-                "term {new_term} is past the most an epoch holds: the cluster's records in etcd are damaged"
-            )));
-        }
-        let epoch = Epoch(new_term << 16 | (self.me.0 & 0xffff));
+        let standing: Vec<election::Candidate> =
+            candidates.iter().map(|(_, c)| c.as_candidate()).collect();
+        let new_term = election::next_term(&last.as_last(), &standing, position.epoch_seen)
+            .ok_or_else(|| {
+                TickError::Record(
+                    "the next term is past the most an epoch holds: the cluster's records in etcd are damaged"
+                        .into(),
+                )
+            })?;
+        let epoch = election::epoch_for(new_term, self.me);
         let record = PrimaryRecord {
             term: new_term,
             ..self.primary_record(epoch)
@@ -608,7 +637,7 @@ impl Agent {
     ) -> Result<(), TickError> {
         self.election_since = None;
         // One above everything this node has seen, in the term etcd gave.
-        let at_least = Epoch(((epoch.term().saturating_sub(1)) << 16) | 0xffff);
+        let at_least = election::epoch_before_term(epoch.term());
         let got = match node.promote_at(at_least) {
             Ok((_, got)) | Err(crate::error::PromoteError::Incomplete { epoch: got, .. }) => got,
             Err(e) => self.give_up(&format!("promotion failed: {e}")),
@@ -655,141 +684,4 @@ fn same_address(a: &str, b: &str) -> bool {
     use std::net::ToSocketAddrs;
     let resolve = |s: &str| s.to_socket_addrs().ok().and_then(|mut i| i.next());
     a == b || resolve(a).is_some_and(|x| resolve(b) == Some(x))
-}
-
-/// What the candidates seen allow.
-#[derive(Debug, PartialEq, Eq)]
-enum Decision {
-    Wait(String),
-    /// The node to take over.
-    Best(u64),
-}
-
-/// Decides an election from the registered `members` and the
-/// `candidates` of this term, after `last` (the gone primary). `settled`:
-/// the wait for every sync secondary is over.
-fn decide(
-    members: &[MemberRecord],
-    candidates: &[(KeyValue, CandidateRecord)],
-    last: &PrimaryRecord,
-    settled: bool,
-) -> Decision {
-    let sync_members: Vec<u64> = members
-        .iter()
-        .filter(|m| m.mode == MemberMode::Sync && m.node != last.node)
-        .map(|m| m.node)
-        .collect();
-    let n = sync_members.len();
-    let w = last.sync_quorum.min(n);
-    let sync_in = candidates
-        .iter()
-        .filter(|(_, c)| c.mode == MemberMode::Sync && sync_members.contains(&c.node))
-        .count();
-    // With no sync quorum, no write is acknowledged by any secondary:
-    // any candidate will do (async failover loses the async window).
-    let needed = if w == 0 { 0 } else { n - w + 1 };
-    if sync_in < needed {
-        return Decision::Wait(format!(
-            "{sync_in} of the {needed} sync candidates needed (N = {n} sync secondaries, quorum W = {w}: N - W + 1) have stood"
-        ));
-    }
-    if candidates.is_empty() {
-        return Decision::Wait("no candidate yet".into());
-    }
-    if sync_in < n && !settled {
-        return Decision::Wait(format!(
-            "{sync_in} of {n} sync candidates have stood: waiting briefly for the rest"
-        ));
-    }
-    let best = candidates
-        .iter()
-        .max_by_key(|(_, c)| c.rank())
-        .expect("not empty");
-    // A planned switchover's target, if it is as up to date as the best.
-    let position = |c: &CandidateRecord| (c.last_epoch, c.lsn);
-    let named = candidates
-        .iter()
-        .find(|(_, c)| Some(c.node) == last.handover_to && position(c) == position(&best.1));
-    Decision::Best(named.unwrap_or(best).1.node)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(node: u64, mode: MemberMode) -> MemberRecord {
-        MemberRecord {
-            node,
-            client: String::new(),
-            repl: String::new(),
-            mode,
-            candidate: true,
-        }
-    }
-
-    fn candidate(node: u64, lsn: u64) -> (KeyValue, CandidateRecord) {
-        let kv = KeyValue {
-            key: Vec::new(),
-            value: Vec::new(),
-            create_revision: 1,
-            mod_revision: 1,
-            lease: None,
-        };
-        let c = CandidateRecord {
-            node,
-            term: 1,
-            last_epoch: 1 << 16,
-            epoch_seen: 1 << 16,
-            lsn,
-            mode: MemberMode::Sync,
-        };
-        (kv, c)
-    }
-
-    fn last(quorum: usize) -> PrimaryRecord {
-        PrimaryRecord {
-            node: 1,
-            term: 1,
-            epoch: 1 << 16 | 1,
-            client: String::new(),
-            repl: String::new(),
-            sync_quorum: quorum,
-            handover_to: None,
-        }
-    }
-
-    #[test]
-    fn an_election_waits_for_n_minus_w_plus_one_sync_candidates() {
-        // Node 1 was the primary; 2, 3 and 4 are sync secondaries.
-        let members: Vec<MemberRecord> = (1..=4).map(|n| member(n, MemberMode::Sync)).collect();
-        // W = 1: a write may be on one secondary only; all three must stand.
-        let two = [candidate(2, 10), candidate(3, 12)];
-        assert!(matches!(
-            decide(&members, &two, &last(1), true),
-            Decision::Wait(_)
-        ));
-        let three = [candidate(2, 10), candidate(3, 12), candidate(4, 11)];
-        assert_eq!(decide(&members, &three, &last(1), false), Decision::Best(3));
-        // W = 2: any two of three share a holder of every acknowledged write.
-        assert_eq!(decide(&members, &two, &last(2), true), Decision::Best(3));
-        // ... but before the settle time, the third may still come.
-        assert!(matches!(
-            decide(&members, &two, &last(2), false),
-            Decision::Wait(_)
-        ));
-        // W larger than N counts as N.
-        assert_eq!(
-            decide(&members, &[candidate(4, 1)], &last(9), true),
-            Decision::Best(4)
-        );
-        // No sync quorum: any candidate, once settled.
-        let async_only = [member(1, MemberMode::Async), member(5, MemberMode::Async)];
-        let mut c = candidate(5, 3);
-        c.1.mode = MemberMode::Async;
-        assert_eq!(decide(&async_only, &[c], &last(0), true), Decision::Best(5));
-        assert!(matches!(
-            decide(&async_only, &[], &last(0), true),
-            Decision::Wait(_)
-        ));
-    }
 }

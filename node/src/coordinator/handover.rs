@@ -259,8 +259,15 @@ fn run(node: &Arc<Node>, target: u64, plan: HandoverPlan, step_down: bool) {
         "FAILOVER: writes held, waiting for the target to catch up"
     );
     let drained = h.drain(plan.timeout.unwrap_or(STEP_DOWN_MAX));
+    let drained_ms = started.elapsed().as_millis() as u64;
     keeper.set_primary(None);
     let caught_up = drained && wait_caught_up(node, target, &plan, &h.abort);
+    tracing::info!(
+        drained_ms,
+        caught_up_ms = started.elapsed().as_millis() as u64,
+        caught_up,
+        "FAILOVER: writes in flight drained, then the target caught up"
+    );
     let lost_role = node.db().is_none();
     if lost_role || (!caught_up && !plan.force) || !h.commit_to_handing_over() {
         if !lost_role {
@@ -273,8 +280,14 @@ fn run(node: &Arc<Node>, target: u64, plan: HandoverPlan, step_down: bool) {
     if let Err(e) = name_target(node, target) {
         tracing::warn!(error = %e, "FAILOVER: cannot name the target in etcd; the election picks the best candidate");
     }
+    let named_ms = started.elapsed().as_millis() as u64;
     // The primary key goes with the lease: the election starts now.
     keeper.resign_lease();
+    tracing::info!(
+        named_ms,
+        resigned_ms = started.elapsed().as_millis() as u64,
+        "FAILOVER: target named in etcd, lease given up"
+    );
     let deadline = Instant::now() + STEP_DOWN_MAX;
     while step_down && node.db().is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
@@ -304,14 +317,11 @@ fn wait_caught_up(node: &Node, target: u64, plan: &HandoverPlan, abort: &AtomicB
             return false;
         };
         let lsn = db.lsn();
+        // From the acknowledgements as they arrive: `status()` is refreshed
+        // at most every few ms, and not at all once writes stop.
         let acked = db
             .replicator()
-            .map(|r| r.status())
-            .unwrap_or_default()
-            .iter()
-            .filter(|s| s.node.is_some_and(|n| n.0 == target))
-            .map(|s| s.acked_lsn)
-            .max();
+            .and_then(|r| r.acked_by(hotblock_core::repl::NodeId(target)));
         if acked.is_some_and(|a| a >= lsn) {
             return true;
         }

@@ -6,36 +6,25 @@
 //! election's reads, a promotion), each of which can block for a whole
 //! call timeout when etcd is slow.
 //!
-//! **The margin.** etcd restarts a lease's TTL when its leader processes
-//! the renewal, which is after this node sent it: so the lease cannot
-//! expire before `sent + TTL` on etcd's clock. This node stops writes at
-//! `sent + TTL − margin` on its own monotonic clock. The margin covers the
-//! two clocks running at different rates (bounded by `CLOCK_DRIFT_MAX`
-//! of the TTL) and the time between a write's last lease check and its
-//! commit being visible to anyone (microseconds; `GATE_SLACK` is far
-//! above it). A node paused (SIGSTOP, a VM stall) past the deadline finds
-//! the gate closed when it runs again: time closes it, not this thread.
+//! **The margin.** This node stops writes at `sent + TTL − margin` on its
+//! own monotonic clock, where `sent` is when it sent the last renewal etcd
+//! confirmed: the rule and its margin are
+//! [`hotblock_core::repl::election::write_deadline`]'s, shared with the
+//! simulator that checks them. A node paused (SIGSTOP, a VM stall) past
+//! the deadline finds the gate closed when it runs again: time closes it,
+//! not this thread.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hotblock_core::repl::election;
 use hotblock_primary::WriteLease;
 
 use super::etcd::{Etcd, EtcdError, LeaseId};
 
-/// Most the etcd leader's clock may run ahead of ours, as a fraction of the
-/// TTL (1/50: 2%; real clocks drift by parts per million).
-const CLOCK_DRIFT_MAX_DIVISOR: u32 = 50;
-/// Time allowed between a write's lease check and its effect.
-const GATE_SLACK: Duration = Duration::from_millis(200);
 /// How soon a failed renewal is tried again.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
-
-/// How long before `sent + ttl` writes stop.
-pub fn margin(ttl: Duration) -> Duration {
-    GATE_SLACK + ttl / CLOCK_DRIFT_MAX_DIVISOR
-}
 
 /// The lease as the coordinator's thread sees it. One lock for all of it:
 /// whether the gate may open depends on the lease held and on holding the
@@ -160,8 +149,7 @@ impl LeaseKeeper {
     }
 
     fn open_gate(&self, sent: Instant, ttl: Duration) {
-        self.gate
-            .extend_until(sent + ttl.saturating_sub(margin(ttl)));
+        self.gate.extend_until(election::write_deadline(sent, ttl));
     }
 
     pub fn gate(&self) -> &Arc<WriteLease> {
@@ -206,6 +194,15 @@ impl LeaseKeeper {
             None => {
                 let (lease, ttl_s) = self.etcd.grant(self.ttl)?;
                 tracing::info!(lease = lease.0, ttl_s, "coordinator lease granted");
+                if Duration::from_secs(ttl_s.max(0) as u64) > self.ttl {
+                    // Writes still stop by `--failover-timeout-ms`; the
+                    // others wait for etcd's longer lease before electing.
+                    tracing::warn!(
+                        asked_ms = self.ttl.as_millis() as u64,
+                        granted_s = ttl_s,
+                        "etcd grants no lease this short (its minimum is 1.5 election timeouts, in whole seconds): failover takes as long as the granted lease; run etcd with a shorter --election-timeout and --heartbeat-interval, or raise --failover-timeout-ms"
+                    );
+                }
                 let mut held = self.held.lock().expect("lease lock");
                 if self.stop.load(Ordering::SeqCst) {
                     // Resigned meanwhile: this lease just expires.

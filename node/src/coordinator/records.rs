@@ -17,6 +17,7 @@
 //! goes ahead without a holder of every acknowledged write (see
 //! [`super::agent`]).
 
+use hotblock_core::repl::{election, Epoch, Mode, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The keys of one cluster.
@@ -118,11 +119,46 @@ pub struct CandidateRecord {
     pub mode: MemberMode,
 }
 
+impl From<MemberMode> for Mode {
+    fn from(m: MemberMode) -> Mode {
+        match m {
+            MemberMode::Sync => Mode::Sync,
+            MemberMode::Async => Mode::Async,
+        }
+    }
+}
+
+impl MemberRecord {
+    pub fn as_member(&self) -> election::Member {
+        election::Member {
+            node: NodeId(self.node),
+            mode: self.mode.into(),
+        }
+    }
+}
+
 impl CandidateRecord {
-    /// The order of candidates: most up to date first, then the higher
-    /// node id (any fixed tie-break will do: every node applies the same).
-    pub fn rank(&self) -> (u64, u64, u64) {
-        (self.last_epoch, self.lsn, self.node)
+    pub fn as_candidate(&self) -> election::Candidate {
+        election::Candidate {
+            node: NodeId(self.node),
+            mode: self.mode.into(),
+            last_epoch: Epoch(self.last_epoch),
+            lsn: self.lsn,
+            epoch_seen: Epoch(self.epoch_seen),
+        }
+    }
+}
+
+impl PrimaryRecord {
+    /// This record as the primary an election replaces.
+    pub fn as_last(&self) -> election::LastPrimary {
+        election::LastPrimary {
+            node: NodeId(self.node),
+            term: self.term,
+            epoch: Epoch(self.epoch),
+            sync_quorum: self.sync_quorum,
+            handover_to: self.handover_to.map(NodeId),
+        }
     }
 }
 
@@ -165,21 +201,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_rank_by_last_epoch_then_lsn() {
-        let c = |last_epoch, lsn, node| CandidateRecord {
-            node,
+    fn records_round_trip_and_foreign_values_are_refused() {
+        let r = CandidateRecord {
+            node: 5,
             term: 1,
-            last_epoch,
-            lsn,
-            epoch_seen: last_epoch,
+            last_epoch: 3,
+            lsn: 4,
+            epoch_seen: 3,
             mode: MemberMode::Sync,
         };
-        // A longer log of an older epoch loses to a newer epoch's.
-        assert!(c(2 << 16, 5, 1).rank() > c(1 << 16, 9, 2).rank());
-        assert!(c(1 << 16, 9, 1).rank() > c(1 << 16, 8, 2).rank());
-        assert!(c(1 << 16, 9, 2).rank() > c(1 << 16, 9, 1).rank());
         assert!(parse::<CandidateRecord>(b"k", b"{").is_err());
-        let r = c(3, 4, 5);
         assert_eq!(parse::<CandidateRecord>(b"k", &encode(&r)).unwrap(), r);
+        assert_eq!(r.as_candidate().rank(), (Epoch(3), 4, NodeId(5)));
     }
 }

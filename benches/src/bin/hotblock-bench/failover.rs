@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::procs::{on_path, EtcdServer, Server};
+use crate::procs::{on_path, EtcdServer, EtcdTiming, Server};
 
 #[derive(Debug, clap::Args)]
 pub struct FailoverArgs {
@@ -48,6 +48,11 @@ pub struct FailoverArgs {
     /// Skip Redis even if redis-server and redis-sentinel are installed.
     #[arg(long)]
     no_redis: bool,
+    /// hotblock's `--failover-timeout-ms` values, one set of rounds each.
+    /// Below 2000, etcd runs with a faster heartbeat (see `EtcdTiming`):
+    /// with its default timing it grants no lease under 2 s.
+    #[arg(long, value_delimiter = ',', default_values_t = [2000u64, 1000])]
+    leases: Vec<u64>,
 }
 
 /// One round's outcome.
@@ -75,11 +80,17 @@ pub fn run(a: FailoverArgs) -> Result<(), String> {
     if !on_path("etcd") {
         return Err("etcd (Debian's etcd-server) is needed on the PATH".into());
     }
-    let etcd = EtcdServer::start(work.path())?;
-    for i in 0..a.rounds {
-        let r = hotblock_round(work.path(), &etcd, i, a.writers)?;
-        eprintln!("{}", line(&r));
-        rounds.push(r);
+    for &lease_ms in &a.leases {
+        let timing = match lease_ms {
+            0..2000 => EtcdTiming::Fast,
+            _ => EtcdTiming::Default,
+        };
+        let etcd = EtcdServer::start(work.path(), timing)?;
+        for i in 0..a.rounds {
+            let r = hotblock_round(work.path(), &etcd, lease_ms, i, a.writers)?;
+            eprintln!("{}", line(&r));
+            rounds.push(r);
+        }
     }
     let redis = !a.no_redis && on_path("redis-server") && on_path("redis-sentinel");
     if redis {
@@ -118,11 +129,12 @@ fn line(r: &Round) -> String {
 fn hotblock_round(
     work: &Path,
     etcd: &EtcdServer,
+    lease_ms: u64,
     round: usize,
     writers: usize,
 ) -> Result<Round, String> {
-    let dir = work.join(format!("hotblock-{round}"));
-    let cluster = format!("bench-{round}");
+    let dir = work.join(format!("hotblock-{lease_ms}-{round}"));
+    let cluster = format!("bench-{lease_ms}-{round}");
     let common = |name: &str| -> Result<Vec<String>, String> {
         let data = dir.join(name);
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
@@ -133,6 +145,8 @@ fn hotblock_round(
             &cluster,
             "--sync-quorum",
             "1",
+            "--failover-timeout-ms",
+            &lease_ms.to_string(),
             "--data-dir",
             data.to_str().unwrap_or("."),
         ]
@@ -206,7 +220,7 @@ fn hotblock_round(
         Ack::Plain,
     )?;
     Ok(Round {
-        system: "hotblock (etcd, lease 2000 ms)".into(),
+        system: format!("hotblock (etcd, lease {lease_ms} ms)"),
         round,
         unavailable_ms: ms(outcome.unavailable),
         acked: outcome.acked.len(),

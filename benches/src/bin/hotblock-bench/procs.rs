@@ -340,6 +340,16 @@ fn spawn_redis(program: &str, args: &[String], log: &Path) -> Result<Child, Stri
         .map_err(|e| format!("starting {program}: {e}"))
 }
 
+/// How fast etcd's own failure detection runs. etcd grants no lease
+/// shorter than 1.5 election timeouts, rounded up to whole seconds: 2 s
+/// with its defaults (heartbeat 100 ms, election timeout 1000 ms), 1 s with
+/// `Fast` (50 ms, 500 ms), which a single etcd on loopback keeps easily.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EtcdTiming {
+    Default,
+    Fast,
+}
+
 /// An etcd on loopback ports of its own; killed when dropped.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -348,13 +358,18 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
-    pub fn start(work: &Path) -> Result<EtcdServer, String> {
+    pub fn start(work: &Path, timing: EtcdTiming) -> Result<EtcdServer, String> {
         let (port, peer) = (free_port()?, free_port()?);
         let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer}");
-        let data = work.join("etcd");
+        let data = work.join(format!("etcd-{port}"));
+        let timing_args: &[&str] = match timing {
+            EtcdTiming::Default => &[],
+            EtcdTiming::Fast => &["--heartbeat-interval", "50", "--election-timeout", "500"],
+        };
         let child = Command::new("etcd")
             .args(["--data-dir", data.to_str().unwrap_or("etcd")])
+            .args(timing_args)
             .args([
                 "--listen-client-urls",
                 &client,

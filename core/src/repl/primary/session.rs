@@ -204,13 +204,14 @@ impl Primary {
         }
     }
 
-    /// The acknowledged LSN of every streaming secondary (for `WAIT`): cheap
-    /// enough to ask after every round.
-    pub fn acked_lsns(&self) -> Vec<Lsn> {
+    /// The acknowledged LSN of every streaming secondary, by node (for
+    /// `WAIT`, and a switchover waiting for its target): cheap enough to
+    /// ask after every round.
+    pub fn acked_lsns(&self) -> Vec<(NodeId, Lsn)> {
         self.sessions
             .values()
-            .filter(|s| s.node.is_some() && matches!(s.phase, Phase::Streaming))
-            .map(|s| s.acked)
+            .filter(|s| matches!(s.phase, Phase::Streaming))
+            .filter_map(|s| Some((s.node?, s.acked)))
             .collect()
     }
 
