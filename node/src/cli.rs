@@ -453,6 +453,16 @@ pub enum SizeError {
     TooLarge(String),
 }
 
+/// A password or secret: never empty. An empty one would pass the
+/// beyond-loopback checks while protecting nothing (`AUTH ""` would
+/// succeed).
+pub fn parse_secret(s: &str) -> Result<String, String> {
+    match s.is_empty() {
+        true => Err("an empty secret protects nothing: give a non-empty one, or leave the flag out (loopback only)".into()),
+        false => Ok(s.to_string()),
+    }
+}
+
 /// A byte count: `1048576`, `64kb`, `512mb`, `2gb` (powers of 1024, as
 /// Redis reads `maxmemory`).
 pub fn parse_size(s: &str) -> Result<u64, SizeError> {
@@ -616,6 +626,12 @@ mod tests {
         assert!(config_args(&path).is_err());
         std::fs::write(&path, "listen = \n").unwrap();
         assert!(config_args(&path).is_err());
+    }
+
+    #[test]
+    fn empty_secrets_are_refused() {
+        assert!(parse_secret("").is_err());
+        assert_eq!(parse_secret("s").unwrap(), "s");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Follower {
     /// promotion (`crate::fence`).
     secret: Secret,
     node_id: NodeId,
+    /// The epoch this node was primary of, if it became a follower by
+    /// stepping down in place.
+    stepped_down_from: Option<Epoch>,
 }
 
 impl Follower {
@@ -50,7 +53,14 @@ impl Follower {
             transport,
             secret,
             node_id,
+            stepped_down_from: None,
         }
+    }
+
+    /// This follower is a primary of `epoch` stepped down in place.
+    pub fn stepped_down_from(mut self, epoch: Epoch) -> Self {
+        self.stepped_down_from = Some(epoch);
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -95,6 +105,7 @@ impl Follower {
             epoch_seen: s.epoch,
             consistent: s.consistent,
             vouches: s.vouches,
+            stepped_down_from: self.stepped_down_from,
             upstream: self.node.upstream().1,
         }
     }

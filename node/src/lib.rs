@@ -28,6 +28,7 @@ pub mod error;
 pub mod fence;
 mod follower;
 pub use follower::Follower;
+mod glob;
 mod info;
 pub mod limits;
 pub mod relay;
@@ -507,6 +508,7 @@ impl Node {
         drop(db);
         engine.demote(settings.indexes);
         let history = self.history.lock().expect("history lock").clone();
+        let was = history.current();
         let config = SecondaryNodeConfig {
             primary: to,
             primary_address: repl.to_string(),
@@ -527,7 +529,8 @@ impl Node {
             settings.transport,
             settings.secret,
             settings.node_id,
-        );
+        )
+        .stepped_down_from(was);
         *self.role.write().expect("role lock") = Serving::Secondary(Box::new(follower));
         tracing::warn!(
             lsn = lsn.0, %epoch, primary = repl, ms = started.elapsed().as_millis() as u64,

@@ -522,6 +522,9 @@ fn clean_stops_wait_and_start_errors() {
     assert!(err.contains("not a directory"), "{err}");
     let err = run(&["--listen", "0.0.0.0:0"]);
     assert!(err.contains("without --requirepass"), "{err}");
+    // An empty password would pass that check and protect nothing.
+    let err = run(&["--listen", "0.0.0.0:0", "--requirepass", ""]);
+    assert!(err.contains("empty secret"), "{err}");
     let err = run(&["--maxmemory", "12 parsecs"]);
     assert!(
         err.contains("--maxmemory") && err.contains("unknown unit"),
@@ -531,6 +534,22 @@ fn clean_stops_wait_and_start_errors() {
     std::fs::write(&config, "sync-quorom = 1\n").unwrap();
     let err = run(&["--config", config.to_str().unwrap()]);
     assert!(err.contains("sync-quorom"), "{err}");
+    // A secondary holding some databases only cannot acknowledge commits
+    // to the others: not as a sync secondary.
+    let out = std::process::Command::new(cluster::binary("hotblock-secondary"))
+        .args([
+            "--primary",
+            "127.0.0.1:1",
+            "--mode",
+            "sync",
+            "--databases",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--databases with --mode sync"), "{err}");
 }
 
 /// Settings from a `--config` file apply, and flags override them.

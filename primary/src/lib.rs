@@ -324,6 +324,14 @@ impl Transaction<'_> {
     /// or the sync quorum: nobody may be told the transaction is committed
     /// until `Db::wait_committed(lsn)` returns.
     pub fn commit_local(self) -> Result<Option<Committed>, WriteError> {
+        // The lease again, just before the transaction is applied: `begin`
+        // checked it, but may then have waited for the database's writer,
+        // and a transaction can stay open long. A primary whose lease ran
+        // out meanwhile must not apply it (its readers would see a write
+        // the next primary never has).
+        if self.owner.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+            return Err(WriteError::NoLease);
+        }
         let db = self.txn.database().clone();
         let committed = self.txn.commit()?;
         if committed.is_some() {

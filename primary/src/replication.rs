@@ -92,14 +92,16 @@ impl AckProgress {
     /// What a sync commit at `lsn` has come to, once known: the one rule
     /// every waiter applies. A commit the quorum acknowledged is committed,
     /// fenced or not since (the quorum stops moving once fenced, so it only
-    /// covers what was acknowledged before); otherwise a fenced primary
-    /// answers `Fenced`.
+    /// covers what was acknowledged before); otherwise, once fenced, its
+    /// outcome is unknown (it was applied here).
     pub fn outcome(&self, lsn: Lsn) -> Option<Result<(), WriteError>> {
         if self.quorum_acked >= lsn {
             return Some(Ok(()));
         }
+        // Committed here, not acknowledged: the node that fenced this one
+        // may hold it. Only a write refused before it began is `Fenced`.
         if self.fenced {
-            return Some(Err(WriteError::Fenced));
+            return Some(Err(WriteError::OutcomeUnknown { lsn }));
         }
         if self.timed_out >= lsn {
             return Some(Err(WriteError::OutcomeUnknown { lsn }));
@@ -391,12 +393,13 @@ impl Replicator {
         }
     }
 
-    /// The answer that needs no wait: no quorum to wait for (then a
-    /// fenced primary answers `Fenced`), or one already known.
+    /// The answer that needs no wait: no quorum to wait for (then a commit
+    /// a fencing overtook has an unknown outcome: async, the promoted node
+    /// may or may not have it), or one already known.
     fn no_wait(&self, lsn: Lsn) -> Option<Result<(), WriteError>> {
         if self.sync_quorum == 0 {
             return Some(match self.is_fenced() {
-                true => Err(WriteError::Fenced),
+                true => Err(WriteError::OutcomeUnknown { lsn }),
                 false => Ok(()),
             });
         }
@@ -789,10 +792,12 @@ mod tests {
     use super::*;
 
     /// A commit the quorum acknowledged stays committed when fencing comes
-    /// after: telling its client `-READONLY` would invite a retry of a
-    /// write that exists.
+    /// after; one it did not acknowledge was still applied here and may be
+    /// on the node that fenced this one: its outcome is unknown, never
+    /// `-READONLY` (which says it did not happen, and invites a retry of a
+    /// write that may exist).
     #[test]
-    fn an_acknowledged_commit_is_ok_even_once_fenced() {
+    fn a_fenced_primary_never_says_a_committed_write_did_not_happen() {
         let progress = AckProgress {
             quorum_acked: Lsn(10),
             timed_out: Lsn(12),
@@ -801,10 +806,12 @@ mod tests {
         };
         assert!(matches!(progress.outcome(Lsn(9)), Some(Ok(()))));
         assert!(matches!(progress.outcome(Lsn(10)), Some(Ok(()))));
-        assert!(matches!(
-            progress.outcome(Lsn(11)),
-            Some(Err(WriteError::Fenced))
-        ));
+        for lsn in [11, 13] {
+            assert!(matches!(
+                progress.outcome(Lsn(lsn)),
+                Some(Err(WriteError::OutcomeUnknown { .. }))
+            ));
+        }
         let unfenced = AckProgress {
             fenced: false,
             ..progress

@@ -85,3 +85,23 @@ fn heavy_deletes_are_compacted_automatically() {
         assert_eq!(db.find("t", "v", &[v], None).unwrap().len(), expect);
     }
 }
+
+/// A transaction begun while the write lease held, committed after it ran
+/// out, is not applied: the next primary never has it, so no reader here
+/// may see it either.
+#[test]
+fn a_transaction_is_not_applied_once_the_lease_has_run_out() {
+    use hotblock_primary::{WriteError, WriteLease};
+    use std::time::{Duration, Instant};
+    let lease = std::sync::Arc::new(WriteLease::new());
+    lease.extend_until(Instant::now() + Duration::from_secs(60));
+    let db = Db::in_memory().with_lease(lease.clone());
+    db.create_database("t", DatabaseOptions::default()).unwrap();
+    let lsn = db.lsn();
+    let mut txn = db.begin("t").unwrap();
+    txn.put(b"k", &[], b"v").unwrap();
+    lease.revoke();
+    assert!(matches!(txn.commit(), Err(WriteError::NoLease)));
+    assert_eq!(db.lsn(), lsn, "nothing applied");
+    assert!(db.get("t", b"k").unwrap().is_none());
+}

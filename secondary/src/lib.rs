@@ -292,7 +292,6 @@ async fn follow(
         match connected {
             Ok(link) => {
                 status.lock().expect("status lock").connects += 1;
-                backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
                     _ = &mut stop => None,
                     ended = session(&mut secondary, link, &config, &mut persist, &status) => Some(ended.to_string()),
@@ -300,6 +299,13 @@ async fn follow(
                 };
                 secondary.disconnected();
                 let mut s = status.lock().expect("status lock");
+                // Only a session that got as far as streaming resets the
+                // backoff: a primary that accepts and refuses at once (a
+                // relay withheld, a node being promoted) is retried ever
+                // more slowly, not 100 times a second.
+                if s.streaming {
+                    backoff = BACKOFF_MIN;
+                }
                 s.connected = false;
                 s.streaming = false;
                 match ended {
@@ -560,14 +566,36 @@ impl Persist<'_> {
             secondary.handle_frame(now, frame);
             return Ok(());
         };
-        if snapshot {
-            // The blocks are about to be replaced piecemeal: keep the files
-            // at the last whole state until the new one is complete.
+        // A snapshot replaces the blocks piecemeal; a copy started from
+        // nothing vouches for no acknowledged write until it is level with
+        // its primary. Either way the files keep the last whole state that
+        // vouches (or nothing) until then: a restart half-way must not come
+        // back as a copy that vouches.
+        if snapshot || (secondary.is_blank() && !self.resyncing) {
             p.begin_resync();
             self.resyncing = true;
         }
         secondary.handle_frame(now, frame);
+        if self.resyncing && secondary.is_streaming() && secondary.vouches() {
+            self.finish_resync(p, secondary)?;
+        }
         self.save_if_changed(secondary)
+    }
+
+    /// The resync (or the catch-up of a blank copy) is complete: one
+    /// checkpoint makes the files that state.
+    fn finish_resync(&mut self, p: &Persister, secondary: &Secondary) -> Result<(), LocalLogError> {
+        // The flag stays set until the checkpoint succeeds: a failed one
+        // leaves the files at the state before the resync, which the saved
+        // history still describes.
+        let started = Instant::now();
+        let lsn = p
+            .checkpoint(secondary.engine())
+            .map_err(LocalLogError::Checkpoint)?;
+        self.resyncing = false;
+        tracing::info!(%lsn, ms = started.elapsed().as_millis() as u64, "resync saved to the data directory");
+        self.saved.0 = EpochHistory::default();
+        Ok(())
     }
 
     /// The history is saved before any transaction of a new epoch is
@@ -592,17 +620,8 @@ impl Persist<'_> {
         let Some(p) = self.persister else {
             return Ok(());
         };
-        if self.resyncing {
-            // The flag stays set until the checkpoint succeeds: a failed
-            // one leaves the files at the state before the resync, which
-            // the saved history still describes.
-            let started = Instant::now();
-            let lsn = p
-                .checkpoint(secondary.engine())
-                .map_err(LocalLogError::Checkpoint)?;
-            self.resyncing = false;
-            tracing::info!(%lsn, ms = started.elapsed().as_millis() as u64, "resync saved to the data directory");
-            self.saved.0 = EpochHistory::default();
+        if self.resyncing && secondary.vouches() {
+            self.finish_resync(p, secondary)?;
         }
         self.save_if_changed(secondary)
     }

@@ -20,8 +20,8 @@
 //! **The election.** With a sync quorum W and N sync secondaries (members,
 //! the old primary aside), a decision waits for N − W + 1 sync candidates:
 //! any W sync secondaries and any N − W + 1 of them share one, so some
-//! candidate holds every acknowledged write. The old primary standing (it
-//! stepped down with its blocks) holds them all by itself. This counts only
+//! candidate holds every acknowledged write. The old primary standing,
+//! stepped down in place (not restarted), holds them all by itself. This counts only
 //! candidates whose copy vouches for what they acknowledged: a node that
 //! started from nothing (a wiped data directory, or none) does not stand
 //! until it has synced from a primary, or it could be the one of the
@@ -75,6 +75,11 @@ pub struct Candidate {
     pub lsn: u64,
     /// The highest epoch it has seen.
     pub epoch_seen: Epoch,
+    /// It is the primary the election replaces, stepped down in place (the
+    /// same process, its memory whole): it holds every write it
+    /// acknowledged. After a restart it may not (`--fsync everysec` loses
+    /// the last second to a power cut).
+    pub stepped_down: bool,
 }
 
 impl Candidate {
@@ -163,8 +168,11 @@ pub fn decide(
         .count();
     // With no sync quorum, no write waits for any secondary: any candidate
     // will do (an async failover loses the async window). The old primary
-    // standing holds every write it acknowledged: it alone is enough.
-    let last_stands = candidates.iter().any(|c| c.node == last.node);
+    // standing, stepped down in place, holds every write it acknowledged:
+    // it alone is enough.
+    let last_stands = candidates
+        .iter()
+        .any(|c| c.node == last.node && c.stepped_down);
     let needed = if w == 0 || last_stands { 0 } else { n - w + 1 };
     if have < needed {
         return Decision::Wait(Wait::TooFewSync { have, needed, n, w });
@@ -192,7 +200,7 @@ pub fn next_term(last: &LastPrimary, candidates: &[Candidate], seen: Epoch) -> O
         .chain([last.term, last.epoch.term(), seen.term()])
         .max()
         .unwrap_or(0)
-        + 1;
+        .checked_add(1)?;
     (term < TERM_MAX).then_some(term)
 }
 
@@ -226,6 +234,7 @@ mod tests {
             last_epoch: Epoch::FIRST,
             lsn,
             epoch_seen: Epoch::FIRST,
+            stepped_down: false,
         }
     }
 
@@ -269,11 +278,17 @@ mod tests {
             decide(&members, &[candidate(4, 1)], &last(9), true),
             Decision::Best(NodeId(4))
         );
-        // The old primary standing holds every acknowledged write.
-        let back = Candidate {
+        // The old primary standing, stepped down in place, holds every
+        // acknowledged write; restarted, it may have lost its last second.
+        let mut back = Candidate {
             lsn: 13,
             ..candidate(1, 0)
         };
+        assert!(matches!(
+            decide(&members, &[back], &last(1), true),
+            Decision::Wait(Wait::TooFewSync { .. })
+        ));
+        back.stepped_down = true;
         assert_eq!(
             decide(&members, &[back], &last(1), true),
             Decision::Best(NodeId(1))
@@ -329,6 +344,11 @@ mod tests {
         assert_eq!(next_term(&last(1), &[c], Epoch::FIRST), Some(8));
         assert_eq!(next_term(&last(1), &[], Epoch(9 << 16)), Some(10));
         assert_eq!(next_term(&last(1), &[], Epoch(TERM_MAX << 16)), None);
+        let damaged = LastPrimary {
+            term: u64::MAX,
+            ..last(1)
+        };
+        assert_eq!(next_term(&damaged, &[], Epoch::FIRST), None);
         let e = epoch_for(8, NodeId(0x1_0002));
         assert_eq!((e.term(), e.0 & 0xffff), (8, 2));
         assert!(epoch_before_term(8) < epoch_for(8, NodeId(0)));

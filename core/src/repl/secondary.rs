@@ -431,6 +431,12 @@ impl Secondary {
         self.is_consistent() && !self.blank
     }
 
+    /// Whether this copy started from nothing (or was dropped for damage)
+    /// and has not yet been level with a primary's head.
+    pub fn is_blank(&self) -> bool {
+        self.blank
+    }
+
     pub fn is_streaming(&self) -> bool {
         self.phase == Phase::Streaming
     }

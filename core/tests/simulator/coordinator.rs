@@ -187,6 +187,9 @@ pub struct Agent {
     /// Renewals take long now (a slow etcd, a congested link).
     slow: bool,
     paused_until: Duration,
+    /// The epoch this node was primary of when it stepped down in place
+    /// (this process).
+    stepped_down_from: Option<Epoch>,
     candidacy: Option<(u64, Candidate)>,
     election_since: Option<Duration>,
     take_over: Option<TakeOver>,
@@ -288,6 +291,7 @@ impl Coordination {
                     link_up: true,
                     slow: false,
                     paused_until: Duration::ZERO,
+                    stepped_down_from: None,
                     candidacy: None,
                     election_since: None,
                     take_over: None,
@@ -375,7 +379,9 @@ impl Coordination {
     /// primary under the election's rule: the old primary, or N − W + 1
     /// sync members.
     pub fn electable(&self, quorum: usize, vouches: impl Fn(usize) -> bool) -> bool {
-        let last = self.store.term.expect("created").value.node;
+        let term = self.store.term.expect("created").value;
+        let last = term.node;
+        let stands_alone = vouches(last) && self.agents[last].stepped_down_from == Some(term.epoch);
         let sync: Vec<usize> = self
             .store
             .members
@@ -384,7 +390,7 @@ impl Coordination {
             .map(|m| m.node.0 as usize)
             .collect();
         let w = quorum.min(sync.len());
-        vouches(last) || sync.iter().filter(|&&i| vouches(i)).count() > sync.len() - w
+        stands_alone || sync.iter().filter(|&&i| vouches(i)).count() > sync.len() - w
     }
 
     /// The node the store's `primary` key names.
@@ -417,6 +423,7 @@ impl Sim {
         self.close_window(i);
         let a = &mut self.coord().agents[i];
         a.incarnation += 1;
+        a.stepped_down_from = None;
         a.lease = None;
         a.renewed = None;
         a.renewal_in_flight = None;
@@ -517,16 +524,17 @@ impl Sim {
         true
     }
 
-    /// Node `i` lost its blocks: what it alone held is no longer promised.
+    /// Node `i` lost its blocks: a write whose every holder at its
+    /// acknowledgement has lost them is no longer promised. (One holder
+    /// left is enough: the others, blank, do not stand until they are level
+    /// with a primary that holds it.)
     pub(crate) fn blocks_lost(&mut self, i: usize) {
         let c = self.coord();
-        let gone: Vec<u64> = c
-            .holders
-            .iter()
-            .filter(|(_, h)| h.contains(&i))
-            .map(|(&g, _)| g)
-            .collect();
-        c.unpromised.extend(gone);
+        for (g, holders) in c.holders.iter_mut() {
+            if holders.remove(&i) && holders.is_empty() {
+                c.unpromised.insert(*g);
+            }
+        }
     }
 
     /// Faults on the coordinator: a cut link, slow renewals, a pause.
@@ -743,6 +751,11 @@ impl Sim {
                         "node {i}: no longer holds the primary key: steps down in place"
                     ));
                     self.close_gate(i);
+                    let was = match &self.nodes[i].state {
+                        State::Primary(p) => Some(p.epoch()),
+                        _ => None,
+                    };
+                    self.coord().agents[i].stepped_down_from = was;
                     self.demote_now(i);
                 }
             },
@@ -818,6 +831,9 @@ impl Sim {
             last_epoch,
             lsn: lsn.0,
             epoch_seen: sec.epoch(),
+            stepped_down: self.coordinator.as_ref().expect("coordinated").agents[i]
+                .stepped_down_from
+                == Some(term.value.epoch),
         };
         let c = self.coord();
         if c.agents[i].candidacy != Some((term.value.term, mine)) {

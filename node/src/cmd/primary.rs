@@ -39,10 +39,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "tcp")]
     transport: cli::Transport,
     /// Clients must AUTH with this password. Required to listen beyond loopback.
-    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true, value_parser = cli::parse_secret)]
     requirepass: Option<String>,
     /// Secret secondaries prove by challenge. Required to serve them beyond loopback.
-    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
+    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true, value_parser = cli::parse_secret)]
     repl_secret: Option<String>,
     #[command(flatten)]
     sync: cli::SyncArgs,

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     primary_fingerprint: Option<String>,
     /// The secret the primary expects.
-    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true)]
+    #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true, value_parser = cli::parse_secret)]
     repl_secret: Option<String>,
     /// RESP port: admin commands and, with --serve-reads, reads.
     #[arg(long, default_value = "127.0.0.1:7381")]
@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     repl_listen: Option<SocketAddr>,
     /// Clients of --listen must AUTH with this password.
-    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "HOTBLOCK_PASSWORD", hide_env_values = true, value_parser = cli::parse_secret)]
     requirepass: Option<String>,
     /// Persist blocks and the log here; recover from them on restart and
     /// resume by partial resync. The directory must exist.
@@ -115,6 +115,11 @@ pub fn main_from(argv: Vec<std::ffi::OsString>) -> ExitCode {
 /// Runs a secondary with `args` until `SHUTDOWN` or a signal.
 pub fn run(args: Args) -> Result<(), StartupError> {
     check_exposure(&args)?;
+    if args.mode == ModeArg::Sync && !args.databases.is_empty() {
+        return Err(StartupError::Setting(
+            "--databases with --mode sync: a secondary that holds some databases only cannot acknowledge commits to the others, so it counts toward no sync quorum; run it --mode async, or without --databases".into(),
+        ));
+    }
     let coordinator = args.coordinator.config(args.mode, args.sync.sync_quorum);
     if coordinator.is_some() {
         if args.repl_listen.is_none() {

@@ -331,16 +331,10 @@ pub(super) fn config(node: &Node, args: &[Bytes]) -> Reply {
 }
 
 /// Redis's glob subset that `CONFIG GET` needs: `*` and literal characters.
+/// `CONFIG GET`'s pattern rule: Redis's glob, case-insensitive as Redis
+/// matches configuration names.
 fn glob_match(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((head, tail)) => {
-            name.starts_with(head)
-                && (tail.is_empty()
-                    || (0..=name.len() - head.len())
-                        .any(|i| glob_match(tail, &name[head.len() + i..])))
-        }
-    }
+    crate::glob::matches(pattern.as_bytes(), name.as_bytes(), true)
 }
 
 #[cfg(test)]
@@ -355,5 +349,13 @@ mod tests {
         assert!(glob_match("m*m*y", "maxmemory"));
         assert!(!glob_match("max*", "save"));
         assert!(!glob_match("save", "saves"));
+    }
+
+    #[test]
+    fn hostile_patterns_neither_overflow_the_stack_nor_hang() {
+        let stars = "*".repeat(20_000);
+        assert!(glob_match(&stars, "maxmemory"));
+        let slow = format!("{}x", "*".repeat(60));
+        assert!(!glob_match(&slow, "maxmemory-policy-and-then-some"));
     }
 }

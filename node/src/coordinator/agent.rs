@@ -78,6 +78,9 @@ pub struct Position {
     pub vouches: bool,
     /// The replication address it follows now.
     pub upstream: String,
+    /// The epoch this node was primary of before it stepped down in place
+    /// (this process): it holds every write it acknowledged then.
+    pub stepped_down_from: Option<Epoch>,
 }
 
 /// The agent's state between ticks.
@@ -243,20 +246,21 @@ impl Agent {
             self.candidacy = None;
         }
         if !self.member_published {
-            // A member at our replication address under another id is this
-            // slot's previous life, whose data directory is gone (a new one
-            // makes a new id). It will never stand again; left in, an
-            // election would wait for it forever. Its writes are gone with
-            // its data either way.
+            // A member at our replication address under another id is
+            // likely this slot's previous life, whose data directory is
+            // gone: it will never stand again, and an election waits for
+            // it. Only an operator can know (an address may be reused by
+            // another machine while that member is down holding writes),
+            // so it is said, not done.
             for old in self.members()? {
-                if old.node != self.me.0 && same_address(&old.repl, &self.member.repl) {
+                if old.node != self.me.0 && !old.repl.is_empty() && old.repl == self.member.repl {
                     tracing::warn!(
                         old = old.node,
                         repl = %old.repl,
-                        "member {} had this node's replication address: it is replaced by this node (its data directory is gone)",
-                        old.node
+                        "member {} was registered at this node's replication address: if its data directory is gone for good, remove it (etcdctl del {}), or elections wait for it",
+                        old.node,
+                        String::from_utf8_lossy(&self.keys.member(old.node))
                     );
-                    self.etcd.delete(&self.keys.member(old.node))?;
                 }
             }
             self.etcd.put(
@@ -475,8 +479,11 @@ impl Agent {
             return Ok(());
         };
         if !position.consistent || !position.vouches {
-            if let Some(c) = self.candidacy.take() {
+            // Forgotten only once deleted: a record left behind would count
+            // toward N - W + 1 for a copy that may lack acknowledged writes.
+            if let Some(c) = &self.candidacy {
                 self.etcd.delete(&self.keys.candidate(c.node))?;
+                self.candidacy = None;
             }
             return self.waiting(
                 node,
@@ -493,6 +500,7 @@ impl Agent {
             lsn: position.lsn,
             epoch_seen: position.epoch_seen.0,
             mode: self.config.mode,
+            stepped_down: position.stepped_down_from == Some(Epoch(last.epoch)),
         };
         if self.candidacy.as_ref() != Some(&mine) {
             self.etcd.put(

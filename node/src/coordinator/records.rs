@@ -117,6 +117,9 @@ pub struct CandidateRecord {
     /// The highest epoch it has seen: the new term rises above it too.
     pub epoch_seen: u64,
     pub mode: MemberMode,
+    /// It is the last primary, stepped down in place (not restarted).
+    #[serde(default)]
+    pub stepped_down: bool,
 }
 
 impl From<MemberMode> for Mode {
@@ -145,6 +148,7 @@ impl CandidateRecord {
             last_epoch: Epoch(self.last_epoch),
             lsn: self.lsn,
             epoch_seen: Epoch(self.epoch_seen),
+            stepped_down: self.stepped_down,
         }
     }
 }
@@ -209,6 +213,7 @@ mod tests {
             lsn: 4,
             epoch_seen: 3,
             mode: MemberMode::Sync,
+            stepped_down: false,
         };
         assert!(parse::<CandidateRecord>(b"k", b"{").is_err());
         assert_eq!(parse::<CandidateRecord>(b"k", &encode(&r)).unwrap(), r);

@@ -5,7 +5,8 @@
 //!
 //! Each round starts a fresh cluster: hotblock, a primary and two sync
 //! secondaries (`--sync-quorum 1`) on one etcd, each round under a cluster
-//! name of its own; Redis, a master and two replicas watched by three
+//! name of its own, for each `--leases` value (a lease under 2 s needs an
+//! etcd with faster timing: see `EtcdTiming`); Redis, a master and two replicas watched by three
 //! Sentinels (quorum 2), writes acknowledged only once `WAIT 1 100` says a
 //! replica has them. Writers find the primary as a Sentinel-aware client
 //! would (`SENTINEL get-master-addr-by-name`), write fresh keys, and ask

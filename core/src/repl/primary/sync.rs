@@ -95,10 +95,17 @@ impl Primary {
             && self.sync_voters().count() < self.config.sync_quorum
     }
 
+    /// The sessions whose acknowledgements count toward the sync quorum.
+    /// A secondary replicating some databases only is not one: it gets the
+    /// others' transactions empty and acknowledges them, holding nothing of
+    /// theirs (and the quorum is one watermark over every commit).
     pub(super) fn sync_voters(&self) -> impl Iterator<Item = &Session> {
-        self.sessions
-            .values()
-            .filter(|s| s.mode == Mode::Sync && !s.degraded && matches!(s.phase, Phase::Streaming))
+        self.sessions.values().filter(|s| {
+            s.mode == Mode::Sync
+                && !s.degraded
+                && s.subscription.is_none()
+                && matches!(s.phase, Phase::Streaming)
+        })
     }
 
     /// Recomputes the quorum watermark and settles waiting commits; with

@@ -242,3 +242,48 @@ fn writes_are_refused_while_too_few_secondaries_are_current() {
     assert_eq!((status[0].lag_lsn, status[0].lag_ms), (1, 0));
     assert!(p.accepts_writes(t2));
 }
+
+/// A sync secondary that replicates some databases only gets the others'
+/// transactions empty, and acknowledges them: its acknowledgement holds no
+/// data of theirs, so it counts toward no commit's quorum.
+#[test]
+fn a_subscribed_sync_secondary_counts_toward_no_quorum() {
+    let t0 = Instant::now();
+    let engine = Engine::new(EngineConfig::default());
+    let config = PrimaryConfig {
+        sync_quorum: 1,
+        ..PrimaryConfig::default()
+    };
+    let mut p = Primary::new(engine.clone(), EpochHistory::default(), config);
+    for name in ["a", "b"] {
+        let created = engine
+            .create_database(name, DatabaseOptions::default())
+            .unwrap();
+        p.on_commit(t0, created.delta, false);
+    }
+    let mut sc = SecondaryConfig::new(NodeId(1), Mode::Sync);
+    sc.databases = vec!["a".into()];
+    let follower = Engine::new(EngineConfig::follower(IndexMode::Maintained));
+    let mut s = Secondary::new(follower, EpochHistory::default(), sc, t0);
+    let session = p.connect(t0);
+    s.connect(t0).unwrap();
+    pump(&mut p, session, &mut s, t0);
+    assert!(s.is_streaming());
+    let mut txn = engine.begin("b").unwrap();
+    txn.put(b"k", &[], b"v").unwrap();
+    let b = txn.commit().unwrap().unwrap();
+    p.on_commit(t0, b.delta, true);
+    pump(&mut p, session, &mut s, t0);
+    assert_eq!(s.engine().lsn(), b.lsn, "b's transaction reached it, empty");
+    assert!(s.engine().database("b").is_err(), "it holds nothing of b");
+    assert!(
+        p.sync_acked() < b.lsn,
+        "acknowledged while no secondary holds b"
+    );
+    while let Some(event) = p.poll_event() {
+        assert!(
+            !matches!(event, PrimaryEvent::SyncAcked(l) if l >= b.lsn),
+            "{event:?}"
+        );
+    }
+}
