@@ -373,3 +373,45 @@ fn a_changed_byte_in_a_secondary_is_found_and_repaired() {
         .unwrap_err();
     assert!(e.to_string().contains("DIGEST only"), "{e}");
 }
+
+/// Whether the peer closed `c` within `wait` (EOF or reset), reading past
+/// whatever it sent first.
+fn closed_within(mut c: &std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::{ErrorKind, Read};
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A flood of connections to the replication port that never prove the
+/// secret: at most `--repl-max-pending-handshakes` are held (each up to
+/// the handshake timeout), the rest are closed at once, and a real
+/// secondary still gets in once the held ones time out.
+#[test]
+fn a_handshake_flood_holds_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &["--repl-max-pending-handshakes", "4"]);
+    let silent: Vec<std::net::TcpStream> = (0..12)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", node.repl_port)).unwrap())
+        .collect();
+    let closed = silent
+        .iter()
+        .filter(|c| closed_within(c, Duration::from_millis(200)))
+        .count();
+    assert!(
+        closed >= 8,
+        "{closed} of 12 silent connections closed at once; 4 may be held"
+    );
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &[]);
+    cluster::wait_secondaries_online(&node, 1);
+    drop((secondary, silent));
+}

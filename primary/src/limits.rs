@@ -50,6 +50,23 @@ pub const STATUS_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
 /// stopped.
 pub const SYNC_WAIT_GUARD_EXTRA: Duration = Duration::from_secs(1);
 
+/// Replication handshakes in progress at once (`--repl-max-pending-handshakes`).
+/// Each may last the handshake timeout (5 s) while a peer stays silent: a
+/// flood of connections that never prove the secret holds this many
+/// descriptors at most; the next are closed at once. Real secondaries
+/// connect a few at a time.
+pub const REPL_PENDING_HANDSHAKES_DEFAULT: usize = 64;
+
+/// After a failed `accept` (out of descriptors, most likely), the wait
+/// before the next, doubling up to the max: a retry at once would spin a
+/// core and flood the log.
+pub const ACCEPT_RETRY_MIN: Duration = Duration::from_millis(10);
+pub const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// At most one warning this often about refused handshakes or failed
+/// accepts: a flood must not flood the log too.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(1);
+
 /// Blocks evacuated by one automatic compaction step, bounding the pause a
 /// commit that triggers it adds.
 pub const AUTO_COMPACT_BLOCKS_MAX: usize = 4;

@@ -25,8 +25,9 @@ use hotblock_core::{Delta, Engine, HookPurpose, Lsn};
 
 use crate::error::{StartError, WriteError};
 use crate::limits::{
-    CONTROLLER_TICK_MAX, FLUSH_BYTES_MAX, IDLE_DRAIN, SESSION_QUEUE_BYTES_HIGH,
-    SESSION_QUEUE_BYTES_LOW, STATUS_FRESH, STATUS_REFRESH_INTERVAL, SYNC_WAIT_GUARD_EXTRA,
+    ACCEPT_RETRY_MAX, ACCEPT_RETRY_MIN, ACCEPT_WARN_EVERY, CONTROLLER_TICK_MAX, FLUSH_BYTES_MAX,
+    IDLE_DRAIN, REPL_PENDING_HANDSHAKES_DEFAULT, SESSION_QUEUE_BYTES_HIGH, SESSION_QUEUE_BYTES_LOW,
+    STATUS_FRESH, STATUS_REFRESH_INTERVAL, SYNC_WAIT_GUARD_EXTRA,
 };
 use crate::pipe::{CommitPipe, Handoff};
 use hotblock_nic_transport::tcp::FrameReader;
@@ -43,6 +44,9 @@ pub struct ReplicationConfig {
     pub protocol: PrimaryConfig,
     /// This node's epoch history (a promoted node passes its own).
     pub history: EpochHistory,
+    /// Handshakes in progress at once; more connections are closed at once
+    /// (`--repl-max-pending-handshakes`).
+    pub pending_handshakes_max: usize,
 }
 
 impl ReplicationConfig {
@@ -57,6 +61,7 @@ impl ReplicationConfig {
             secret,
             protocol: PrimaryConfig::default(),
             history: EpochHistory::default(),
+            pending_handshakes_max: REPL_PENDING_HANDSHAKES_DEFAULT,
         }
     }
 }
@@ -221,7 +226,12 @@ impl Replicator {
             config.protocol.clone(),
         );
         runtime.spawn(run(primary, rx, shared.clone(), wait));
-        runtime.spawn(accept_loop(listener, config.secret.clone(), tx));
+        runtime.spawn(accept_loop(
+            listener,
+            config.secret.clone(),
+            config.pending_handshakes_max.max(1),
+            tx,
+        ));
         tracing::info!(%local_addr, epoch = %config.history.current(), "replication listening");
         Ok(Replicator {
             shared,
@@ -430,22 +440,63 @@ struct Writer {
     paused: Arc<AtomicBool>,
 }
 
-async fn accept_loop(mut listener: Listener, secret: Secret, tx: mpsc::UnboundedSender<Input>) {
+async fn accept_loop(
+    mut listener: Listener,
+    secret: Secret,
+    pending_max: usize,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(pending_max));
     let mut next_conn = 0u64;
+    let mut retry = ACCEPT_RETRY_MIN;
+    let mut warned: Option<Instant> = None;
+    let mut quiet = (0u64, 0u64); // refused handshakes, failed accepts, since the last warning
+    let may_warn = move |warned: &mut Option<Instant>| {
+        let due = warned.is_none_or(|w| w.elapsed() >= ACCEPT_WARN_EVERY);
+        if due {
+            *warned = Some(Instant::now());
+        }
+        due
+    };
     loop {
         let incoming = match listener.accept().await {
             Ok(incoming) => incoming,
             Err(e) => {
-                tracing::warn!(error = %e, "replication accept failed");
+                quiet.1 += 1;
+                if may_warn(&mut warned) {
+                    tracing::warn!(error = %e, failed = quiet.1, retry_ms = retry.as_millis() as u64, "replication accept failed");
+                    quiet.1 = 0;
+                }
+                // Out of descriptors, most likely: wait rather than spin.
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(ACCEPT_RETRY_MAX);
                 continue;
             }
+        };
+        retry = ACCEPT_RETRY_MIN;
+        // A peer that has not proven the secret holds a descriptor for up
+        // to the handshake timeout: past the cap, close it at once.
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            quiet.0 += 1;
+            if may_warn(&mut warned) {
+                tracing::warn!(
+                    refused = quiet.0,
+                    pending_max,
+                    "replication handshakes at their cap (--repl-max-pending-handshakes): closing new connections until some finish"
+                );
+                quiet.0 = 0;
+            }
+            drop(incoming);
+            continue;
         };
         next_conn += 1;
         let conn = next_conn;
         let (tx, secret) = (tx.clone(), secret.clone());
         // Each handshake runs on its own: a silent peer holds up no other.
         tokio::spawn(async move {
-            match incoming.finish(&secret).await {
+            let finished = incoming.finish(&secret).await;
+            drop(permit);
+            match finished {
                 Ok(link) => serve(conn, link, tx),
                 Err(e) => tracing::warn!(conn, error = %e, "replication connection refused"),
             }

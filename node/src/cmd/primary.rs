@@ -44,6 +44,11 @@ pub struct Args {
     /// Secret secondaries prove by challenge. Required to serve them beyond loopback.
     #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true, value_parser = cli::parse_secret)]
     repl_secret: Option<String>,
+    /// Replication handshakes in progress at once: past it, new connections
+    /// to --repl-listen are closed at once (a flood of peers that never
+    /// prove the secret holds this many descriptors at most).
+    #[arg(long, default_value_t = hotblock_primary::limits::REPL_PENDING_HANDSHAKES_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    repl_max_pending_handshakes: u64,
     #[command(flatten)]
     sync: cli::SyncArgs,
     /// Refuse writes while fewer than N secondaries acknowledged within --max-lag-ms.
@@ -395,6 +400,7 @@ fn replication_config(
             ..PrimaryConfig::default()
         }),
         history: history.clone(),
+        pending_handshakes_max: args.repl_max_pending_handshakes as usize,
     })
 }
 

@@ -52,6 +52,11 @@ pub struct Args {
     /// The secret the primary expects.
     #[arg(long, env = "HOTBLOCK_REPL_SECRET", hide_env_values = true, value_parser = cli::parse_secret)]
     repl_secret: Option<String>,
+    /// Replication handshakes in progress at once: past it, new connections
+    /// to --repl-listen are closed at once (a flood of peers that never
+    /// prove the secret holds this many descriptors at most).
+    #[arg(long, default_value_t = hotblock_primary::limits::REPL_PENDING_HANDSHAKES_DEFAULT as u64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    repl_max_pending_handshakes: u64,
     /// RESP port: admin commands and, with --serve-reads, reads.
     #[arg(long, default_value = "127.0.0.1:7381")]
     listen: SocketAddr,
@@ -291,6 +296,7 @@ fn relay_config(args: &Args, secret: &Secret) -> Result<Option<ReplicationConfig
             secret: secret.clone(),
             protocol: PrimaryConfig::default(),
             history: EpochHistory::default(),
+            pending_handshakes_max: args.repl_max_pending_handshakes as usize,
         }),
         None => None,
     })
