@@ -177,6 +177,14 @@ impl Inner {
             false => log_name(lsn),
         };
         let new = log::create(&self.config.dir, &name, lsn)?;
+        if !new_history {
+            // Its records count as soon as the file is fsynced (`--fsync
+            // always` acknowledges then): its directory entry must be
+            // durable first, or a power cut can take the file. Under the
+            // log lock, so before any record goes in. (A new history's log
+            // is a temporary file; its checkpoint syncs the directory.)
+            files::sync_dir(&self.config.dir)?;
+        }
         let old = std::mem::replace(&mut log.file, Arc::new(new.file));
         let old_path = std::mem::replace(&mut log.path, new.path);
         if !new_history {
@@ -247,5 +255,81 @@ impl Inner {
             files::sync_dir(dir)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::path::PathBuf;
+
+    use hotblock_core::{DatabaseOptions, EngineConfig, IndexMode};
+
+    use crate::files::trace::{Step, STEPS};
+    use crate::files::TMP_SUFFIX;
+    use crate::{FsyncPolicy, PersistConfig, Persister};
+
+    /// With `--fsync always` a commit is acknowledged once its log is
+    /// fsynced; a log file whose directory entry is not yet durable can
+    /// vanish in a power cut, acknowledged records and all. So nothing is
+    /// appended to a new log before the directory is fsynced after its
+    /// creation, whatever commits run while checkpoints switch logs.
+    #[test]
+    fn a_new_log_is_in_a_durable_directory_entry_before_its_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = PersistConfig {
+            dir: dir.path().to_path_buf(),
+            fsync: FsyncPolicy::Always,
+            checkpoint_log_bytes: 1 << 40,
+        };
+        let (persister, engine, _) =
+            Persister::open(config, EngineConfig::follower(IndexMode::Maintained)).unwrap();
+        engine.promote().unwrap();
+        persister.attach(&engine);
+        engine
+            .create_database("t", DatabaseOptions::default())
+            .unwrap();
+        let writer = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..4000u32 {
+                    let mut txn = engine.begin("t").unwrap();
+                    txn.put(&i.to_be_bytes(), &[], &[7; 100]).unwrap();
+                    txn.commit().unwrap();
+                }
+            })
+        };
+        for _ in 0..40 {
+            persister.checkpoint(&engine).unwrap();
+        }
+        writer.join().unwrap();
+        let steps: Vec<(Step, PathBuf)> = STEPS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p)| p.starts_with(dir.path()))
+            .cloned()
+            .collect();
+        let mut entry_not_durable: HashSet<PathBuf> = HashSet::new();
+        let mut appended_to_new = 0;
+        for (step, path) in &steps {
+            match step {
+                Step::Created => {
+                    entry_not_durable.insert(path.clone());
+                }
+                Step::DirSynced => entry_not_durable.clear(),
+                // A new history's log is a temporary file, made durable
+                // with its checkpoint before anything in it counts.
+                Step::Appended if path.to_string_lossy().ends_with(TMP_SUFFIX) => {}
+                Step::Appended => {
+                    assert!(
+                        !entry_not_durable.contains(path),
+                        "a record appended to {path:?} before its directory entry was durable"
+                    );
+                    appended_to_new += 1;
+                }
+            }
+        }
+        assert!(appended_to_new > 0);
     }
 }

@@ -123,8 +123,37 @@ fn try_flock(file: &File) -> io::Result<bool> {
     }
 }
 
+/// The order of durability steps, recorded in tests: a file's directory
+/// entry must be made durable before anything written to it is relied on.
+#[cfg(test)]
+pub(crate) mod trace {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Step {
+        /// A log file was created.
+        Created,
+        /// The directory was fsynced.
+        DirSynced,
+        /// A record was appended to a log file.
+        Appended,
+    }
+
+    pub(crate) static STEPS: Mutex<Vec<(Step, PathBuf)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn record(step: Step, path: &Path) {
+        STEPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((step, path.to_path_buf()));
+    }
+}
+
 /// Makes the directory's entries (creations, renames, removals) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PersistError> {
+    #[cfg(test)]
+    trace::record(trace::Step::DirSynced, dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(PersistError::io("fsyncing the directory", dir))

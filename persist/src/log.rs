@@ -65,6 +65,8 @@ pub(crate) fn create(dir: &Path, name: &str, base: Lsn) -> Result<OpenLog, Persi
         OpenOptions::new().append(true).open(&path)
     };
     let file = create().map_err(PersistError::io("creating the log", &path))?;
+    #[cfg(test)]
+    crate::files::trace::record(crate::files::trace::Step::Created, &path);
     Ok(OpenLog {
         file,
         path,

@@ -133,6 +133,8 @@ impl Inner {
         let file = log.file.clone();
         match (&*file).write_all(&record) {
             Ok(()) => {
+                #[cfg(test)]
+                crate::files::trace::record(crate::files::trace::Step::Appended, &log.path);
                 log.logged = lsn;
                 log.bytes += record.len() as u64;
             }
