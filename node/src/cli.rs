@@ -246,7 +246,9 @@ impl CoordinatorArgs {
 /// The replication address of the cluster's primary, read from etcd: the
 /// live primary's, else the last one elected (an election then follows);
 /// `None` if the cluster does not exist yet. Waits for etcd to answer.
-pub fn cluster_primary(config: &crate::coordinator::Config) -> Option<String> {
+pub fn cluster_primary(
+    config: &crate::coordinator::Config,
+) -> Option<(String, hotblock_core::repl::Epoch)> {
     use crate::coordinator::records::{self, Keys, PrimaryRecord};
     let etcd = crate::coordinator::Etcd::new(config.url.clone(), Duration::from_secs(2));
     let keys = Keys::new(&config.cluster);
@@ -258,7 +260,9 @@ pub fn cluster_primary(config: &crate::coordinator::Config) -> Option<String> {
                 .transpose()
         });
         match read {
-            [Ok(Some(p)), _] | [Ok(None), Ok(Some(p))] => return Some(p.repl),
+            [Ok(Some(p)), _] | [Ok(None), Ok(Some(p))] => {
+                return Some((p.repl, hotblock_core::repl::Epoch(p.epoch)))
+            }
             [Ok(None), Ok(None)] => return None,
             [Err(e), _] | [_, Err(e)] => {
                 if !said {
@@ -273,7 +277,9 @@ pub fn cluster_primary(config: &crate::coordinator::Config) -> Option<String> {
 
 /// [`cluster_primary`], waiting until the cluster exists
 /// (`hotblock-secondary --coordinator` without `--primary`).
-pub fn primary_from_coordinator(config: &crate::coordinator::Config) -> String {
+pub fn primary_from_coordinator(
+    config: &crate::coordinator::Config,
+) -> (String, hotblock_core::repl::Epoch) {
     let mut said = false;
     loop {
         if let Some(primary) = cluster_primary(config) {

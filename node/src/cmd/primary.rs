@@ -157,13 +157,14 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         )?;
         // It writes nothing and serves no secondary before etcd says what
         // it is: a cluster that exists has its primary already.
-        if let Some(primary) = cli::cluster_primary(config) {
+        if let Some((primary, cluster_epoch)) = cli::cluster_primary(config) {
             let joining = Joining {
                 engine,
                 persister,
                 history,
                 node_id,
                 primary,
+                cluster_epoch,
                 replication,
                 db_config,
             };
@@ -221,6 +222,8 @@ struct Joining {
     node_id: NodeId,
     /// The primary's replication address, as etcd gives it.
     primary: String,
+    /// The cluster's epoch, as etcd gives it: no older primary is followed.
+    cluster_epoch: Epoch,
     replication: ReplicationConfig,
     db_config: DbConfig,
 }
@@ -256,7 +259,7 @@ fn join_as_secondary(
     let secondary = SecondaryNode::start_with(
         j.engine,
         j.history.clone(),
-        j.history.current(),
+        j.history.current().max(j.cluster_epoch),
         SecondaryNodeConfig {
             primary: to,
             primary_address: j.primary.clone(),

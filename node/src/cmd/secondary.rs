@@ -140,8 +140,11 @@ pub fn run(args: Args) -> Result<(), StartupError> {
             args.sync.on_sync_timeout,
         )?;
     }
-    let primary = match (&args.primary, &coordinator) {
-        (Some(primary), _) => primary.clone(),
+    // With a coordinator, the cluster's epoch as etcd has it: this node
+    // follows no primary older than that (a copy started from nothing must
+    // not catch up with a deposed one and then stand in elections).
+    let (primary, cluster_epoch) = match (&args.primary, &coordinator) {
+        (Some(primary), _) => (primary.clone(), Epoch(0)),
         (None, Some(config)) => cli::primary_from_coordinator(config),
         (None, None) => unreachable!("clap requires --primary without --coordinator"),
     };
@@ -201,7 +204,8 @@ pub fn run(args: Args) -> Result<(), StartupError> {
         persister: persister.clone(),
         progress_bar: std::io::stderr().is_terminal(),
     };
-    let follower = SecondaryNode::start_with(engine, history, epoch_seen, config);
+    let follower =
+        SecondaryNode::start_with(engine, history, epoch_seen.max(cluster_epoch), config);
     tracing::info!(%primary, ?mode, node = node_id.0, "following");
     let mut options = node_options(&args, relay_config, engine_config, persister);
     if let Some(config) = coordinator {
