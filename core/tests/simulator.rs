@@ -995,17 +995,23 @@ impl Sim {
         }
         // Groups no live node held are gone with the nodes that held them
         // (the guarantee covers a commit while one node holding it survives).
+        self.forget_acked_not_on(best, "with their unreachable holders");
+    }
+
+    /// Forgets the acknowledged groups that the new primary `i` lacks (the
+    /// caller checked the ones it had to have): lost `why`.
+    fn forget_acked_not_on(&mut self, i: usize, why: &str) {
         let before = self.acked.len();
         let kept: Vec<u64> = self
             .acked
             .iter()
             .copied()
-            .filter(|&g| self.holds(best, g))
+            .filter(|&g| self.holds(i, g))
             .collect();
         self.acked = kept;
         if self.acked.len() < before {
             self.note(format!(
-                "{} acknowledged groups lost with their unreachable holders",
+                "{} acknowledged groups lost {why}",
                 before - self.acked.len()
             ));
         }

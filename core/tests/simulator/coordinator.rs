@@ -994,19 +994,6 @@ impl Sim {
                 ));
             }
         }
-        let before = self.acked.len();
-        let kept: Vec<u64> = self
-            .acked
-            .iter()
-            .copied()
-            .filter(|&g| self.holds(i, g))
-            .collect();
-        self.acked = kept;
-        if self.acked.len() < before {
-            self.note(format!(
-                "{} acknowledged groups lost with holders that lost their blocks",
-                before - self.acked.len()
-            ));
-        }
+        self.forget_acked_not_on(i, "with every holder's blocks");
     }
 }
