@@ -1462,10 +1462,6 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64) -> Stats {
-    run(seed, false).0
-}
-
 fn run(seed: u64, coordinated: bool) -> (Stats, CoordStats) {
     let mut sim = Sim::new(seed, coordinated);
     let steps = if coordinated {
@@ -1513,27 +1509,40 @@ fn seeds_of(count: u64, regression: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn simulated_clusters_stay_safe_and_converge() {
-    let seeds = seeds();
+/// Runs every seed of one model, summing what they exercised.
+fn run_all(seeds: &[u64], coordinated: bool) -> (Stats, CoordStats) {
+    let (name, filter) = match coordinated {
+        true => ("coordinated simulator", " coordinated"),
+        false => ("simulator", ""),
+    };
     let started = std::time::Instant::now();
-    let mut stats = Stats::default();
-    for &seed in &seeds {
+    let (mut stats, mut coord) = (Stats::default(), CoordStats::default());
+    for &seed in seeds {
         // A state machine's own invariant check panics inside it, where
         // `Sim::fail` cannot name the seed: name it here.
-        match std::panic::catch_unwind(|| run_seed(seed)) {
-            Ok(s) => stats += s,
+        match std::panic::catch_unwind(|| run(seed, coordinated)) {
+            Ok((s, c)) => {
+                stats += s;
+                coord += c;
+            }
             Err(panic) => {
-                eprintln!("seed {seed} failed; replay: HOTBLOCK_SIM_SEED={seed} cargo test --test simulator");
+                eprintln!("seed {seed} failed ({name}); replay: HOTBLOCK_SIM_SEED={seed} cargo test --test simulator{filter}");
                 std::panic::resume_unwind(panic);
             }
         }
     }
     eprintln!(
-        "simulator: {} seeds passed in {:.1?}: {stats:?}",
+        "{name}: {} seeds passed in {:.1?}: {stats:?} {coord:?}",
         seeds.len(),
         started.elapsed()
     );
+    (stats, coord)
+}
+
+#[test]
+fn simulated_clusters_stay_safe_and_converge() {
+    let seeds = seeds();
+    let (stats, _) = run_all(&seeds, false);
     // The faults happened: a run that never promotes or resyncs proves little.
     if seeds.len() >= 50 {
         let s = stats;
@@ -1552,25 +1561,7 @@ fn simulated_clusters_stay_safe_and_converge() {
 #[test]
 fn coordinated_clusters_keep_one_writer_and_every_acknowledged_write() {
     let seeds = seeds_of(COORDINATED_SEEDS, COORDINATED_REGRESSION_SEEDS);
-    let started = std::time::Instant::now();
-    let (mut stats, mut coord) = (Stats::default(), CoordStats::default());
-    for &seed in &seeds {
-        match std::panic::catch_unwind(|| run(seed, true)) {
-            Ok((s, c)) => {
-                stats += s;
-                coord += c;
-            }
-            Err(panic) => {
-                eprintln!("seed {seed} failed (coordinated); replay: HOTBLOCK_SIM_SEED={seed} cargo test --test simulator coordinated");
-                std::panic::resume_unwind(panic);
-            }
-        }
-    }
-    eprintln!(
-        "coordinated simulator: {} seeds passed in {:.1?}: {stats:?} {coord:?}",
-        seeds.len(),
-        started.elapsed()
-    );
+    let (stats, coord) = run_all(&seeds, true);
     // The faults happened: elections, steps down, writes refused by a
     // closed gate, leases lost.
     if seeds.len() >= 20 {

@@ -111,10 +111,15 @@ impl Db {
     /// A commit at `lsn` may be acknowledged only if the lease still runs
     /// now, after every wait: the gate is checked last.
     fn check_lease_at_ack(&self, lsn: Lsn) -> Result<(), WriteError> {
-        match &self.lease {
-            Some(lease) if !lease.is_valid() => Err(WriteError::OutcomeUnknown { lsn }),
-            _ => Ok(()),
+        match self.lease_lapsed() {
+            true => Err(WriteError::OutcomeUnknown { lsn }),
+            false => Ok(()),
         }
+    }
+
+    /// This Db has a write lease, and it has run out.
+    fn lease_lapsed(&self) -> bool {
+        self.lease.as_ref().is_some_and(|l| !l.is_valid())
     }
 
     /// Makes every commit wait for the local log as its fsync policy says
@@ -193,7 +198,7 @@ impl Db {
     }
 
     fn check_writable(&self) -> Result<(), WriteError> {
-        if self.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+        if self.lease_lapsed() {
             return Err(WriteError::NoLease);
         }
         if let Some(replicator) = &self.replicator {
@@ -329,7 +334,7 @@ impl Transaction<'_> {
         // and a transaction can stay open long. A primary whose lease ran
         // out meanwhile must not apply it (its readers would see a write
         // the next primary never has).
-        if self.owner.lease.as_ref().is_some_and(|l| !l.is_valid()) {
+        if self.owner.lease_lapsed() {
             return Err(WriteError::NoLease);
         }
         let db = self.txn.database().clone();

@@ -103,12 +103,10 @@ impl AckProgress {
         if self.quorum_acked >= lsn {
             return Some(Ok(()));
         }
-        // Committed here, not acknowledged: the node that fenced this one
-        // may hold it. Only a write refused before it began is `Fenced`.
-        if self.fenced {
-            return Some(Err(WriteError::OutcomeUnknown { lsn }));
-        }
-        if self.timed_out >= lsn {
+        // Committed here, not acknowledged: timed out, or fenced (the node
+        // that fenced this one may hold it; only a write refused before it
+        // began is `Fenced`).
+        if self.fenced || self.timed_out >= lsn {
             return Some(Err(WriteError::OutcomeUnknown { lsn }));
         }
         None

@@ -733,10 +733,12 @@ impl Secondary {
             return Err(SecondaryError::Apply { source: e });
         }
         match self.phase {
-            Phase::Streaming => self.ack_due = true,
+            Phase::Streaming => {
+                self.ack_due = true;
+                self.note_level();
+            }
             _ => self.finish_snapshot_if_consistent()?,
         }
-        self.note_level();
         Ok(())
     }
 

@@ -524,16 +524,20 @@ impl Agent {
             })
             .collect();
         node.update_cluster(|c| c.members = members.clone());
+        let (last, standing) = (
+            last.as_last(),
+            candidates
+                .iter()
+                .map(|(_, c)| c.as_candidate())
+                .collect::<Vec<_>>(),
+        );
         let decision = election::decide(
             &members
                 .iter()
                 .map(MemberRecord::as_member)
                 .collect::<Vec<_>>(),
-            &candidates
-                .iter()
-                .map(|(_, c)| c.as_candidate())
-                .collect::<Vec<_>>(),
-            &last.as_last(),
+            &standing,
+            &last,
             since.elapsed() >= SETTLE,
         );
         let best = match decision {
@@ -549,7 +553,13 @@ impl Agent {
                 ),
             );
         }
-        self.take_over(node, lease, &term_kv, &last, &candidates, &position)
+        let new_term = election::next_term(&last, &standing, position.epoch_seen).ok_or_else(|| {
+            TickError::Record(
+                "the next term is past the most an epoch holds: the cluster's records in etcd are damaged"
+                    .into(),
+            )
+        })?;
+        self.take_over(node, lease, &term_kv, new_term, &candidates, &position)
     }
 
     /// Every member. One that cannot be read is an error, not left out: an
@@ -568,26 +578,17 @@ impl Agent {
         Ok(())
     }
 
-    /// The etcd transaction that makes this node the primary, then the
-    /// promotion.
+    /// The etcd transaction that makes this node the primary in
+    /// `new_term`, then the promotion.
     fn take_over(
         &mut self,
         node: &Arc<Node>,
         lease: super::LeaseId,
         term_kv: &KeyValue,
-        last: &PrimaryRecord,
+        new_term: u64,
         candidates: &[(KeyValue, CandidateRecord)],
         position: &Position,
     ) -> Result<(), TickError> {
-        let standing: Vec<election::Candidate> =
-            candidates.iter().map(|(_, c)| c.as_candidate()).collect();
-        let new_term = election::next_term(&last.as_last(), &standing, position.epoch_seen)
-            .ok_or_else(|| {
-                TickError::Record(
-                    "the next term is past the most an epoch holds: the cluster's records in etcd are damaged"
-                        .into(),
-                )
-            })?;
         let epoch = election::epoch_for(new_term, self.me);
         let record = PrimaryRecord {
             term: new_term,
