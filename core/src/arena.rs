@@ -58,14 +58,18 @@ impl Default for MemoryAdvice {
 /// Bytes of arena memory an engine may map, shared by all its arenas.
 #[derive(Debug)]
 pub struct MemoryBudget {
-    limit_bytes: Option<u64>,
+    /// The limit; `NO_LIMIT` for none. Changed at run time by
+    /// `CONFIG SET maxmemory`.
+    limit_bytes: AtomicU64,
     used_bytes: AtomicU64,
 }
+
+const NO_LIMIT: u64 = u64::MAX;
 
 impl MemoryBudget {
     pub fn new(limit_bytes: Option<u64>) -> Arc<Self> {
         Arc::new(MemoryBudget {
-            limit_bytes,
+            limit_bytes: AtomicU64::new(limit_bytes.unwrap_or(NO_LIMIT)),
             used_bytes: AtomicU64::new(0),
         })
     }
@@ -75,13 +79,20 @@ impl MemoryBudget {
     }
 
     pub fn limit_bytes(&self) -> Option<u64> {
+        Some(self.limit_bytes.load(Ordering::Relaxed)).filter(|l| *l != NO_LIMIT)
+    }
+
+    /// Changes the limit. Memory already used stays; new blocks are
+    /// refused while the use is past it.
+    pub fn set_limit_bytes(&self, limit_bytes: Option<u64>) {
         self.limit_bytes
+            .store(limit_bytes.unwrap_or(NO_LIMIT), Ordering::Relaxed);
     }
 
     fn try_charge(&self, bytes: u64) -> Result<(), Error> {
         let mut used = self.used_bytes.load(Ordering::Relaxed);
         loop {
-            if let Some(limit) = self.limit_bytes {
+            if let Some(limit) = self.limit_bytes() {
                 if used + bytes > limit {
                     return Err(Error::MemoryLimit {
                         limit_bytes: limit,

@@ -182,6 +182,109 @@ impl ReadView<'_> {
     pub fn count(&self) -> u64 {
         self.state.records
     }
+
+    /// Calls `f` with every unique key, in no particular order.
+    pub fn for_each_key(&self, mut f: impl FnMut(&[u8])) -> Result<(), Error> {
+        for (_, rid) in self.state.indexes()?.unique.iter() {
+            f(self.state.record(rid)?.key());
+        }
+        Ok(())
+    }
+
+    /// One step of a scan over the unique keys in the order of their hash
+    /// ([`key_order`]): the keys whose hash is at least `cursor`, about
+    /// `count` of them (more when the database is large, so that a whole
+    /// scan takes at most [`SCAN_STEPS_MAX`] steps, each a pass over the
+    /// index), and the cursor of the next step, 0 when the scan is over. A
+    /// key present from the first step to the last is returned, whatever
+    /// is written meanwhile, because a key's hash never changes and the
+    /// steps cover every hash once; the hash is the same on every node, so
+    /// a scan may go on after a failover.
+    pub fn scan(&self, cursor: u64, count: usize) -> Result<ScanStep, Error> {
+        let unique = &self.state.indexes()?.unique;
+        let batch = count
+            .max(1)
+            .max((self.state.records as usize).div_ceil(SCAN_STEPS_MAX));
+        // The `batch` smallest hashes at or past the cursor.
+        let mut smallest = std::collections::BinaryHeap::with_capacity(batch + 1);
+        for (hash, _) in unique.iter() {
+            if hash < cursor {
+                continue;
+            }
+            if smallest.len() < batch {
+                smallest.push(hash);
+            } else if hash < *smallest.peek().expect("batch >= 1") {
+                smallest.pop();
+                smallest.push(hash);
+            }
+        }
+        let full = smallest.len() == batch;
+        let last = match full {
+            true => *smallest.peek().expect("full"),
+            false => u64::MAX,
+        };
+        // Every record in [cursor, last]: keys of one hash stay together.
+        let mut found: Vec<(u64, RecordId)> = unique
+            .iter()
+            .filter(|(hash, _)| (cursor..=last).contains(hash))
+            .collect();
+        found.sort_unstable();
+        let mut keys = Vec::with_capacity(found.len());
+        for (_, rid) in found {
+            keys.push(self.state.record(rid)?.key().to_vec());
+        }
+        let next = match full {
+            true => last.checked_add(1).unwrap_or(0),
+            false => 0,
+        };
+        Ok(ScanStep { next, keys })
+    }
+
+    /// A key chosen at random (the first past a random hash), or `None`
+    /// when there is none. One pass over the index.
+    pub fn random_key(&self, random: u64) -> Result<Option<Vec<u8>>, Error> {
+        let unique = &self.state.indexes()?.unique;
+        // The first hash at or past `random`, wrapping round to the
+        // smallest.
+        let mut past: Option<(u64, RecordId)> = None;
+        let mut first: Option<(u64, RecordId)> = None;
+        for entry in unique.iter() {
+            if entry.0 >= random && past.is_none_or(|p| entry.0 < p.0) {
+                past = Some(entry);
+            }
+            if first.is_none_or(|f| entry.0 < f.0) {
+                first = Some(entry);
+            }
+        }
+        match past.or(first) {
+            Some((_, rid)) => Ok(Some(self.state.record(rid)?.key().to_vec())),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes the record of `key` occupies in its block, or `None`.
+    pub fn slot_len(&self, key: &[u8]) -> Result<Option<usize>, Error> {
+        Ok(self.state.lookup(key)?.map(|(_, r)| r.slot_len()))
+    }
+}
+
+/// Most steps a whole scan takes ([`ReadView::scan`]): each step is a pass
+/// over the index, so a larger database returns more keys per step rather
+/// than take more passes.
+pub const SCAN_STEPS_MAX: usize = 256;
+
+/// The order a scan visits keys in: the hash every index files them under.
+pub fn key_order(key: &[u8]) -> u64 {
+    hash_bytes(key)
+}
+
+/// One step of [`ReadView::scan`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanStep {
+    /// Where the next step starts; 0 once the scan is over.
+    pub next: u64,
+    /// Keys found, in scan order.
+    pub keys: Vec<Vec<u8>>,
 }
 
 impl DbState {

@@ -686,6 +686,11 @@ impl Engine {
     pub fn memory_limit_bytes(&self) -> Option<u64> {
         self.shared.budget.limit_bytes()
     }
+
+    /// Changes the memory limit (`None`: no limit) while the engine runs.
+    pub fn set_memory_limit_bytes(&self, limit_bytes: Option<u64>) {
+        self.shared.budget.set_limit_bytes(limit_bytes)
+    }
 }
 
 fn arena_file(db: DbId) -> String {

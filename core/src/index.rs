@@ -50,6 +50,11 @@ impl UniqueIndex {
         }
     }
 
+    /// Every entry: (hash of the key, record), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, RecordId)> + '_ {
+        self.table.iter().copied()
+    }
+
     pub fn heap_bytes(&self) -> usize {
         // One control byte per bucket beside each entry.
         self.table.capacity() * (std::mem::size_of::<(u64, RecordId)>() + 1)

@@ -176,6 +176,22 @@ impl Txn {
         Ok(count as u64)
     }
 
+    /// Every key, as this transaction sees it, in no particular order.
+    pub fn keys(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let mut keys = Vec::new();
+        self.db.read().for_each_key(|k| {
+            if !self.writes.contains_key(k) {
+                keys.push(k.to_vec());
+            }
+        })?;
+        for pending in self.writes.iter() {
+            if pending.record().is_some() {
+                keys.push(pending.key().to_vec());
+            }
+        }
+        Ok(keys)
+    }
+
     /// Number of keys this transaction changes.
     pub fn len(&self) -> usize {
         self.writes.len()

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod cmd;
+mod clients;
 mod commands;
 pub mod coordinator;
 pub mod error;
@@ -177,6 +178,17 @@ pub(crate) struct Stats {
     pub keyspace_hits: AtomicU64,
     pub keyspace_misses: AtomicU64,
     pub errors: AtomicU64,
+    /// Bytes read from and written to clients.
+    pub net_input_bytes: AtomicU64,
+    pub net_output_bytes: AtomicU64,
+    /// Keys the primary deleted because their time ran out.
+    pub expired_keys: AtomicU64,
+    /// `total_commands_processed` sampled every 100 ms, for
+    /// `instantaneous_ops_per_sec`.
+    pub ops_samples: Mutex<info::OpsSamples>,
+    /// Error replies by code (the first word: `ERR`, `WRONGTYPE`, ...),
+    /// for `INFO errorstats`.
+    pub error_codes: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The shared state of a running node.
@@ -194,6 +206,14 @@ pub struct Node {
     keeper: Mutex<Option<Arc<LeaseKeeper>>>,
     /// A planned switchover (`FAILOVER`, `SHUTDOWN`) in progress.
     handover: coordinator::handover::Handover,
+    /// The connected clients (`CLIENT LIST`, `CLIENT KILL`).
+    clients: Arc<clients::Clients>,
+    /// A random id of this run (Redis's `run_id`).
+    run_id: String,
+    /// The client port, once bound.
+    client_port: std::sync::OnceLock<SocketAddr>,
+    /// `maxclients`, which `CONFIG SET` may change.
+    max_clients: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Node {
@@ -237,7 +257,6 @@ impl Node {
     fn new(role: Serving, history: EpochHistory, options: NodeOptions) -> Arc<Node> {
         Arc::new(Node {
             role: RwLock::new(role),
-            options,
             history: Mutex::new(history),
             stats: Stats::default(),
             started: Instant::now(),
@@ -245,7 +264,53 @@ impl Node {
             cluster: Mutex::new(ClusterState::default()),
             keeper: Mutex::new(None),
             handover: Default::default(),
+            clients: Default::default(),
+            run_id: run_id(),
+            client_port: Default::default(),
+            max_clients: options.limits.max_clients.into(),
+            options,
         })
+    }
+
+    /// When the node started, in seconds since the Unix epoch.
+    pub(crate) fn started_unix_secs(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        now.saturating_sub(self.started.elapsed().as_secs())
+    }
+
+    pub(crate) fn clients(&self) -> &Arc<clients::Clients> {
+        &self.clients
+    }
+
+    /// Connected clients at most (`--maxclients`, `CONFIG SET maxclients`).
+    pub(crate) fn max_clients(&self) -> usize {
+        self.max_clients.load(Ordering::Relaxed)
+    }
+
+    /// `CONFIG RESETSTAT`: the counters of `INFO stats` and `errorstats`
+    /// back to zero.
+    pub(crate) fn reset_stats(&self) {
+        let s = &self.stats;
+        for counter in [
+            &s.connections_received,
+            &s.rejected_connections,
+            &s.commands_processed,
+            &s.keyspace_hits,
+            &s.keyspace_misses,
+            &s.errors,
+            &s.net_input_bytes,
+            &s.net_output_bytes,
+            &s.expired_keys,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        s.error_codes.lock().expect("error codes lock").clear();
+    }
+
+    pub(crate) fn set_max_clients(&self, n: usize) {
+        self.max_clients.store(n, Ordering::Relaxed);
     }
 
     pub fn options(&self) -> &NodeOptions {
@@ -633,6 +698,18 @@ impl Node {
     pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// 40 hex digits that differ from one run to the next.
+fn run_id() -> String {
+    use xxhash_rust::xxh3::xxh3_128_with_seed;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = std::process::id() as u64;
+    let a = xxh3_128_with_seed(&now.to_le_bytes(), seed);
+    let b = xxh3_128_with_seed(&a.to_le_bytes(), seed);
+    format!("{a:032x}{:08x}", b as u32)
 }
 
 /// Why the node refuses a command in its current role.

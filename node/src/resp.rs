@@ -202,7 +202,19 @@ impl StripCr for Bytes {
     }
 }
 
-/// A reply, in RESP2.
+/// Which protocol a connection speaks: RESP2 until it sends `HELLO 3`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// A reply. The RESP3 types ([`Reply::Map`], [`Reply::Set`],
+/// [`Reply::Verbatim`], nulls) are written as Redis writes them to a RESP2
+/// client: a map as a flat array of keys and values, a set as an array,
+/// verbatim text as a bulk string; a null is `$-1`/`*-1` there and `_` in
+/// RESP3.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     Simple(String),
@@ -210,6 +222,11 @@ pub enum Reply {
     Integer(i64),
     Bulk(Option<Bytes>),
     Array(Option<Vec<Reply>>),
+    Map(Vec<(Reply, Reply)>),
+    Set(Vec<Reply>),
+    /// Text meant for people (`INFO`, `CLIENT LIST`): RESP3's `=` type
+    /// with format `txt`.
+    Verbatim(String),
 }
 
 impl Reply {
@@ -217,7 +234,8 @@ impl Reply {
         Reply::Simple("OK".into())
     }
 
-    pub fn encode(&self, out: &mut BytesMut) {
+    pub fn encode(&self, out: &mut BytesMut, protocol: Protocol) {
+        let resp3 = protocol == Protocol::Resp3;
         match self {
             Reply::Simple(s) => {
                 out.put_u8(b'+');
@@ -229,24 +247,75 @@ impl Reply {
                 out.put_slice(one_line(s).as_bytes());
                 out.put_slice(b"\r\n");
             }
-            Reply::Integer(i) => {
-                out.put_slice(format!(":{i}\r\n").as_bytes());
-            }
+            Reply::Integer(i) => header(out, b':', *i),
+            Reply::Bulk(None) | Reply::Array(None) if resp3 => out.put_slice(b"_\r\n"),
             Reply::Bulk(None) => out.put_slice(b"$-1\r\n"),
             Reply::Array(None) => out.put_slice(b"*-1\r\n"),
-            Reply::Bulk(Some(b)) => {
-                out.put_slice(format!("${}\r\n", b.len()).as_bytes());
-                out.put_slice(b);
+            Reply::Bulk(Some(b)) => bulk_string(out, b'$', b),
+            Reply::Verbatim(text) if resp3 => {
+                header(out, b'=', text.len() as i64 + 4);
+                out.put_slice(b"txt:");
+                out.put_slice(text.as_bytes());
                 out.put_slice(b"\r\n");
             }
+            Reply::Verbatim(text) => bulk_string(out, b'$', text.as_bytes()),
             Reply::Array(Some(items)) => {
-                out.put_slice(format!("*{}\r\n", items.len()).as_bytes());
+                header(out, b'*', items.len() as i64);
                 for item in items {
-                    item.encode(out);
+                    item.encode(out, protocol);
+                }
+            }
+            Reply::Set(items) => {
+                header(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
+                for item in items {
+                    item.encode(out, protocol);
+                }
+            }
+            Reply::Map(pairs) => {
+                match resp3 {
+                    true => header(out, b'%', pairs.len() as i64),
+                    false => header(out, b'*', 2 * pairs.len() as i64),
+                }
+                for (key, value) in pairs {
+                    key.encode(out, protocol);
+                    value.encode(out, protocol);
                 }
             }
         }
     }
+}
+
+/// A type byte, a decimal and a line end: `:12\r\n`, `*3\r\n`.
+fn header(out: &mut BytesMut, kind: u8, n: i64) {
+    let mut digits = [0; 20];
+    out.put_u8(kind);
+    out.put_slice(format_i64(n, &mut digits));
+    out.put_slice(b"\r\n");
+}
+
+fn bulk_string(out: &mut BytesMut, kind: u8, bytes: &[u8]) {
+    header(out, kind, bytes.len() as i64);
+    out.put_slice(bytes);
+    out.put_slice(b"\r\n");
+}
+
+/// `n` in decimal, written into the end of `buf`, without allocating.
+fn format_i64(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
 /// Simple strings and errors cannot hold line breaks.

@@ -41,6 +41,8 @@ impl ServerHandle {
 /// Serves `node` on `listener` until the task is aborted.
 pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<ServerHandle> {
     let local_addr = listener.local_addr()?;
+    let _ = node.client_port.set(local_addr);
+    tokio::spawn(crate::info::sample_ops(Arc::downgrade(&node)));
     let task = tokio::spawn(accept_loop(node, listener));
     Ok(ServerHandle { local_addr, task })
 }
@@ -60,7 +62,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         let stats = node.stats();
         Node::count(&stats.connections_received);
         let connected = stats.connected_clients.fetch_add(1, Ordering::AcqRel);
-        if connected as usize >= node.options().limits.max_clients {
+        if connected as usize >= node.max_clients() {
             stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
             Node::count(&stats.rejected_connections);
             tokio::spawn(async move {
@@ -75,7 +77,7 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
         let node = node.clone();
         tokio::spawn(async move {
             tracing::debug!(client = id, %peer, "client connected");
-            if let Err(e) = client(&node, stream, id).await {
+            if let Err(e) = client(&node, stream, id, peer).await {
                 tracing::debug!(client = id, %peer, error = %e, "client connection ended");
             }
             node.stats()
@@ -85,9 +87,17 @@ async fn accept_loop(node: Arc<Node>, listener: TcpListener) {
     }
 }
 
-async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Result<()> {
+async fn client(
+    node: &Arc<Node>,
+    mut stream: TcpStream,
+    id: u64,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
     let limits = node.options().limits;
     let mut session = Session::new(id, node.options().requirepass.is_none());
+    let local = stream.local_addr()?;
+    let registration = node.clients().register(id, peer, local);
+    let entry = &registration.entry;
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut output = BytesMut::new();
     let mut shutdown = Box::pin(node.shutdown_requested());
@@ -136,48 +146,56 @@ async fn client(node: &Arc<Node>, mut stream: TcpStream, id: u64) -> std::io::Re
                 limits.output_buffer_max,
             )
             .await;
+            session.publish(entry);
+            if entry.is_killed() {
+                return Ok(());
+            }
             if output.len() >= limits.output_buffer_max {
-                flush(&mut stream, &mut output, &limits).await?;
+                flush(node, &mut stream, &mut output).await?;
             }
             if session.close {
-                return flush(&mut stream, &mut output, &limits).await;
+                return flush(node, &mut stream, &mut output).await;
             }
             if !pending.is_empty() {
                 continue;
             }
             if let Some(e) = broken.take() {
                 tracing::info!(client = id, error = %e, "closing a client that broke the protocol");
-                Reply::from(e).encode(&mut output);
-                return flush(&mut stream, &mut output, &limits).await;
+                Reply::from(e).encode(&mut output, session.protocol);
+                return flush(node, &mut stream, &mut output).await;
             }
             if drained {
                 break;
             }
         }
-        flush(&mut stream, &mut output, &limits).await?;
+        flush(node, &mut stream, &mut output).await?;
         input.reserve(READ_CHUNK_BYTES);
         let read = tokio::select! {
             read = stream.read_buf(&mut input) => read?,
             _ = &mut shutdown => return Ok(()),
+            _ = entry.killed() => return Ok(()),
         };
         if read == 0 {
             return Ok(());
         }
+        node.stats()
+            .net_input_bytes
+            .fetch_add(read as u64, Ordering::Relaxed);
     }
 }
 
 /// Writes the pending replies, dropping a client that takes none of them
 /// for `output_stall`.
-async fn flush(
-    stream: &mut TcpStream,
-    output: &mut BytesMut,
-    limits: &super::ServerLimits,
-) -> std::io::Result<()> {
+async fn flush(node: &Node, stream: &mut TcpStream, output: &mut BytesMut) -> std::io::Result<()> {
+    let limits = &node.options().limits;
     if output.is_empty() {
         return Ok(());
     }
     match tokio::time::timeout(limits.output_stall, stream.write_all(output)).await {
         Ok(written) => {
+            node.stats()
+                .net_output_bytes
+                .fetch_add(output.len() as u64, Ordering::Relaxed);
             output.clear();
             written
         }

@@ -2,7 +2,7 @@
 //! (a fault of docs/reliability.md).
 
 use bytes::{BufMut, BytesMut};
-use hotblock_node::resp::{parse_request, ProtocolError, Reply, RespLimits};
+use hotblock_node::resp::{parse_request, Protocol, ProtocolError, Reply, RespLimits};
 
 fn parse_all(input: &[u8], authenticated: bool) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
     let mut buf = BytesMut::from(input);
@@ -122,10 +122,33 @@ fn replies_encode_as_redis_does() {
         Reply::Bulk(None),
         Reply::Array(None),
     ]))
-    .encode(&mut out);
+    .encode(&mut out, Protocol::Resp2);
     assert_eq!(
         &out[..],
         b"*6\r\n+OK\r\n-ERR bad  thing\r\n:-3\r\n$2\r\nhi\r\n$-1\r\n*-1\r\n"
+    );
+}
+
+#[test]
+fn resp3_types_encode_as_redis_does_and_fall_back_under_resp2() {
+    let reply = Reply::Array(Some(vec![
+        Reply::Map(vec![(Reply::Bulk(Some("k".into())), Reply::Integer(i64::MIN))]),
+        Reply::Set(vec![Reply::Integer(0)]),
+        Reply::Verbatim("a:1".into()),
+        Reply::Bulk(None),
+        Reply::Array(None),
+    ]));
+    let mut resp3 = BytesMut::new();
+    reply.encode(&mut resp3, Protocol::Resp3);
+    assert_eq!(
+        &resp3[..],
+        &b"*5\r\n%1\r\n$1\r\nk\r\n:-9223372036854775808\r\n~1\r\n:0\r\n=7\r\ntxt:a:1\r\n_\r\n_\r\n"[..]
+    );
+    let mut resp2 = BytesMut::new();
+    reply.encode(&mut resp2, Protocol::Resp2);
+    assert_eq!(
+        &resp2[..],
+        &b"*5\r\n*2\r\n$1\r\nk\r\n:-9223372036854775808\r\n*1\r\n:0\r\n$3\r\na:1\r\n$-1\r\n*-1\r\n"[..]
     );
 }
 

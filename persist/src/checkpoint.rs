@@ -98,6 +98,8 @@ impl Inner {
                 drop(health);
                 self.last_checkpoint.store(lsn.0, Ordering::Release);
                 self.checkpoints.fetch_add(1, Ordering::AcqRel);
+                self.last_checkpoint_unix_secs
+                    .store(crate::persister::unix_secs_now(), Ordering::Release);
                 tracing::info!(dir = %dir.display(), lsn = lsn.0,
                     ms = started.elapsed().as_millis() as u64, "checkpoint written");
                 Ok(Some(lsn))

@@ -243,6 +243,9 @@ pub struct PersistStatus {
     pub last_checkpoint_lsn: Lsn,
     /// Checkpoints written by this persister.
     pub checkpoints: u64,
+    /// When the newest checkpoint was written, or the directory opened
+    /// (Redis's `LASTSAVE`), in seconds since the Unix epoch.
+    pub last_checkpoint_unix_secs: u64,
     /// A resync is in progress: deltas are not logged until it checkpoints.
     pub resyncing: bool,
     /// Set while persistence is stopped by a failure.

@@ -49,7 +49,17 @@ pub(crate) struct Inner {
     pub(crate) engine: Mutex<Option<Engine>>,
     pub(crate) health: Mutex<Health>,
     pub(crate) last_checkpoint: AtomicU64,
+    /// When the newest checkpoint was written (at open: when the data
+    /// directory was opened), in seconds since the Unix epoch.
+    pub(crate) last_checkpoint_unix_secs: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_secs_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[derive(Default)]
@@ -109,6 +119,7 @@ impl Persister {
             engine: Mutex::new(None),
             health: Mutex::new(Health::default()),
             last_checkpoint: AtomicU64::new(recovered.snapshot.0),
+            last_checkpoint_unix_secs: AtomicU64::new(unix_secs_now()),
             checkpoints: AtomicU64::new(0),
             config,
         });
@@ -236,6 +247,7 @@ impl Persister {
             log_bytes,
             last_checkpoint_lsn: Lsn(inner.last_checkpoint.load(Ordering::Acquire)),
             checkpoints: inner.checkpoints.load(Ordering::Acquire),
+            last_checkpoint_unix_secs: inner.last_checkpoint_unix_secs.load(Ordering::Acquire),
             resyncing,
             last_error: inner.health.lock().error.as_ref().map(|e| e.to_string()),
         }

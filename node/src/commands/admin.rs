@@ -4,10 +4,11 @@
 //! directory; `INFO` and `ROLE`, which only report, are in [`crate::info`].
 
 use bytes::Bytes;
+use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
 
 use super::session::Session;
-use super::{text, wrong_arity};
+use super::{syntax_error, text, wrong_arity};
 use crate::resp::Reply;
 use crate::{Node, Reject};
 
@@ -297,37 +298,174 @@ pub(super) fn debug(node: &Node, args: &[Bytes]) -> Reply {
     text(format!("{digest:016x}"))
 }
 
-/// `CONFIG GET pattern`: the parameters clients and `redis-benchmark` ask
-/// about. `CONFIG SET` is refused: settings are flags and the config file.
+/// `CONFIG GET pattern [pattern ...]` (a map under RESP3), `CONFIG SET
+/// name value [name value ...]` for the settings that change at run time
+/// (`maxmemory`, `maxclients`; `save ""` and `appendonly no`, which
+/// describe hotblock as it is, are accepted), and `CONFIG RESETSTAT`.
+/// Everything else is set by flags and the `--config` file.
 pub(super) fn config(node: &Node, args: &[Bytes]) -> Reply {
-    match (args.get(1).map(|a| a.to_ascii_uppercase()), args.len()) {
-        (Some(sub), 3) if &sub[..] == b"GET" => {
-            let pattern = String::from_utf8_lossy(&args[2]).to_lowercase();
-            let maxmemory = node
-                .engine()
-                .and_then(|e| e.memory_limit_bytes())
-                .unwrap_or(0);
-            let params = [
-                ("maxmemory", maxmemory.to_string()),
-                ("maxclients", node.options().limits.max_clients.to_string()),
-                ("save", String::new()),
-                ("appendonly", "no".to_string()),
-                ("databases", "1".to_string()),
-            ];
-            let mut items = Vec::new();
+    let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    match (&sub[..], args.len()) {
+        (b"GET", 3..) => {
+            let params = config_params(node);
+            let mut pairs = Vec::new();
             for (name, value) in params {
-                if glob_match(&pattern, name) {
-                    items.push(text(name));
-                    items.push(text(value));
+                let wanted = args[2..].iter().any(|p| {
+                    glob_match(&String::from_utf8_lossy(p).to_lowercase(), name)
+                });
+                if wanted {
+                    pairs.push((text(name), text(value)));
                 }
             }
-            Reply::Array(Some(items))
+            Reply::Map(pairs)
         }
-        (Some(sub), _) if &sub[..] == b"GET" => wrong_arity(b"config|get"),
-        _ => Reply::Error(
-            "ERR CONFIG supports GET only: settings are flags and the --config file".into(),
-        ),
+        (b"GET", _) => wrong_arity(b"config|get"),
+        (b"SET", n) if n >= 4 && n % 2 == 0 => config_set(node, &args[2..]),
+        (b"SET", _) => wrong_arity(b"config|set"),
+        (b"RESETSTAT", 2) => {
+            node.reset_stats();
+            Reply::ok()
+        }
+        _ => Reply::Error(format!(
+            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+            String::from_utf8_lossy(args.get(1).map_or(&b""[..], |a| &a[..]))
+        )),
     }
+}
+
+/// The settings `CONFIG GET` shows, with their values now.
+fn config_params(node: &Node) -> Vec<(&'static str, String)> {
+    let maxmemory = node
+        .engine()
+        .and_then(|e| e.memory_limit_bytes())
+        .unwrap_or(0);
+    let limits = &node.options().limits;
+    vec![
+        ("maxmemory", maxmemory.to_string()),
+        ("maxmemory-policy", "noeviction".to_string()),
+        ("maxclients", node.max_clients().to_string()),
+        ("proto-max-bulk-len", limits.resp.bulk_len_max.to_string()),
+        ("save", String::new()),
+        ("appendonly", "no".to_string()),
+        ("databases", "1".to_string()),
+        (
+            "requirepass",
+            // Redis shows it; hotblock does not repeat a secret.
+            String::new(),
+        ),
+    ]
+}
+
+/// `CONFIG SET`: all the pairs are checked before any is applied.
+fn config_set(node: &Node, pairs: &[Bytes]) -> Reply {
+    let mut maxmemory = None;
+    let mut maxclients = None;
+    for pair in pairs.chunks_exact(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_lowercase();
+        let value = String::from_utf8_lossy(&pair[1]).to_lowercase();
+        let failed = |why: &str| {
+            Reply::Error(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"
+            ))
+        };
+        match name.as_str() {
+            "maxmemory" => match parse_memory(&value) {
+                Some(n) => maxmemory = Some(n),
+                None => return failed("argument must be a memory value"),
+            },
+            "maxclients" => match value.parse::<usize>() {
+                Ok(n) if n >= 1 => maxclients = Some(n),
+                _ => return failed("argument couldn't be parsed into an integer"),
+            },
+            "save" if value.is_empty() => {}
+            "appendonly" if value == "no" => {}
+            "maxmemory-policy" if value == "noeviction" => {}
+            "save" | "appendonly" | "maxmemory-policy" | "databases" | "requirepass"
+            | "proto-max-bulk-len" => {
+                return failed("can't set immutable config (a flag or the --config file sets it)")
+            }
+            _ => {
+                return Reply::Error(format!(
+                    "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+                ))
+            }
+        }
+    }
+    if let Some(bytes) = maxmemory {
+        let Some(engine) = node.engine() else {
+            return Reply::Error("ERR the node is between roles: try again".into());
+        };
+        engine.set_memory_limit_bytes(Some(bytes).filter(|b| *b > 0));
+        tracing::info!(bytes, "maxmemory changed (CONFIG SET)");
+    }
+    if let Some(n) = maxclients {
+        node.set_max_clients(n);
+        tracing::info!(n, "maxclients changed (CONFIG SET)");
+    }
+    Reply::ok()
+}
+
+/// A memory size as Redis writes one: `100`, `1k` (1000), `1kb` (1024),
+/// `m`, `mb`, `g`, `gb`.
+pub(crate) fn parse_memory(text: &str) -> Option<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+/// `TIME`: seconds and microseconds since the Unix epoch.
+pub(super) fn time() -> Reply {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Reply::Array(Some(vec![
+        text(now.as_secs().to_string()),
+        text(now.subsec_micros().to_string()),
+    ]))
+}
+
+/// `LASTSAVE`: when the newest checkpoint was written (without a data
+/// directory: when the node started), in Unix seconds.
+pub(super) fn lastsave(node: &Node) -> Reply {
+    Reply::Integer(match &node.options().persister {
+        Some(p) => p.status().last_checkpoint_unix_secs,
+        None => node.started_unix_secs(),
+    } as i64)
+}
+
+/// `BGSAVE [SCHEDULE]`: starts a checkpoint and replies at once, as Redis
+/// does; its outcome is in the log, `LASTSAVE` and `INFO persistence`.
+pub(super) fn bgsave(node: &Node, args: &[Bytes]) -> Reply {
+    match &args[1..] {
+        [] => {}
+        [word] if word.eq_ignore_ascii_case(b"SCHEDULE") => {}
+        _ => return syntax_error(),
+    }
+    let (Some(p), Some(db)) = (node.options().persister.clone(), node.db()) else {
+        return Reply::Error(
+            "ERR BGSAVE needs a primary started with --data-dir (a secondary checkpoints itself)"
+                .into(),
+        );
+    };
+    let engine = db.engine().clone();
+    tokio::task::spawn_blocking(move || match p.checkpoint(&engine) {
+        Ok(lsn) => tracing::info!(%lsn, "checkpoint written (BGSAVE)"),
+        Err(e) => tracing::error!(error = %e, "checkpoint failed (BGSAVE)"),
+    });
+    Reply::Simple("Background saving started".into())
 }
 
 /// Redis's glob subset that `CONFIG GET` needs: `*` and literal characters.

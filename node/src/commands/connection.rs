@@ -6,8 +6,8 @@
 use bytes::Bytes;
 
 use super::session::Session;
-use super::{syntax_error, text, wrong_arity};
-use crate::resp::Reply;
+use super::{syntax_error, table, text, wrong_arity};
+use crate::resp::{Protocol, Reply};
 use crate::Node;
 
 /// `PING [message]`.
@@ -67,18 +67,25 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Only RESP2 is
-/// spoken; `HELLO 3` gets Redis's `-NOPROTO`, and clients fall back.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`: authenticates,
+/// names the connection and switches it to RESP2 or RESP3, replying with
+/// Redis's map of the server's facts (a flat array under RESP2). Nothing
+/// changes unless the whole command succeeds.
 pub(super) fn hello(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
     let mut rest = args;
+    let mut protocol = session.protocol;
     if let [version, tail @ ..] = rest {
-        match &version[..] {
-            b"2" => {}
-            b"3" => return Reply::Error("NOPROTO this server speaks RESP2 only".into()),
-            _ => return Reply::Error("NOPROTO unsupported protocol version".into()),
-        }
+        protocol = match std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()) {
+            Some(2) => Protocol::Resp2,
+            Some(3) => Protocol::Resp3,
+            Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
+            None => {
+                return Reply::Error("ERR Protocol version is not an integer or out of range".into())
+            }
+        };
         rest = tail;
     }
+    let mut name = None;
     while !rest.is_empty() {
         match (&rest[0].to_ascii_uppercase()[..], rest) {
             (b"AUTH", [_, user, password, tail @ ..]) => {
@@ -87,8 +94,8 @@ pub(super) fn hello(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply
                 }
                 rest = tail;
             }
-            (b"SETNAME", [_, name, tail @ ..]) => {
-                session.name = Some(String::from_utf8_lossy(name).into_owned());
+            (b"SETNAME", [_, new_name, tail @ ..]) => {
+                name = Some(String::from_utf8_lossy(new_name).into_owned());
                 rest = tail;
             }
             _ => return syntax_error(),
@@ -97,26 +104,29 @@ pub(super) fn hello(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply
     if !session.authenticated {
         return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
     }
+    session.protocol = protocol;
+    if name.is_some() {
+        session.name = name;
+    }
     let role = match node.role_name() {
         "primary" => "master",
         _ => "replica",
     };
-    Reply::Array(Some(vec![
-        text("server"),
-        text("hotblock"),
-        text("version"),
-        text(env!("CARGO_PKG_VERSION")),
-        text("proto"),
-        Reply::Integer(2),
-        text("id"),
-        Reply::Integer(session.id as i64),
-        text("mode"),
-        text("standalone"),
-        text("role"),
-        text(role),
-        text("modules"),
-        Reply::Array(Some(vec![])),
-    ]))
+    Reply::Map(vec![
+        (text("server"), text("hotblock")),
+        (text("version"), text(env!("CARGO_PKG_VERSION"))),
+        (
+            text("proto"),
+            Reply::Integer(match protocol {
+                Protocol::Resp2 => 2,
+                Protocol::Resp3 => 3,
+            }),
+        ),
+        (text("id"), Reply::Integer(session.id as i64)),
+        (text("mode"), text("standalone")),
+        (text("role"), text(role)),
+        (text("modules"), Reply::Array(Some(vec![]))),
+    ])
 }
 
 /// `SELECT db`: databases have names here; `SELECT 0` is the default one.
@@ -140,30 +150,183 @@ pub(super) fn select(node: &Node, session: &mut Session, args: &[Bytes]) -> Repl
     }
 }
 
-/// `CLIENT SETNAME|GETNAME|ID|SETINFO`.
-pub(super) fn client(session: &mut Session, args: &[Bytes]) -> Reply {
+/// `CLIENT SETNAME|GETNAME|ID|SETINFO|INFO|LIST|KILL|NO-EVICT|NO-TOUCH`.
+pub(super) fn client(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
     let sub = args
         .get(1)
         .map(|a| a.to_ascii_uppercase())
         .unwrap_or_default();
     match (&sub[..], args.len()) {
         (b"SETNAME", 3) => {
-            session.name = Some(String::from_utf8_lossy(&args[2]).into_owned());
+            if args[2].iter().any(|b| !(b'!'..=b'~').contains(b)) {
+                return Reply::Error(
+                    "ERR Client names cannot contain spaces, newlines or special characters."
+                        .into(),
+                );
+            }
+            session.name = match args[2].is_empty() {
+                true => None,
+                false => Some(String::from_utf8_lossy(&args[2]).into_owned()),
+            };
             Reply::ok()
         }
         (b"GETNAME", 2) => Reply::Bulk(session.name.clone().map(Bytes::from)),
         (b"ID", 2) => Reply::Integer(session.id as i64),
         (b"SETINFO", 4) => Reply::ok(),
-        _ => Reply::Error("ERR CLIENT supports SETNAME, GETNAME, ID and SETINFO".into()),
+        (b"NO-EVICT" | b"NO-TOUCH", 3)
+            if args[2].eq_ignore_ascii_case(b"on") || args[2].eq_ignore_ascii_case(b"off") =>
+        {
+            // Nothing is evicted and nothing tracks access here.
+            Reply::ok()
+        }
+        (b"INFO", 2) => match node.clients().get(session.id) {
+            Some(entry) => {
+                session.publish(&entry);
+                Reply::Verbatim(format!("{}\n", entry.line()))
+            }
+            None => Reply::Verbatim(String::new()),
+        },
+        (b"LIST", _) => client_list(node, session, &args[2..]),
+        (b"KILL", 3) => {
+            // The old form: `CLIENT KILL addr`.
+            let addr = String::from_utf8_lossy(&args[2]);
+            let found = node
+                .clients()
+                .all()
+                .into_iter()
+                .find(|c| c.peer.to_string() == addr);
+            match found {
+                Some(c) => {
+                    c.kill();
+                    Reply::ok()
+                }
+                None => Reply::Error("ERR No such client".into()),
+            }
+        }
+        (b"KILL", _) => client_kill(node, session, &args[2..]),
+        _ => Reply::Error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
+            String::from_utf8_lossy(args.get(1).map_or(&b""[..], |a| &a[..]))
+        )),
     }
 }
 
-/// Enough of `COMMAND` for clients that ask at connect (`redis-cli` asks
-/// for `COMMAND DOCS`): no command table is published.
+/// `CLIENT LIST [TYPE normal] [ID id ...]`: one line per client.
+fn client_list(node: &Node, session: &Session, filters: &[Bytes]) -> Reply {
+    let mut ids: Option<Vec<u64>> = None;
+    match filters {
+        [] => {}
+        [word, kind] if word.eq_ignore_ascii_case(b"TYPE") => {
+            if !kind.eq_ignore_ascii_case(b"normal") {
+                // Replication runs on its own port: no client here is of
+                // another type.
+                return Reply::Verbatim(String::new());
+            }
+        }
+        [word, list @ ..] if word.eq_ignore_ascii_case(b"ID") && !list.is_empty() => {
+            let parsed: Option<Vec<u64>> = list
+                .iter()
+                .map(|id| std::str::from_utf8(id).ok()?.parse().ok())
+                .collect();
+            let Some(parsed) = parsed else {
+                return Reply::Error("ERR Invalid client ID".into());
+            };
+            ids = Some(parsed);
+        }
+        _ => return syntax_error(),
+    }
+    if let Some(me) = node.clients().get(session.id) {
+        session.publish(&me);
+    }
+    let mut out = String::new();
+    for entry in node.clients().all() {
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&entry.id)) {
+            continue;
+        }
+        out.push_str(&entry.line());
+        out.push('\n');
+    }
+    Reply::Verbatim(out)
+}
+
+/// `CLIENT KILL [ID id] [ADDR ip:port] [LADDR ip:port] [SKIPME yes|no]
+/// [TYPE normal] [USER default]`: how many clients were closed.
+fn client_kill(node: &Node, session: &Session, filters: &[Bytes]) -> Reply {
+    let (mut id, mut addr, mut laddr, mut skip_me) = (None, None, None, true);
+    let mut rest = filters;
+    while let [word, value, tail @ ..] = rest {
+        let value_text = String::from_utf8_lossy(value).into_owned();
+        match &word.to_ascii_uppercase()[..] {
+            b"ID" => match value_text.parse::<u64>() {
+                Ok(n) => id = Some(n),
+                Err(_) => return Reply::Error("ERR client-id should be greater than 0".into()),
+            },
+            b"ADDR" => addr = Some(value_text),
+            b"LADDR" => laddr = Some(value_text),
+            b"SKIPME" => match value_text.to_ascii_lowercase().as_str() {
+                "yes" => skip_me = true,
+                "no" => skip_me = false,
+                _ => return syntax_error(),
+            },
+            b"TYPE" if value_text.eq_ignore_ascii_case("normal") => {}
+            b"USER" if value_text == "default" => {}
+            b"TYPE" | b"USER" => return Reply::Integer(0),
+            _ => return syntax_error(),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return syntax_error();
+    }
+    let mut killed = 0;
+    for entry in node.clients().all() {
+        let matches = id.is_none_or(|id| id == entry.id)
+            && addr.as_ref().is_none_or(|a| *a == entry.peer.to_string())
+            && laddr.as_ref().is_none_or(|a| *a == entry.local.to_string())
+            && !(skip_me && entry.id == session.id);
+        if matches {
+            entry.kill();
+            killed += 1;
+        }
+    }
+    Reply::Integer(killed)
+}
+
+/// `COMMAND`, `COMMAND COUNT|LIST|INFO [name ...]|DOCS [name ...]`, from
+/// the table of every command hotblock answers.
 pub(super) fn command(args: &[Bytes]) -> Reply {
-    match args.get(1).map(|a| a.to_ascii_uppercase()) {
-        Some(sub) if &sub[..] == b"COUNT" => Reply::Integer(0),
-        _ => Reply::Array(Some(vec![])),
+    let sub = args.get(1).map(|a| a.to_ascii_uppercase());
+    match sub.as_deref() {
+        None => Reply::Array(Some(table::COMMANDS.iter().map(table::info_reply).collect())),
+        Some(b"COUNT") => Reply::Integer(table::COMMANDS.len() as i64),
+        Some(b"LIST") => Reply::Array(Some(
+            table::COMMANDS.iter().map(|c| text(c.name)).collect(),
+        )),
+        Some(b"INFO") if args.len() == 2 => {
+            Reply::Array(Some(table::COMMANDS.iter().map(table::info_reply).collect()))
+        }
+        Some(b"INFO") => Reply::Array(Some(
+            args[2..]
+                .iter()
+                .map(|name| table::find(name).map_or(Reply::Array(None), table::info_reply))
+                .collect(),
+        )),
+        Some(b"DOCS") => {
+            let wanted: Vec<&table::CommandSpec> = match args.len() {
+                2 => table::COMMANDS.iter().collect(),
+                _ => args[2..].iter().filter_map(|n| table::find(n)).collect(),
+            };
+            Reply::Map(
+                wanted
+                    .into_iter()
+                    .map(|c| (text(c.name), table::docs_reply(c)))
+                    .collect(),
+            )
+        }
+        Some(_) => Reply::Error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
     }
 }
 

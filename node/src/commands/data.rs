@@ -9,13 +9,15 @@
 
 use bytes::Bytes;
 
-use hotblock_core::{DatabaseOptions, Error, Txn};
+use hotblock_core::{
+    key_order, DatabaseOptions, Error, Record, ScanStep, Schema, Txn, SCAN_STEPS_MAX,
+};
 use hotblock_primary::Db;
 
 use super::errors::{error_reply, write_error_reply};
 use super::session::Session;
-use super::{bulk, syntax_error, text, wrong_arity};
-use crate::resp::Reply;
+use super::{bulk, keyspace, strings, syntax_error, text, wrong_arity};
+use crate::resp::{Protocol, Reply};
 use crate::Node;
 
 /// The commands a transaction can hold, with their arity (Redis's
@@ -28,11 +30,36 @@ pub(super) enum Data {
     Del,
     Exists,
     DbSize,
+    MGet,
+    MSet,
+    MSetNx,
+    SetNx,
+    GetSet,
+    GetDel,
+    GetRange,
+    SetRange,
+    Append,
+    StrLen,
+    Incr,
+    Decr,
+    IncrBy,
+    DecrBy,
+    IncrByFloat,
+    Type,
+    Keys,
+    Scan,
+    RandomKey,
+    Rename,
+    RenameNx,
+    Copy,
+    FlushDb,
     RecGet,
+    RecMGet,
     RecPut,
     RecDel,
     RecFind,
     RecCount,
+    RecScan,
 }
 
 impl Data {
@@ -40,33 +67,94 @@ impl Data {
         Some(match name {
             b"GET" => Data::Get,
             b"SET" => Data::Set,
-            b"DEL" => Data::Del,
+            b"DEL" | b"UNLINK" => Data::Del,
             b"EXISTS" => Data::Exists,
             b"DBSIZE" => Data::DbSize,
+            b"MGET" => Data::MGet,
+            b"MSET" => Data::MSet,
+            b"MSETNX" => Data::MSetNx,
+            b"SETNX" => Data::SetNx,
+            b"GETSET" => Data::GetSet,
+            b"GETDEL" => Data::GetDel,
+            b"GETRANGE" | b"SUBSTR" => Data::GetRange,
+            b"SETRANGE" => Data::SetRange,
+            b"APPEND" => Data::Append,
+            b"STRLEN" => Data::StrLen,
+            b"INCR" => Data::Incr,
+            b"DECR" => Data::Decr,
+            b"INCRBY" => Data::IncrBy,
+            b"DECRBY" => Data::DecrBy,
+            b"INCRBYFLOAT" => Data::IncrByFloat,
+            b"TYPE" => Data::Type,
+            b"KEYS" => Data::Keys,
+            b"SCAN" => Data::Scan,
+            b"RANDOMKEY" => Data::RandomKey,
+            b"RENAME" => Data::Rename,
+            b"RENAMENX" => Data::RenameNx,
+            b"COPY" => Data::Copy,
+            b"FLUSHDB" => Data::FlushDb,
             b"REC.GET" => Data::RecGet,
+            b"REC.MGET" => Data::RecMGet,
             b"REC.PUT" => Data::RecPut,
             b"REC.DEL" => Data::RecDel,
             b"REC.FIND" => Data::RecFind,
             b"REC.COUNT" => Data::RecCount,
+            b"REC.SCAN" => Data::RecScan,
             _ => return None,
         })
     }
 
     pub(super) fn arity(self) -> i32 {
         match self {
-            Data::Get => 2,
-            Data::Set => -3,
-            Data::Del | Data::Exists => -2,
-            Data::DbSize => 1,
+            Data::Get | Data::StrLen | Data::Incr | Data::Decr | Data::GetDel => 2,
+            Data::Type | Data::Keys | Data::RecCount => 2,
+            Data::Set | Data::MSet | Data::MSetNx | Data::Copy => -3,
+            Data::Del | Data::Exists | Data::MGet | Data::Scan => -2,
+            Data::DbSize | Data::RandomKey => 1,
+            Data::FlushDb => -1,
+            Data::SetNx | Data::GetSet | Data::Append | Data::IncrBy | Data::DecrBy => 3,
+            Data::IncrByFloat | Data::Rename | Data::RenameNx => 3,
+            Data::GetRange | Data::SetRange => 4,
             Data::RecGet | Data::RecDel => 3,
-            Data::RecPut => -4,
-            Data::RecFind => -4,
-            Data::RecCount => 2,
+            Data::RecMGet | Data::RecScan => -3,
+            Data::RecPut | Data::RecFind => -4,
         }
     }
 
     pub(super) fn writes(self) -> bool {
-        matches!(self, Data::Set | Data::Del | Data::RecPut | Data::RecDel)
+        matches!(
+            self,
+            Data::Set
+                | Data::Del
+                | Data::MSet
+                | Data::MSetNx
+                | Data::SetNx
+                | Data::GetSet
+                | Data::GetDel
+                | Data::SetRange
+                | Data::Append
+                | Data::Incr
+                | Data::Decr
+                | Data::IncrBy
+                | Data::DecrBy
+                | Data::IncrByFloat
+                | Data::Rename
+                | Data::RenameNx
+                | Data::Copy
+                | Data::FlushDb
+                | Data::RecPut
+                | Data::RecDel
+        )
+    }
+
+    /// Whether the reply is at most about one value: such commands may
+    /// join a pipelined run, whose replies are not held to the output
+    /// budget one by one.
+    pub(super) fn small_reply(self) -> bool {
+        !matches!(
+            self,
+            Data::MGet | Data::Keys | Data::Scan | Data::RecMGet | Data::RecScan | Data::RecFind
+        )
     }
 
     /// The database the command acts on.
@@ -76,9 +164,15 @@ impl Data {
         session: &'a Session,
     ) -> Result<&'a str, Reply> {
         match self {
-            Data::Get | Data::Set | Data::Del | Data::Exists | Data::DbSize => Ok(&session.db),
-            _ => std::str::from_utf8(&args[1])
+            Data::RecGet
+            | Data::RecMGet
+            | Data::RecPut
+            | Data::RecDel
+            | Data::RecFind
+            | Data::RecCount
+            | Data::RecScan => std::str::from_utf8(&args[1])
                 .map_err(|_| Reply::Error("ERR database names are UTF-8".into())),
+            _ => Ok(&session.db),
         }
     }
 }
@@ -101,7 +195,7 @@ pub(super) async fn data_command(
             Err(r) => return Reply::Error(node.refusal(r)),
         };
         return match engine.database(&db_name) {
-            Ok(database) => read(node, &View::Latest(&database), cmd, args),
+            Ok(database) => read(node, session.protocol, &View::Latest(&database), cmd, args),
             Err(e) => error_reply(&e),
         };
     }
@@ -139,9 +233,10 @@ pub(super) async fn commit_run(
             .begin_async(db_name)
             .await
             .map_err(|e| write_error_reply(&e))?;
+        let protocol = session.protocol;
         let replies: Vec<Reply> = commands
             .iter()
-            .map(|(cmd, args)| in_txn(node, &mut txn, *cmd, args))
+            .map(|(cmd, args)| in_txn(node, protocol, &mut txn, *cmd, args))
             .collect();
         if lone && matches!(replies[..], [Reply::Error(_)]) {
             return Ok(replies);
@@ -162,13 +257,22 @@ pub(super) async fn commit_run(
 /// one consistent view of `database`, with no transaction.
 pub(super) fn read_consistent(
     node: &Node,
+    protocol: Protocol,
     database: &hotblock_core::Database,
     commands: &[(Data, Vec<Bytes>)],
 ) -> Vec<Reply> {
     let view = database.read();
     commands
         .iter()
-        .map(|(cmd, args)| read(node, &View::Committed(&view, database.schema()), *cmd, args))
+        .map(|(cmd, args)| {
+            read(
+                node,
+                protocol,
+                &View::Committed(&view, database.schema()),
+                *cmd,
+                args,
+            )
+        })
         .collect()
 }
 
@@ -180,66 +284,204 @@ enum View<'a> {
     Committed(&'a hotblock_core::ReadView<'a>, &'a hotblock_core::Schema),
 }
 
+/// What a read command needs of the state it reads: a committed view, or
+/// a transaction's view (its own writes included).
+pub(super) trait Reader {
+    fn get(&self, key: &[u8]) -> Result<Option<Record>, Error>;
+    fn contains(&self, key: &[u8]) -> Result<bool, Error>;
+    fn count(&self) -> Result<u64, Error>;
+    fn find(&self, index: &str, value: &[u8], limit: Option<usize>)
+        -> Result<Vec<Vec<u8>>, Error>;
+    /// Calls `f` with every key.
+    fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error>;
+    fn scan(&self, cursor: u64, count: usize) -> Result<ScanStep, Error>;
+    fn random_key(&self, random: u64) -> Result<Option<Vec<u8>>, Error>;
+}
+
+impl Reader for hotblock_core::ReadView<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        hotblock_core::ReadView::get(self, key)
+    }
+    fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        hotblock_core::ReadView::contains(self, key)
+    }
+    fn count(&self) -> Result<u64, Error> {
+        Ok(hotblock_core::ReadView::count(self))
+    }
+    fn find(
+        &self,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        hotblock_core::ReadView::find(self, index, value, limit)
+    }
+    fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+        self.for_each_key(f)
+    }
+    fn scan(&self, cursor: u64, count: usize) -> Result<ScanStep, Error> {
+        hotblock_core::ReadView::scan(self, cursor, count)
+    }
+    fn random_key(&self, random: u64) -> Result<Option<Vec<u8>>, Error> {
+        hotblock_core::ReadView::random_key(self, random)
+    }
+}
+
+impl Reader for Txn {
+    fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        Txn::get(self, key)
+    }
+    fn contains(&self, key: &[u8]) -> Result<bool, Error> {
+        Txn::contains(self, key)
+    }
+    fn count(&self) -> Result<u64, Error> {
+        Txn::count(self)
+    }
+    fn find(
+        &self,
+        index: &str,
+        value: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        Txn::find(self, index, value, limit)
+    }
+    fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
+        for key in self.keys()? {
+            f(&key);
+        }
+        Ok(())
+    }
+    /// A transaction's scan sorts its view's keys: rare (a `SCAN` queued
+    /// in `MULTI`), so simplicity wins over speed.
+    fn scan(&self, cursor: u64, count: usize) -> Result<ScanStep, Error> {
+        let mut keys: Vec<(u64, Vec<u8>)> = self
+            .keys()?
+            .into_iter()
+            .map(|k| (key_order(&k), k))
+            .filter(|(h, _)| *h >= cursor)
+            .collect();
+        keys.sort_unstable();
+        let batch = count.max(1).max(keys.len().div_ceil(SCAN_STEPS_MAX));
+        if keys.len() <= batch {
+            return Ok(ScanStep {
+                next: 0,
+                keys: keys.into_iter().map(|(_, k)| k).collect(),
+            });
+        }
+        let last = keys[batch - 1].0;
+        keys.retain(|(h, _)| *h <= last);
+        Ok(ScanStep {
+            next: last.checked_add(1).unwrap_or(0),
+            keys: keys.into_iter().map(|(_, k)| k).collect(),
+        })
+    }
+    fn random_key(&self, random: u64) -> Result<Option<Vec<u8>>, Error> {
+        let keys = self.keys()?;
+        Ok(keys
+            .iter()
+            .filter(|k| key_order(k) >= random)
+            .min_by_key(|k| key_order(k))
+            .or_else(|| keys.iter().min_by_key(|k| key_order(k)))
+            .cloned())
+    }
+}
+
 /// A read command outside a transaction.
-fn read(node: &Node, view: &View<'_>, cmd: Data, args: &[Bytes]) -> Reply {
-    let result = match (view, cmd) {
-        (View::Latest(db), Data::Get) => db
+fn read(node: &Node, protocol: Protocol, view: &View<'_>, cmd: Data, args: &[Bytes]) -> Reply {
+    match view {
+        // The hot path: the value copied once, straight from its block.
+        View::Latest(db) if cmd == Data::Get => db
             .with_record(&args[1], |r| bulk(r.payload()))
-            .map(|r| hit(node, r)),
-        (View::Committed(v, _), Data::Get) => v
+            .map(|r| hit(node, r))
+            .unwrap_or_else(|e| error_reply(&e)),
+        View::Latest(db) => read_in(node, protocol, &db.read(), db.schema(), cmd, args),
+        View::Committed(view, schema) => read_in(node, protocol, *view, schema, cmd, args),
+    }
+}
+
+/// A read command on `reader`.
+fn read_in(
+    node: &Node,
+    protocol: Protocol,
+    reader: &dyn Reader,
+    schema: &Schema,
+    cmd: Data,
+    args: &[Bytes],
+) -> Reply {
+    let result = match cmd {
+        Data::Get => reader
             .get(&args[1])
             .map(|r| hit(node, r.map(|r| bulk(&r.payload)))),
-        (View::Latest(db), Data::Exists) => {
-            let view = db.read();
-            count_keys(&args[1..], |k| view.contains(k))
-        }
-        (View::Committed(v, _), Data::Exists) => count_keys(&args[1..], |k| v.contains(k)),
-        (View::Latest(db), Data::DbSize | Data::RecCount) => Ok(Reply::Integer(db.count() as i64)),
-        (View::Committed(v, _), Data::DbSize | Data::RecCount) => {
-            Ok(Reply::Integer(v.count() as i64))
-        }
-        (View::Latest(db), Data::RecGet) => db
+        Data::Exists => count_keys(&args[1..], |k| reader.contains(k)),
+        Data::DbSize | Data::RecCount => reader.count().map(|n| Reply::Integer(n as i64)),
+        Data::RecGet => reader
             .get(&args[2])
-            .map(|r| hit(node, r.map(|r| record_reply(db.schema(), &r)))),
-        (View::Committed(v, schema), Data::RecGet) => v
-            .get(&args[2])
-            .map(|r| hit(node, r.map(|r| record_reply(schema, &r)))),
-        (View::Latest(db), Data::RecFind) => match find_args(args) {
-            Ok((index, value, limit)) => db.find(index, value, limit).map(keys_reply),
+            .map(|r| hit(node, r.map(|r| record_reply(protocol, schema, &r)))),
+        Data::RecMGet => args[2..]
+            .iter()
+            .map(|k| {
+                let r = reader.get(k)?;
+                Ok(hit(node, r.map(|r| record_reply(protocol, schema, &r))))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .map(|items| Reply::Array(Some(items))),
+        Data::RecFind => match find_args(args) {
+            Ok((index, value, limit)) => reader.find(index, value, limit).map(keys_reply),
             Err(reply) => return reply,
         },
-        (View::Committed(v, _), Data::RecFind) => match find_args(args) {
-            Ok((index, value, limit)) => v.find(index, value, limit).map(keys_reply),
-            Err(reply) => return reply,
-        },
-        (_, _) => unreachable!("only reads come here"),
+        Data::MGet => args[1..]
+            .iter()
+            .map(|k| Ok(hit(node, reader.get(k)?.map(|r| bulk(&r.payload)))))
+            .collect::<Result<Vec<_>, Error>>()
+            .map(|items| Reply::Array(Some(items))),
+        Data::StrLen => reader
+            .get(&args[1])
+            .map(|r| Reply::Integer(r.map_or(0, |r| r.payload.len() as i64))),
+        Data::GetRange => strings::getrange(reader, args),
+        Data::Type => reader.contains(&args[1]).map(|there| {
+            Reply::Simple(if there { "string" } else { "none" }.into())
+        }),
+        Data::Keys => keyspace::keys(reader, &args[1]),
+        Data::Scan => keyspace::scan(reader, &args[1], &args[2..]),
+        Data::RecScan => keyspace::scan(reader, &args[2], &args[3..]),
+        Data::RandomKey => keyspace::random_key(reader),
+        _ => unreachable!("only reads come here"),
     };
     result.unwrap_or_else(|e| error_reply(&e))
 }
 
 /// Runs one command inside an open transaction.
-fn in_txn(node: &Node, txn: &mut Txn, cmd: Data, args: &[Bytes]) -> Reply {
+fn in_txn(node: &Node, protocol: Protocol, txn: &mut Txn, cmd: Data, args: &[Bytes]) -> Reply {
+    if !cmd.writes() {
+        let schema = txn.database().schema().clone();
+        return read_in(node, protocol, &*txn, &schema, cmd, args);
+    }
     let result = match cmd {
-        Data::Get => txn
-            .get(&args[1])
-            .map(|r| hit(node, r.map(|r| bulk(&r.payload)))),
-        Data::Exists => count_keys(&args[1..], |k| txn.contains(k)),
-        Data::DbSize | Data::RecCount => txn.count().map(|n| Reply::Integer(n as i64)),
-        Data::RecGet => {
-            let schema = txn.database().schema().clone();
-            txn.get(&args[2])
-                .map(|r| hit(node, r.map(|r| record_reply(&schema, &r))))
-        }
-        Data::RecFind => match find_args(args) {
-            Ok((index, value, limit)) => txn.find(index, value, limit).map(keys_reply),
-            Err(reply) => return reply,
-        },
         Data::Set => set(txn, args),
         Data::Del => del(txn, &args[1..]),
         Data::RecDel => txn
             .delete(&args[2])
             .map(|existed| Reply::Integer(existed as i64)),
         Data::RecPut => rec_put(txn, args),
+        Data::MSet | Data::MSetNx => strings::mset(txn, args, cmd == Data::MSetNx),
+        Data::SetNx => strings::setnx(txn, args),
+        Data::GetSet => strings::getset(txn, args),
+        Data::GetDel => strings::getdel(txn, args),
+        Data::SetRange => strings::setrange(txn, args),
+        Data::Append => strings::append(txn, args),
+        Data::Incr => strings::incr_by(txn, &args[1], Ok(1)),
+        Data::Decr => strings::incr_by(txn, &args[1], Ok(-1)),
+        Data::IncrBy => strings::incr_by(txn, &args[1], strings::parse_i64(&args[2])),
+        Data::DecrBy => strings::incr_by(
+            txn,
+            &args[1],
+            strings::parse_i64(&args[2]).and_then(|n| n.checked_neg().ok_or(())),
+        ),
+        Data::IncrByFloat => strings::incr_by_float(txn, args),
+        Data::Rename | Data::RenameNx => keyspace::rename(txn, args, cmd == Data::RenameNx),
+        Data::Copy => keyspace::copy(txn, args),
+        Data::FlushDb => keyspace::flush(txn, args),
+        _ => unreachable!("only writes come here"),
     };
     result.unwrap_or_else(|e| error_reply(&e))
 }
@@ -348,14 +590,38 @@ fn count_keys(
     Ok(Reply::Integer(n))
 }
 
-/// `REC.GET`'s reply: the payload, then each index's name and value.
-fn record_reply(schema: &hotblock_core::Schema, record: &hotblock_core::Record) -> Reply {
-    let mut items = vec![bulk(&record.payload)];
-    for (index, value) in schema.indexes.iter().zip(&record.values) {
-        items.push(text(index.clone()));
-        items.push(Reply::Bulk(value.as_deref().map(Bytes::copy_from_slice)));
+/// `REC.GET`'s reply: the payload, then each index's name and value; under
+/// RESP3 a map, the payload under the key `payload`.
+fn record_reply(
+    protocol: Protocol,
+    schema: &hotblock_core::Schema,
+    record: &hotblock_core::Record,
+) -> Reply {
+    let values = schema
+        .indexes
+        .iter()
+        .zip(&record.values)
+        .map(|(index, value)| {
+            (
+                text(index.clone()),
+                Reply::Bulk(value.as_deref().map(Bytes::copy_from_slice)),
+            )
+        });
+    match protocol {
+        Protocol::Resp3 => Reply::Map(
+            std::iter::once((text("payload"), bulk(&record.payload)))
+                .chain(values)
+                .collect(),
+        ),
+        Protocol::Resp2 => {
+            let mut items = vec![bulk(&record.payload)];
+            for (index, value) in values {
+                items.push(index);
+                items.push(value);
+            }
+            Reply::Array(Some(items))
+        }
     }
-    Reply::Array(Some(items))
 }
 
 fn keys_reply(keys: Vec<Vec<u8>>) -> Reply {
@@ -409,6 +675,39 @@ pub(super) async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]
         Ok(()) => Reply::ok(),
         Err(e) => write_error_reply(&e),
     }
+}
+
+/// `FLUSHALL [ASYNC|SYNC]`: `FLUSHDB` on every database, one transaction
+/// each (a transaction acts on one database), replicated like any write.
+/// The databases themselves, and their non-unique keys, stay.
+pub(super) async fn flushall(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
+    match &args[1..] {
+        [] => {}
+        [mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
+        _ => return syntax_error(),
+    }
+    let _ticket = node.handover().enter_write().await;
+    let db = match node.write_db() {
+        Ok(db) => db,
+        Err(r) => return Reply::Error(node.refusal(r)),
+    };
+    let names: Vec<String> = db
+        .engine()
+        .databases()
+        .iter()
+        .map(|d| d.name().to_string())
+        .collect();
+    for name in names {
+        let flush: [Bytes; 1] = [Bytes::from_static(b"FLUSHDB")];
+        match commit_run(node, session, &db, &name, &[(Data::FlushDb, &flush[..])], true).await {
+            Ok(replies) if matches!(replies[..], [Reply::Error(_)]) => {
+                return replies.into_iter().next().expect("one reply")
+            }
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    Reply::ok()
 }
 
 /// `DB.LIST`: the databases' names.

@@ -34,9 +34,13 @@ mod admin;
 mod connection;
 mod data;
 mod errors;
+mod introspection;
+mod keyspace;
 mod pipeline;
 mod sentinel;
 mod session;
+mod strings;
+mod table;
 mod transaction;
 
 use bytes::Bytes;
@@ -53,6 +57,7 @@ pub(crate) use session::Session;
 async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> Reply {
     let name = args[0].to_ascii_uppercase();
     Node::count(&node.stats().commands_processed);
+    session.last_command = Some(args[0].clone());
     if !session.authenticated && !matches!(&name[..], b"AUTH" | b"HELLO" | b"QUIT") {
         return Reply::Error("NOAUTH Authentication required.".into());
     }
@@ -67,14 +72,14 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"AUTH" => connection::auth(node, session, &args[1..]),
         b"HELLO" => connection::hello(node, session, &args[1..]),
         b"SELECT" => connection::select(node, session, &args),
-        b"CLIENT" => connection::client(session, &args),
+        b"CLIENT" => connection::client(node, session, &args),
         b"COMMAND" => connection::command(&args),
         // Transactions.
         b"MULTI" => transaction::multi(session),
         b"DISCARD" => transaction::discard(session),
         b"EXEC" => transaction::exec(node, session).await,
         // The node.
-        b"INFO" => info::info(node, args.get(1)),
+        b"INFO" => info::info(node, &args[1..]),
         b"ROLE" => info::role(node),
         b"WAIT" => admin::wait(node, session, &args).await,
         b"REPLICAOF" | b"SLAVEOF" => admin::replicaof(node, &args).await,
@@ -83,6 +88,13 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"VERIFY" => admin::verify(node, &args).await,
         b"SAVE" => admin::save(node, &args).await,
         b"CONFIG" => admin::config(node, &args),
+        b"TIME" => admin::time(),
+        b"LASTSAVE" => admin::lastsave(node),
+        b"BGSAVE" => admin::bgsave(node, &args),
+        b"FLUSHALL" => data::flushall(node, session, &args).await,
+        b"MEMORY" => introspection::memory(node, session, &args),
+        b"OBJECT" => introspection::object(node, session, &args),
+        b"LATENCY" => introspection::latency(&args),
         b"SENTINEL" => sentinel::sentinel(node, &args),
         b"FAILOVER" => admin::failover(node, &args).await,
         // Databases and records.
@@ -91,7 +103,13 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         _ => match Data::parse(&name) {
             Some(cmd) if !arity_ok(cmd.arity(), args.len()) => wrong_arity(&name),
             Some(cmd) => data::data_command(node, session, cmd, &args).await,
-            None => unknown(&args),
+            None => match introspection::unsupported(&name) {
+                Some(family) => Reply::Error(format!(
+                    "ERR hotblock stores strings and records: {family} ('{}') are not supported",
+                    String::from_utf8_lossy(&args[0])
+                )),
+                None => unknown(&args),
+            },
         },
     };
     counted(node, reply)
@@ -99,8 +117,17 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
 
 /// Counts an error reply in `INFO stats`.
 fn counted(node: &Node, reply: Reply) -> Reply {
-    if let Reply::Error(_) = reply {
+    if let Reply::Error(e) = &reply {
         Node::count(&node.stats().errors);
+        let code = e.split(' ').next().unwrap_or("ERR");
+        let mut codes = node.stats().error_codes.lock().expect("error codes lock");
+        match codes.get_mut(code) {
+            Some(n) => *n += 1,
+            // Bounded: codes are the server's own words, a few dozen.
+            None => {
+                codes.insert(code.to_string(), 1);
+            }
+        }
     }
     reply
 }

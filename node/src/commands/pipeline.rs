@@ -42,7 +42,8 @@ pub(crate) async fn execute_pipeline(
         };
         ran = true;
         let Some((cmd, db)) = groupable(session, &args) else {
-            execute(node, session, args).await.encode(out);
+            let reply = execute(node, session, args).await;
+            reply.encode(out, session.protocol);
             continue;
         };
         let mut run = vec![(cmd, args)];
@@ -57,7 +58,8 @@ pub(crate) async fn execute_pipeline(
             let mut run = run.into_iter();
             for (cmd, args) in run.by_ref() {
                 Node::count(&node.stats().commands_processed);
-                counted(node, data::data_command(node, session, cmd, &args).await).encode(out);
+                let reply = data::data_command(node, session, cmd, &args).await;
+                counted(node, reply).encode(out, session.protocol);
                 if out.len() >= budget {
                     break;
                 }
@@ -68,7 +70,7 @@ pub(crate) async fn execute_pipeline(
             continue;
         }
         for reply in write_run(node, session, &db, run).await {
-            reply.encode(out);
+            reply.encode(out, session.protocol);
         }
     }
     if session.close {
@@ -89,6 +91,9 @@ fn groupable(session: &Session, args: &[Bytes]) -> Option<(Data, String)> {
     // `SET ... GET` replies with a whole old value: run alone, so that the
     // replies of a write run stay small (see `execute_pipeline`'s budget).
     if cmd == Data::Set && args[3..].iter().any(|a| a.eq_ignore_ascii_case(b"GET")) {
+        return None;
+    }
+    if !cmd.small_reply() {
         return None;
     }
     Some((cmd, cmd.database(args, session).ok()?.to_string()))

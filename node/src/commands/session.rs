@@ -7,6 +7,8 @@
 use hotblock_core::Lsn;
 
 use super::transaction::Multi;
+use crate::clients::ClientEntry;
+use crate::resp::Protocol;
 use crate::DEFAULT_DATABASE;
 
 /// One client's connection state.
@@ -20,6 +22,10 @@ pub(crate) struct Session {
     /// The LSN of this client's last write, which `WAIT` waits for.
     pub(super) last_write: Lsn,
     pub(super) name: Option<String>,
+    /// RESP2 until `HELLO 3`.
+    pub(crate) protocol: Protocol,
+    /// The name of the last command run, for `CLIENT LIST`.
+    pub(super) last_command: Option<bytes::Bytes>,
     /// Close after this reply (`QUIT`, `SHUTDOWN`, a failed `AUTH` flood).
     pub(crate) close: bool,
 }
@@ -33,7 +39,31 @@ impl Session {
             multi: None,
             last_write: Lsn::ZERO,
             name: None,
+            protocol: Protocol::Resp2,
             close: false,
+            last_command: None,
         }
+    }
+
+    /// Refreshes what `CLIENT LIST` shows of this connection.
+    pub(crate) fn publish(&self, entry: &ClientEntry) {
+        let mut state = entry.state.lock().expect("client entry lock");
+        state.last_active = std::time::Instant::now();
+        if let Some(name) = &self.last_command {
+            if !name.eq_ignore_ascii_case(state.last_command.as_bytes()) {
+                state.last_command = String::from_utf8_lossy(name).to_lowercase();
+            }
+        }
+        if state.db != self.db {
+            state.db.clone_from(&self.db);
+        }
+        if state.name != self.name {
+            state.name.clone_from(&self.name);
+        }
+        state.protocol = match self.protocol {
+            Protocol::Resp2 => 2,
+            Protocol::Resp3 => 3,
+        };
+        state.in_multi = self.multi.is_some();
     }
 }

@@ -117,7 +117,12 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
             Ok(d) => d,
             Err(e) => return error_reply(&e),
         };
-        return Reply::Array(Some(data::read_consistent(node, &database, &commands)));
+        return Reply::Array(Some(data::read_consistent(
+            node,
+            session.protocol,
+            &database,
+            &commands,
+        )));
     }
     // A planned switchover holds writes until it is over.
     let _ticket = node.handover().enter_write().await;
