@@ -8,8 +8,10 @@
 # - etcd (Debian's etcd-server): the coordinator tests start a real one on
 #   loopback ports. A service the package may start is stopped: the tests
 #   run their own.
-# - redis-py (PyPI's `redis`) and ioredis (npm): failover tests drive their
-#   Sentinel clients. ioredis goes to node/tests/clients/node_modules.
+# - redis-py (PyPI's `redis`) and ioredis (npm): the client suites
+#   (node/tests/clients.rs) run every everyday command through them with
+#   their defaults, and the failover tests drive their Sentinel clients.
+#   ioredis goes to node/tests/clients/node_modules.
 # SQLite (for the benches) is built from source by rusqlite's `bundled`
 # feature; the end-to-end tests build and start hotblock's own binaries.
 set -euo pipefail
@@ -26,7 +28,7 @@ if ((${#missing[@]})); then
     if command -v systemctl >/dev/null; then systemctl stop etcd 2>/dev/null || true; fi
 fi
 if ! python3 -c "import redis" 2>/dev/null; then
-    echo "installing redis-py (needed by the failover tests)"
+    echo "installing redis-py (needed by the client and failover tests)"
     if ! command -v python3 >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip
@@ -35,7 +37,7 @@ if ! python3 -c "import redis" 2>/dev/null; then
         || python3 -m pip install --quiet --break-system-packages redis
 fi
 if [ ! -d node/tests/clients/node_modules/ioredis ]; then
-    echo "installing ioredis (needed by the failover tests)"
+    echo "installing ioredis (needed by the client and failover tests)"
     if ! command -v npm >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm

@@ -1,6 +1,7 @@
 //! The block header: what every block says about itself.
 //!
-//! Format version 1 (`BLOCK_FORMAT_VERSION`), little-endian, `BLOCK_HEADER_SIZE` = 48 bytes:
+//! Format version 2 (`BLOCK_FORMAT_VERSION`, which follows the record
+//! format's; version 1 blocks still read), little-endian, `BLOCK_HEADER_SIZE` = 48 bytes:
 //!
 //! ```text
 //! offset  size  field
@@ -78,7 +79,8 @@ impl BlockHeader {
         if block[0..4] != BLOCK_MAGIC {
             return Err("bad block magic");
         }
-        if u16::from_le_bytes([block[4], block[5]]) != BLOCK_FORMAT_VERSION {
+        let version = u16::from_le_bytes([block[4], block[5]]);
+        if !(crate::record::RECORD_FORMAT_VERSION_MIN..=BLOCK_FORMAT_VERSION).contains(&version) {
             return Err("unsupported block format version");
         }
         if xxh3_64(&block[0..40]).to_le_bytes() != block[40..48] {

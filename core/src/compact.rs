@@ -108,7 +108,13 @@ fn evacuate(state: &mut DbState, victim: BlockId, dirty: &mut Dirty) -> Result<(
     for old in state.live_records_in(victim, 0, end)? {
         let rec = state.record(old)?;
         let values: Vec<Option<&[u8]>> = (0..rec.value_count()).map(|i| rec.value(i)).collect();
-        let copy = EncodedRecord::encode(rec.key(), &values, rec.payload(), usize::MAX)?;
+        let copy = EncodedRecord::encode_expiring(
+            rec.key(),
+            &values,
+            rec.payload(),
+            rec.expires_at_ms(),
+            usize::MAX,
+        )?;
         // The copy enters the indexes under its new id; the old id leaves.
         state.index_remove(old)?;
         let new: RecordId = append(state, &copy, dirty)?;

@@ -58,9 +58,9 @@ const _: () = assert!(ARENA_CHUNK_SIZE >= BLOCK_SIZE_MAX);
 const _: () = assert!(VALUE_LEN_MAX < u16::MAX as usize);
 const _: () = assert!(KEY_LEN_MAX <= u16::MAX as usize);
 const _: () = assert!(INDEXES_PER_DB_MAX <= u8::MAX as usize);
-// A record with the longest key (and empty values and payload) fits the
-// smallest block.
+// A record with the longest key, an expiry time (and empty values and
+// payload) fits the smallest block.
 const _: () = assert!(
-    crate::record::RECORD_HEADER_SIZE + 2 * INDEXES_PER_DB_MAX + KEY_LEN_MAX
+    crate::record::RECORD_HEADER_SIZE + 8 + 2 * INDEXES_PER_DB_MAX + KEY_LEN_MAX
         < BLOCK_SIZE_MIN - BLOCK_HEADER_SIZE
 );

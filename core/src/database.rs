@@ -124,7 +124,7 @@ impl Database {
         f: impl FnOnce(RecordRef<'_>) -> R,
     ) -> Result<Option<R>, Error> {
         let view = self.read();
-        Ok(view.state.lookup(key)?.map(|(_, rec)| f(rec)))
+        Ok(view.state.lookup_visible(key)?.map(|(_, rec)| f(rec)))
     }
 
     pub fn find(
@@ -153,12 +153,23 @@ pub struct ReadView<'a> {
 }
 
 impl ReadView<'_> {
+    /// The record of `key`, unless it is missing or expired.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
-        Ok(self.state.lookup(key)?.map(|(_, rec)| rec.to_record()))
+        Ok(self
+            .state
+            .lookup_visible(key)?
+            .map(|(_, rec)| rec.to_record()))
     }
 
+    /// Whether `key` has a record that has not expired.
     pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
-        Ok(self.state.lookup(key)?.is_some())
+        Ok(self.state.lookup_visible(key)?.is_some())
+    }
+
+    /// The record of `key` even if it expired (and the primary has not yet
+    /// deleted it): what a write replaces.
+    pub fn get_including_expired(&self, key: &[u8]) -> Result<Option<Record>, Error> {
+        Ok(self.state.lookup(key)?.map(|(_, rec)| rec.to_record()))
     }
 
     /// Unique keys of the records whose non-unique key `index` equals
@@ -173,8 +184,12 @@ impl ReadView<'_> {
         let rids = self.state.matches(i, value)?;
         let rids = &rids[..rids.len().min(limit.unwrap_or(usize::MAX))];
         let mut keys = Vec::with_capacity(rids.len());
+        let now = now_ms();
         for &rid in rids {
-            keys.push(self.state.record(rid)?.key().to_vec());
+            let rec = self.state.record(rid)?;
+            if !rec.is_expired_at(now) {
+                keys.push(rec.key().to_vec());
+            }
         }
         Ok(keys)
     }
@@ -183,12 +198,35 @@ impl ReadView<'_> {
         self.state.records
     }
 
-    /// Calls `f` with every unique key, in no particular order.
+    /// Calls `f` with every unique key that has not expired, in no
+    /// particular order.
     pub fn for_each_key(&self, mut f: impl FnMut(&[u8])) -> Result<(), Error> {
+        let now = now_ms();
         for (_, rid) in self.state.indexes()?.unique.iter() {
-            f(self.state.record(rid)?.key());
+            let rec = self.state.record(rid)?;
+            if !rec.is_expired_at(now) {
+                f(rec.key());
+            }
         }
         Ok(())
+    }
+
+    /// Up to `limit` keys whose time ran out at `now_ms`, soonest first:
+    /// what the primary's expiry cycle deletes.
+    pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let mut keys = Vec::new();
+        for rid in self.state.indexes()?.expiring.due(now_ms).take(limit) {
+            keys.push(self.state.record(rid)?.key().to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// Keys with an expiry time, and their mean time to live from
+    /// `now_ms` (0 when none, or all are due), as `INFO keyspace` shows.
+    pub fn expiry_stats(&self, now_ms: u64) -> Result<(u64, u64), Error> {
+        let expiring = &self.state.indexes()?.expiring;
+        let mean_ttl = expiring.mean_ms().map_or(0, |m| m.saturating_sub(now_ms));
+        Ok((expiring.len() as u64, mean_ttl))
     }
 
     /// One step of a scan over the unique keys in the order of their hash
@@ -230,8 +268,12 @@ impl ReadView<'_> {
             .collect();
         found.sort_unstable();
         let mut keys = Vec::with_capacity(found.len());
+        let now = now_ms();
         for (_, rid) in found {
-            keys.push(self.state.record(rid)?.key().to_vec());
+            let rec = self.state.record(rid)?;
+            if !rec.is_expired_at(now) {
+                keys.push(rec.key().to_vec());
+            }
         }
         let next = match full {
             true => last.checked_add(1).unwrap_or(0),
@@ -244,11 +286,15 @@ impl ReadView<'_> {
     /// when there is none. One pass over the index.
     pub fn random_key(&self, random: u64) -> Result<Option<Vec<u8>>, Error> {
         let unique = &self.state.indexes()?.unique;
+        let now = now_ms();
         // The first hash at or past `random`, wrapping round to the
         // smallest.
         let mut past: Option<(u64, RecordId)> = None;
         let mut first: Option<(u64, RecordId)> = None;
         for entry in unique.iter() {
+            if self.state.record(entry.1)?.is_expired_at(now) {
+                continue;
+            }
             if entry.0 >= random && past.is_none_or(|p| entry.0 < p.0) {
                 past = Some(entry);
             }
@@ -264,8 +310,16 @@ impl ReadView<'_> {
 
     /// The bytes the record of `key` occupies in its block, or `None`.
     pub fn slot_len(&self, key: &[u8]) -> Result<Option<usize>, Error> {
-        Ok(self.state.lookup(key)?.map(|(_, r)| r.slot_len()))
+        Ok(self.state.lookup_visible(key)?.map(|(_, r)| r.slot_len()))
     }
+}
+
+/// Now, in milliseconds since the Unix epoch: the clock expiry times are
+/// read against (wall time, as Redis's; see `docs/` on clock skew).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Most steps a whole scan takes ([`ReadView::scan`]): each step is a pass
@@ -340,7 +394,22 @@ impl DbState {
         self.indexes.as_ref().ok_or(Error::IndexesNotBuilt)
     }
 
-    /// The live record with unique key `key`.
+    /// The live record with unique key `key`, unless its time ran out:
+    /// what readers see.
+    pub(crate) fn lookup_visible(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<(RecordId, RecordRef<'_>)>, Error> {
+        Ok(self
+            .lookup(key)?
+            .filter(|(_, rec)| match rec.expires_at_ms() {
+                None => true,
+                Some(at) => at > now_ms(),
+            }))
+    }
+
+    /// The live record with unique key `key`, expired or not: what a write
+    /// replaces.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<(RecordId, RecordRef<'_>)>, Error> {
         let hash = hash_bytes(key);
         let rid = self
@@ -385,6 +454,9 @@ impl DbState {
         let result = (|| {
             let rec = self.record(rid)?;
             indexes.unique.insert(hash_bytes(rec.key()), rid);
+            if let Some(at) = rec.expires_at_ms() {
+                indexes.expiring.insert(at, rid);
+            }
             for (i, index) in indexes.values.iter_mut().enumerate() {
                 if let Some(value) = rec.value(i) {
                     index.insert(hash_bytes(value), value, rid);
@@ -404,6 +476,9 @@ impl DbState {
         let result = (|| {
             let rec = self.record(rid)?;
             indexes.unique.remove(hash_bytes(rec.key()), rid);
+            if let Some(at) = rec.expires_at_ms() {
+                indexes.expiring.remove(at, rid);
+            }
             for (i, index) in indexes.values.iter_mut().enumerate() {
                 if let Some(value) = rec.value(i) {
                     index.remove(hash_bytes(value), value, rid);

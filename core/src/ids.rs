@@ -37,6 +37,14 @@ pub struct RecordId {
     pub offset: u32,
 }
 
+impl RecordId {
+    /// The greatest id, an upper bound in ordered ranges.
+    pub const MAX: RecordId = RecordId {
+        block: BlockId(u32::MAX),
+        offset: u32::MAX,
+    };
+}
+
 impl fmt::Display for DbId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "db#{}", self.0)

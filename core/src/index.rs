@@ -188,11 +188,56 @@ impl ValueIndex {
     }
 }
 
+/// The records that expire, in the order they do: what the primary's
+/// expiry cycle takes from the front of, and what `INFO keyspace` counts.
+#[derive(Debug, Default)]
+pub struct ExpiryIndex {
+    by_time: std::collections::BTreeSet<(u64, RecordId)>,
+    /// Sum of the expiry times, for the average time to live.
+    sum_ms: u128,
+}
+
+impl ExpiryIndex {
+    pub fn insert(&mut self, at_ms: u64, rid: RecordId) {
+        if self.by_time.insert((at_ms, rid)) {
+            self.sum_ms += at_ms as u128;
+        }
+    }
+
+    pub fn remove(&mut self, at_ms: u64, rid: RecordId) {
+        if self.by_time.remove(&(at_ms, rid)) {
+            self.sum_ms -= at_ms as u128;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_time.len()
+    }
+
+    /// The records whose time is at or before `now_ms`, soonest first.
+    pub fn due(&self, now_ms: u64) -> impl Iterator<Item = RecordId> + '_ {
+        self.by_time
+            .range(..=(now_ms, RecordId::MAX))
+            .map(|&(_, rid)| rid)
+    }
+
+    /// The mean of the expiry times, in ms since the Unix epoch.
+    pub fn mean_ms(&self) -> Option<u64> {
+        (!self.by_time.is_empty()).then(|| (self.sum_ms / self.by_time.len() as u128) as u64)
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        // A B-tree node holds up to 11 entries; count them about 2/3 full.
+        self.by_time.len() * std::mem::size_of::<(u64, RecordId)>() * 3 / 2
+    }
+}
+
 /// All indexes of one database.
 #[derive(Debug, Default)]
 pub struct Indexes {
     pub unique: UniqueIndex,
     pub values: Vec<ValueIndex>,
+    pub expiring: ExpiryIndex,
 }
 
 impl Indexes {
@@ -200,11 +245,13 @@ impl Indexes {
         Indexes {
             unique: UniqueIndex::default(),
             values: (0..value_indexes).map(|_| ValueIndex::default()).collect(),
+            expiring: ExpiryIndex::default(),
         }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.unique.heap_bytes()
+        self.expiring.heap_bytes()
+            + self.unique.heap_bytes()
             + self
                 .values
                 .iter()

@@ -67,7 +67,9 @@ mod write_set;
 
 pub use arena::{ArenaBacking, MemoryAdvice};
 pub use block::{BlockHeader, BLOCK_FORMAT_VERSION};
-pub use database::{key_order, Database, DbStats, ReadView, ScanStep, Schema, SCAN_STEPS_MAX};
+pub use database::{
+    key_order, now_ms, Database, DbStats, ReadView, ScanStep, Schema, SCAN_STEPS_MAX,
+};
 pub use delta::{Delta, DeltaOp, DELTA_FORMAT_VERSION};
 pub use digest::DbDigest;
 pub use engine::{CommitHook, DatabaseOptions, Engine, EngineConfig, HookPurpose, IndexMode, Role};

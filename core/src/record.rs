@@ -1,21 +1,27 @@
 //! The record format: how one record is laid out inside a block.
 //!
-//! Format version 1 (`RECORD_FORMAT_VERSION`), little-endian throughout:
+//! Format version 2 (`RECORD_FORMAT_VERSION`), little-endian throughout:
 //!
 //! ```text
 //! offset  size       field
-//! 0       1          state: 1 = live, 2 = tombstone (0 never starts a record)
+//! 0       1          state: 1 = live, 2 = tombstone (0 never starts a record),
+//!                    plus 0x80 when the record has an expiry time
 //! 1       1          n: number of non-unique value slots (the database's index count)
 //! 2       2          key_len
 //! 4       4          slot_len: bytes this record occupies in the block (>= encoded length;
 //!                    an in-place update that shrinks keeps the slot)
 //! 8       4          payload_len
-//! 12      2 * n      value_len[i]; 0xFFFF means the value is absent
-//! 12+2n   key_len    the unique key
+//! 12      e = 0 or 8 with 0x80: when the record expires, in ms since the Unix epoch
+//! 12+e    2 * n      value_len[i]; 0xFFFF means the value is absent
+//! 12+e+2n key_len    the unique key
 //! ...     sum(len)   the present values, in index order
 //! ...     payload_len the payload
 //! ...                zero padding up to slot_len
 //! ```
+//!
+//! Version 1 is version 2 without expiry times, so its blocks read as they
+//! are. The expiry lives in the record's bytes so that it replicates,
+//! persists and survives a promotion as any other byte does.
 //!
 //! Records sit one after another from the end of the block header to the
 //! block's free offset; `slot_len` walks from one to the next. A slot's
@@ -28,12 +34,17 @@ use crate::constants::{BLOCK_HEADER_SIZE, INDEXES_PER_DB_MAX, KEY_LEN_MAX, VALUE
 use crate::error::{Error, RecordDecodeError};
 
 /// Version of the layout above. Stored in every block header.
-pub const RECORD_FORMAT_VERSION: u16 = 1;
+pub const RECORD_FORMAT_VERSION: u16 = 2;
+/// The oldest version this code reads.
+pub const RECORD_FORMAT_VERSION_MIN: u16 = 1;
 /// Fixed part of a record header, before the value lengths.
 pub const RECORD_HEADER_SIZE: usize = 12;
 
 pub(crate) const STATE_LIVE: u8 = 1;
 pub(crate) const STATE_TOMBSTONE: u8 = 2;
+/// Set in the state byte when an expiry time follows the fixed header.
+pub(crate) const STATE_EXPIRES: u8 = 0x80;
+const EXPIRY_SIZE: usize = 8;
 const VALUE_ABSENT: u16 = u16::MAX;
 
 /// A record owned by the caller, as returned by queries.
@@ -43,6 +54,8 @@ pub struct Record {
     /// One entry per declared non-unique key, in declaration order.
     pub values: Vec<Option<Vec<u8>>>,
     pub payload: Vec<u8>,
+    /// When the record expires, in milliseconds since the Unix epoch.
+    pub expires_at_ms: Option<u64>,
 }
 
 /// A record borrowed from a block.
@@ -50,6 +63,8 @@ pub struct Record {
 pub struct RecordRef<'a> {
     bytes: &'a [u8],
     live: bool,
+    /// Bytes of the expiry field: 0 or `EXPIRY_SIZE`.
+    expiry_len: usize,
     value_count: usize,
     key_len: usize,
     slot_len: usize,
@@ -63,10 +78,14 @@ impl<'a> RecordRef<'a> {
         if bytes.len() < RECORD_HEADER_SIZE {
             return Err(RecordDecodeError::Truncated);
         }
-        let live = match bytes[0] {
+        let live = match bytes[0] & !STATE_EXPIRES {
             STATE_LIVE => true,
             STATE_TOMBSTONE => false,
-            other => return Err(RecordDecodeError::BadState(other)),
+            _ => return Err(RecordDecodeError::BadState(bytes[0])),
+        };
+        let expiry_len = match bytes[0] & STATE_EXPIRES {
+            0 => 0,
+            _ => EXPIRY_SIZE,
         };
         let value_count = bytes[1] as usize;
         if value_count > INDEXES_PER_DB_MAX {
@@ -81,7 +100,8 @@ impl<'a> RecordRef<'a> {
                 available: bytes.len(),
             });
         }
-        let lens_end = RECORD_HEADER_SIZE + 2 * value_count;
+        let lens_start = RECORD_HEADER_SIZE + expiry_len;
+        let lens_end = lens_start + 2 * value_count;
         let mut need = lens_end + key_len + payload_len;
         if lens_end > slot_len {
             return Err(RecordDecodeError::FieldsPastSlot {
@@ -90,10 +110,8 @@ impl<'a> RecordRef<'a> {
             });
         }
         for i in 0..value_count {
-            let len = u16::from_le_bytes([
-                bytes[RECORD_HEADER_SIZE + 2 * i],
-                bytes[RECORD_HEADER_SIZE + 2 * i + 1],
-            ]);
+            let len =
+                u16::from_le_bytes([bytes[lens_start + 2 * i], bytes[lens_start + 2 * i + 1]]);
             if len != VALUE_ABSENT {
                 need += len as usize;
             }
@@ -104,6 +122,7 @@ impl<'a> RecordRef<'a> {
         Ok(RecordRef {
             bytes: &bytes[..slot_len],
             live,
+            expiry_len,
             value_count,
             key_len,
             slot_len,
@@ -123,12 +142,22 @@ impl<'a> RecordRef<'a> {
         self.value_count
     }
 
+    /// When the record expires, in milliseconds since the Unix epoch.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        (self.expiry_len == EXPIRY_SIZE).then(|| read_u64(self.bytes, RECORD_HEADER_SIZE))
+    }
+
+    /// Whether the record has expired at `now_ms`.
+    pub fn is_expired_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms().is_some_and(|at| at <= now_ms)
+    }
+
     fn key_start(&self) -> usize {
-        RECORD_HEADER_SIZE + 2 * self.value_count
+        RECORD_HEADER_SIZE + self.expiry_len + 2 * self.value_count
     }
 
     fn value_len(&self, i: usize) -> Option<usize> {
-        let at = RECORD_HEADER_SIZE + 2 * i;
+        let at = RECORD_HEADER_SIZE + self.expiry_len + 2 * i;
         let len = u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]);
         (len != VALUE_ABSENT).then_some(len as usize)
     }
@@ -166,6 +195,7 @@ impl<'a> RecordRef<'a> {
                 .map(|i| self.value(i).map(<[u8]>::to_vec))
                 .collect(),
             payload: self.payload().to_vec(),
+            expires_at_ms: self.expires_at_ms(),
         }
     }
 }
@@ -178,12 +208,24 @@ pub struct EncodedRecord {
 }
 
 impl EncodedRecord {
-    /// Encodes a live record. `capacity` is the record space of one block of
-    /// the target database; the record must fit in it.
+    /// Encodes a live record that does not expire. `capacity` is the record
+    /// space of one block of the target database; the record must fit in it.
     pub fn encode(
         key: &[u8],
         values: &[Option<&[u8]>],
         payload: &[u8],
+        capacity: usize,
+    ) -> Result<Self, Error> {
+        Self::encode_expiring(key, values, payload, None, capacity)
+    }
+
+    /// Encodes a live record that expires at `expires_at_ms` (ms since the
+    /// Unix epoch), if given.
+    pub fn encode_expiring(
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+        expires_at_ms: Option<u64>,
         capacity: usize,
     ) -> Result<Self, Error> {
         if key.is_empty() {
@@ -196,7 +238,9 @@ impl EncodedRecord {
             });
         }
         debug_assert!(values.len() <= INDEXES_PER_DB_MAX);
-        let mut len = RECORD_HEADER_SIZE + 2 * values.len() + key.len() + payload.len();
+        let expiry_len = expires_at_ms.map_or(0, |_| EXPIRY_SIZE);
+        let mut len =
+            RECORD_HEADER_SIZE + expiry_len + 2 * values.len() + key.len() + payload.len();
         for value in values.iter().flatten() {
             if value.len() > VALUE_LEN_MAX {
                 return Err(Error::ValueTooLong {
@@ -214,11 +258,17 @@ impl EncodedRecord {
             });
         }
         let mut bytes = Vec::with_capacity(len);
-        bytes.push(STATE_LIVE);
+        bytes.push(match expires_at_ms {
+            Some(_) => STATE_LIVE | STATE_EXPIRES,
+            None => STATE_LIVE,
+        });
         bytes.push(values.len() as u8);
         bytes.extend_from_slice(&(key.len() as u16).to_le_bytes());
         bytes.extend_from_slice(&(len as u32).to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        if let Some(at) = expires_at_ms {
+            bytes.extend_from_slice(&at.to_le_bytes());
+        }
         for value in values {
             let l = value.map_or(VALUE_ABSENT, |v| v.len() as u16);
             bytes.extend_from_slice(&l.to_le_bytes());
@@ -251,7 +301,11 @@ impl EncodedRecord {
     /// The unique key, read straight from the header this type wrote.
     pub fn key(&self) -> &[u8] {
         let key_len = u16::from_le_bytes([self.bytes[2], self.bytes[3]]) as usize;
-        let start = RECORD_HEADER_SIZE + 2 * self.bytes[1] as usize;
+        let expiry_len = match self.bytes[0] & STATE_EXPIRES {
+            0 => 0,
+            _ => EXPIRY_SIZE,
+        };
+        let start = RECORD_HEADER_SIZE + expiry_len + 2 * self.bytes[1] as usize;
         &self.bytes[start..start + key_len]
     }
 
@@ -309,6 +363,12 @@ impl<'a> Iterator for RecordWalk<'a> {
             }
         }
     }
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut le = [0; 8];
+    le.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(le)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {

@@ -25,7 +25,7 @@ use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ids::{BlockId, Lsn, RecordId};
-use crate::record::{EncodedRecord, Record, STATE_TOMBSTONE};
+use crate::record::{EncodedRecord, Record, STATE_EXPIRES, STATE_TOMBSTONE};
 use crate::write_set::{Pending, WriteSet};
 
 /// A committed transaction: its LSN and the delta that replays it.
@@ -95,6 +95,47 @@ impl Txn {
         let record = self.encode(key, values, payload)?;
         self.writes.set(Pending::Put(record));
         Ok(())
+    }
+
+    /// Inserts or replaces the record with unique key `key`, to expire at
+    /// `expires_at_ms` (ms since the Unix epoch) if given.
+    pub fn put_expiring(
+        &mut self,
+        key: &[u8],
+        values: &[Option<&[u8]>],
+        payload: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        let schema = &self.db.schema;
+        if values.len() != schema.indexes.len() {
+            return Err(Error::ValueCount {
+                db: schema.name.clone(),
+                expected: schema.indexes.len(),
+                got: values.len(),
+            });
+        }
+        let record =
+            EncodedRecord::encode_expiring(key, values, payload, expires_at_ms, schema.capacity())?;
+        self.writes.set(Pending::Put(record));
+        Ok(())
+    }
+
+    /// Deletes the record of `key` if its time ran out at `now_ms` (and
+    /// this transaction has not written it): the primary's expiry. Returns
+    /// whether it did.
+    pub fn delete_expired(&mut self, key: &[u8], now_ms: u64) -> Result<bool, Error> {
+        if self.writes.contains_key(key) {
+            return Ok(false);
+        }
+        let expired = self
+            .db
+            .read()
+            .get_including_expired(key)?
+            .is_some_and(|r| r.expires_at_ms.is_some_and(|at| at <= now_ms));
+        if expired {
+            self.writes.set(Pending::Delete(key.into()));
+        }
+        Ok(expired)
     }
 
     /// Inserts a record; `Error::DuplicateKey` if the key exists.
@@ -190,6 +231,17 @@ impl Txn {
             }
         }
         Ok(keys)
+    }
+
+    /// The keys this transaction writes (puts and deletes), in the order
+    /// first written.
+    pub fn written_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.iter().map(|p| p.key())
+    }
+
+    /// Whether this transaction writes `key` (a put or a delete).
+    pub fn writes_key(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key)
     }
 
     /// Number of keys this transaction changes.
@@ -410,7 +462,9 @@ pub(crate) fn tombstone(
     let slot_len = state.record(rid)?.slot_len();
     let slot = state.table.get(rid.block).expect("record's block exists");
     let bytes = state.slot_bytes_mut(slot);
-    bytes[rid.offset as usize] = STATE_TOMBSTONE;
+    // The expiry flag stays: it says where the record's fields are.
+    let state_byte = &mut bytes[rid.offset as usize];
+    *state_byte = STATE_TOMBSTONE | (*state_byte & STATE_EXPIRES);
     let mut header = BlockHeader::read(bytes);
     header.record_count -= 1;
     header.dead_bytes += slot_len as u32;

@@ -38,7 +38,7 @@ fn a_scan_returns_every_key_present_throughout_despite_writes_between_steps() {
         let mut txn = engine.begin("d").unwrap();
         for _ in 0..5 {
             let i = 1_000 + (steps * 7 + next_new) % 1_000;
-            txn.put(&key(i), &[], &vec![b'x'; 200]).unwrap();
+            txn.put(&key(i), &[], &[b'x'; 200]).unwrap();
             txn.delete(&key(2_000 + (steps * 13 + next_new) % 1_000))
                 .unwrap();
             txn.put(&key(next_new), &[], b"new").unwrap();
@@ -52,7 +52,10 @@ fn a_scan_returns_every_key_present_throughout_despite_writes_between_steps() {
         assert!(steps < 100_000, "the scan does not end");
     }
     for i in 0..2_000 {
-        assert!(seen.contains(&key(i)), "key {i} was present throughout and skipped");
+        assert!(
+            seen.contains(&key(i)),
+            "key {i} was present throughout and skipped"
+        );
     }
 }
 

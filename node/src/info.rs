@@ -451,7 +451,11 @@ fn stats_section(node: &Node, out: &mut String) {
     );
     line(out, "total_net_input_bytes", get(&stats.net_input_bytes));
     line(out, "total_net_output_bytes", get(&stats.net_output_bytes));
-    line(out, "rejected_connections", get(&stats.rejected_connections));
+    line(
+        out,
+        "rejected_connections",
+        get(&stats.rejected_connections),
+    );
     line(out, "expired_keys", get(&stats.expired_keys));
     line(out, "evicted_keys", 0);
     line(out, "keyspace_hits", get(&stats.keyspace_hits));
@@ -470,18 +474,33 @@ fn cpu_section(out: &mut String) {
         .and_then(|s| {
             // The command name may hold spaces: fields start after its ')'.
             let fields: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
-            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+            Some((
+                fields.get(11)?.parse::<u64>().ok()?,
+                fields.get(12)?.parse::<u64>().ok()?,
+            ))
         })
         .unwrap_or((0, 0));
-    line(out, "used_cpu_sys", format_args!("{:.6}", ticks.1 as f64 / USER_HZ));
-    line(out, "used_cpu_user", format_args!("{:.6}", ticks.0 as f64 / USER_HZ));
+    line(
+        out,
+        "used_cpu_sys",
+        format_args!("{:.6}", ticks.1 as f64 / USER_HZ),
+    );
+    line(
+        out,
+        "used_cpu_user",
+        format_args!("{:.6}", ticks.0 as f64 / USER_HZ),
+    );
 }
 
 /// `errorstat_<CODE>:count=n`, one line per error code replied.
 fn errorstats_section(node: &Node, out: &mut String) {
     let codes = node.stats().error_codes.lock().expect("error codes lock");
     for (code, count) in codes.iter() {
-        line(out, &format!("errorstat_{code}"), format_args!("count={count}"));
+        line(
+            out,
+            &format!("errorstat_{code}"),
+            format_args!("count={count}"),
+        );
     }
 }
 
@@ -494,8 +513,11 @@ fn keyspace_section(node: &Node, role: &Serving, out: &mut String) {
         Serving::Secondary(f) if node.options.serve_reads => Some(f.engine().clone()),
         _ => None,
     };
+    let now = hotblock_core::now_ms();
     for db in engine.iter().flat_map(|e| e.databases()) {
         let stats = db.stats();
+        // A passive secondary keeps no indexes, and so no expiry counts.
+        let (expires, avg_ttl) = db.read().expiry_stats(now).unwrap_or((0, 0));
         if stats.records == 0 && db.name() == crate::DEFAULT_DATABASE {
             // Redis lists only databases that hold keys.
             continue;
@@ -506,8 +528,8 @@ fn keyspace_section(node: &Node, role: &Serving, out: &mut String) {
             format_args!(
                 "keys={},expires={},avg_ttl={},blocks={},indexes={}",
                 stats.records,
-                0,
-                0,
+                expires,
+                avg_ttl,
                 stats.blocks,
                 db.schema().indexes.len()
             ),

@@ -21,8 +21,8 @@
 //! names them.
 
 pub mod cli;
-pub mod cmd;
 mod clients;
+pub mod cmd;
 mod commands;
 pub mod coordinator;
 pub mod error;
@@ -35,6 +35,7 @@ pub mod limits;
 pub mod relay;
 pub mod resp;
 mod server;
+mod watch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,6 +215,8 @@ pub struct Node {
     client_port: std::sync::OnceLock<SocketAddr>,
     /// `maxclients`, which `CONFIG SET` may change.
     max_clients: std::sync::atomic::AtomicUsize,
+    /// The keys clients `WATCH`.
+    watches: Arc<watch::Watches>,
 }
 
 impl std::fmt::Debug for Node {
@@ -268,6 +271,7 @@ impl Node {
             run_id: run_id(),
             client_port: Default::default(),
             max_clients: options.limits.max_clients.into(),
+            watches: Default::default(),
             options,
         })
     }
@@ -282,6 +286,10 @@ impl Node {
 
     pub(crate) fn clients(&self) -> &Arc<clients::Clients> {
         &self.clients
+    }
+
+    pub(crate) fn watches(&self) -> &Arc<watch::Watches> {
+        &self.watches
     }
 
     /// Connected clients at most (`--maxclients`, `CONFIG SET maxclients`).

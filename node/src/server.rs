@@ -43,6 +43,7 @@ pub fn serve(node: Arc<Node>, listener: TcpListener) -> std::io::Result<ServerHa
     let local_addr = listener.local_addr()?;
     let _ = node.client_port.set(local_addr);
     tokio::spawn(crate::info::sample_ops(Arc::downgrade(&node)));
+    tokio::spawn(crate::commands::run_expiry_cycle(Arc::downgrade(&node)));
     let task = tokio::spawn(accept_loop(node, listener));
     Ok(ServerHandle { local_addr, task })
 }

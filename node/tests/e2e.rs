@@ -200,7 +200,10 @@ fn kv_records_transactions_and_errors_over_resp() {
     }
     assert_eq!(info["role"], "master");
     let keyspace = node.info("keyspace");
-    assert!(keyspace["db_users"].starts_with("keys=2,"), "{keyspace:?}");
+    assert!(
+        keyspace["dbusers"].starts_with("keys=2,expires=0,avg_ttl=0,"),
+        "{keyspace:?}"
+    );
 }
 
 #[test]
@@ -1568,4 +1571,83 @@ fn a_primary_started_from_nothing_is_a_new_lineage() {
     let mut r = secondary.client();
     assert!(!r.exists::<_, bool>("old-0").unwrap());
     assert!(r.exists::<_, bool>("new-79").unwrap());
+}
+
+/// Expiry across a failover: a key that expired on the primary is absent on
+/// the promoted secondary, one that had not still expires there at its
+/// time (deleted by the new primary's cycle, counted in `expired_keys`),
+/// and one made persistent keeps living.
+#[test]
+fn expiry_holds_across_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Proc::node(dir.path(), &[]);
+    let secondary = Proc::secondary(dir.path(), node.repl_port, &["--mode", "sync"]);
+    wait_online(&node);
+    let mut c = node.client();
+    let () = redis::cmd("SET")
+        .arg("gone")
+        .arg("v")
+        .arg("PX")
+        .arg(200)
+        .query(&mut c)
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("later")
+        .arg("v")
+        .arg("PX")
+        .arg(2500)
+        .query(&mut c)
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg("kept")
+        .arg("v")
+        .arg("EX")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        redis::cmd("PERSIST")
+            .arg("kept")
+            .query::<i64>(&mut c)
+            .unwrap(),
+        1
+    );
+    // The primary's cycle deletes `gone` and replicates the delete.
+    wait_until("the primary expired a key", Duration::from_secs(5), || {
+        node.info("stats")["expired_keys"] == "1"
+    });
+    let lsn = node.lsn();
+    wait_until("the secondary caught up", Duration::from_secs(5), || {
+        secondary.lsn() >= lsn
+    });
+    node.kill9();
+    secondary.promote();
+    let mut s = secondary.client();
+    assert_eq!(s.get::<_, Option<String>>("gone").unwrap(), None);
+    assert_eq!(s.exists::<_, i64>("gone").unwrap(), 0);
+    let ttl: i64 = redis::cmd("PTTL").arg("later").query(&mut s).unwrap();
+    assert!(0 < ttl && ttl <= 2500, "{ttl}");
+    assert_eq!(
+        s.get::<_, Option<String>>("later").unwrap().as_deref(),
+        Some("v")
+    );
+    std::thread::sleep(Duration::from_millis(ttl as u64 + 100));
+    assert_eq!(s.get::<_, Option<String>>("later").unwrap(), None);
+    wait_until(
+        "the new primary expired the key",
+        Duration::from_secs(5),
+        || secondary.info("stats")["expired_keys"] == "1",
+    );
+    assert_eq!(
+        secondary.info("keyspace")["db0"],
+        "keys=1,expires=0,avg_ttl=0,blocks=1,indexes=0"
+    );
+    assert_eq!(
+        s.get::<_, Option<String>>("kept").unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(
+        redis::cmd("TTL").arg("kept").query::<i64>(&mut s).unwrap(),
+        -1
+    );
 }

@@ -132,7 +132,10 @@ fn replies_encode_as_redis_does() {
 #[test]
 fn resp3_types_encode_as_redis_does_and_fall_back_under_resp2() {
     let reply = Reply::Array(Some(vec![
-        Reply::Map(vec![(Reply::Bulk(Some("k".into())), Reply::Integer(i64::MIN))]),
+        Reply::Map(vec![(
+            Reply::Bulk(Some("k".into())),
+            Reply::Integer(i64::MIN),
+        )]),
         Reply::Set(vec![Reply::Integer(0)]),
         Reply::Verbatim("a:1".into()),
         Reply::Bulk(None),
@@ -142,13 +145,15 @@ fn resp3_types_encode_as_redis_does_and_fall_back_under_resp2() {
     reply.encode(&mut resp3, Protocol::Resp3);
     assert_eq!(
         &resp3[..],
-        &b"*5\r\n%1\r\n$1\r\nk\r\n:-9223372036854775808\r\n~1\r\n:0\r\n=7\r\ntxt:a:1\r\n_\r\n_\r\n"[..]
+        &b"*5\r\n%1\r\n$1\r\nk\r\n:-9223372036854775808\r\n~1\r\n:0\r\n=7\r\ntxt:a:1\r\n_\r\n_\r\n"
+            [..]
     );
     let mut resp2 = BytesMut::new();
     reply.encode(&mut resp2, Protocol::Resp2);
     assert_eq!(
         &resp2[..],
-        &b"*5\r\n*2\r\n$1\r\nk\r\n:-9223372036854775808\r\n*1\r\n:0\r\n$3\r\na:1\r\n$-1\r\n*-1\r\n"[..]
+        &b"*5\r\n*2\r\n$1\r\nk\r\n:-9223372036854775808\r\n*1\r\n:0\r\n$3\r\na:1\r\n$-1\r\n*-1\r\n"
+            [..]
     );
 }
 

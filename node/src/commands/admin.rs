@@ -4,8 +4,8 @@
 //! directory; `INFO` and `ROLE`, which only report, are in [`crate::info`].
 
 use bytes::Bytes;
-use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::session::Session;
 use super::{syntax_error, text, wrong_arity};
@@ -304,15 +304,18 @@ pub(super) fn debug(node: &Node, args: &[Bytes]) -> Reply {
 /// describe hotblock as it is, are accepted), and `CONFIG RESETSTAT`.
 /// Everything else is set by flags and the `--config` file.
 pub(super) fn config(node: &Node, args: &[Bytes]) -> Reply {
-    let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
     match (&sub[..], args.len()) {
         (b"GET", 3..) => {
             let params = config_params(node);
             let mut pairs = Vec::new();
             for (name, value) in params {
-                let wanted = args[2..].iter().any(|p| {
-                    glob_match(&String::from_utf8_lossy(p).to_lowercase(), name)
-                });
+                let wanted = args[2..]
+                    .iter()
+                    .any(|p| glob_match(&String::from_utf8_lossy(p).to_lowercase(), name));
                 if wanted {
                     pairs.push((text(name), text(value)));
                 }

@@ -75,12 +75,17 @@ pub(super) fn hello(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply
     let mut rest = args;
     let mut protocol = session.protocol;
     if let [version, tail @ ..] = rest {
-        protocol = match std::str::from_utf8(version).ok().and_then(|v| v.parse::<i64>().ok()) {
+        protocol = match std::str::from_utf8(version)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+        {
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return Reply::Error("NOPROTO unsupported protocol version".into()),
             None => {
-                return Reply::Error("ERR Protocol version is not an integer or out of range".into())
+                return Reply::Error(
+                    "ERR Protocol version is not an integer or out of range".into(),
+                )
             }
         };
         rest = tail;
@@ -297,14 +302,14 @@ fn client_kill(node: &Node, session: &Session, filters: &[Bytes]) -> Reply {
 pub(super) fn command(args: &[Bytes]) -> Reply {
     let sub = args.get(1).map(|a| a.to_ascii_uppercase());
     match sub.as_deref() {
-        None => Reply::Array(Some(table::COMMANDS.iter().map(table::info_reply).collect())),
-        Some(b"COUNT") => Reply::Integer(table::COMMANDS.len() as i64),
-        Some(b"LIST") => Reply::Array(Some(
-            table::COMMANDS.iter().map(|c| text(c.name)).collect(),
+        None => Reply::Array(Some(
+            table::COMMANDS.iter().map(table::info_reply).collect(),
         )),
-        Some(b"INFO") if args.len() == 2 => {
-            Reply::Array(Some(table::COMMANDS.iter().map(table::info_reply).collect()))
-        }
+        Some(b"COUNT") => Reply::Integer(table::COMMANDS.len() as i64),
+        Some(b"LIST") => Reply::Array(Some(table::COMMANDS.iter().map(|c| text(c.name)).collect())),
+        Some(b"INFO") if args.len() == 2 => Reply::Array(Some(
+            table::COMMANDS.iter().map(table::info_reply).collect(),
+        )),
         Some(b"INFO") => Reply::Array(Some(
             args[2..]
                 .iter()

@@ -16,8 +16,9 @@ use hotblock_primary::Db;
 
 use super::errors::{error_reply, write_error_reply};
 use super::session::Session;
-use super::{bulk, keyspace, strings, syntax_error, text, wrong_arity};
+use super::{bulk, expiry, keyspace, strings, syntax_error, text, wrong_arity};
 use crate::resp::{Protocol, Reply};
+use crate::watch::Watch;
 use crate::Node;
 
 /// The commands a transaction can hold, with their arity (Redis's
@@ -60,6 +61,20 @@ pub(super) enum Data {
     RecFind,
     RecCount,
     RecScan,
+    SetEx,
+    PSetEx,
+    GetEx,
+    Expire,
+    PExpire,
+    ExpireAt,
+    PExpireAt,
+    Ttl,
+    PTtl,
+    ExpireTime,
+    PExpireTime,
+    Persist,
+    RecExpire,
+    RecTtl,
 }
 
 impl Data {
@@ -100,6 +115,20 @@ impl Data {
             b"REC.FIND" => Data::RecFind,
             b"REC.COUNT" => Data::RecCount,
             b"REC.SCAN" => Data::RecScan,
+            b"SETEX" => Data::SetEx,
+            b"PSETEX" => Data::PSetEx,
+            b"GETEX" => Data::GetEx,
+            b"EXPIRE" => Data::Expire,
+            b"PEXPIRE" => Data::PExpire,
+            b"EXPIREAT" => Data::ExpireAt,
+            b"PEXPIREAT" => Data::PExpireAt,
+            b"TTL" => Data::Ttl,
+            b"PTTL" => Data::PTtl,
+            b"EXPIRETIME" => Data::ExpireTime,
+            b"PEXPIRETIME" => Data::PExpireTime,
+            b"PERSIST" => Data::Persist,
+            b"REC.EXPIRE" => Data::RecExpire,
+            b"REC.TTL" => Data::RecTtl,
             _ => return None,
         })
     }
@@ -118,6 +147,11 @@ impl Data {
             Data::RecGet | Data::RecDel => 3,
             Data::RecMGet | Data::RecScan => -3,
             Data::RecPut | Data::RecFind => -4,
+            Data::SetEx | Data::PSetEx | Data::RecExpire => 4,
+            Data::GetEx => -2,
+            Data::Expire | Data::PExpire | Data::ExpireAt | Data::PExpireAt => -3,
+            Data::Ttl | Data::PTtl | Data::ExpireTime | Data::PExpireTime | Data::Persist => 2,
+            Data::RecTtl => 3,
         }
     }
 
@@ -144,6 +178,15 @@ impl Data {
                 | Data::FlushDb
                 | Data::RecPut
                 | Data::RecDel
+                | Data::SetEx
+                | Data::PSetEx
+                | Data::GetEx
+                | Data::Expire
+                | Data::PExpire
+                | Data::ExpireAt
+                | Data::PExpireAt
+                | Data::Persist
+                | Data::RecExpire
         )
     }
 
@@ -170,7 +213,9 @@ impl Data {
             | Data::RecDel
             | Data::RecFind
             | Data::RecCount
-            | Data::RecScan => std::str::from_utf8(&args[1])
+            | Data::RecScan
+            | Data::RecExpire
+            | Data::RecTtl => std::str::from_utf8(&args[1])
                 .map_err(|_| Reply::Error("ERR database names are UTF-8".into())),
             _ => Ok(&session.db),
         }
@@ -224,6 +269,31 @@ pub(super) async fn commit_run(
     commands: &[(Data, &[Bytes])],
     lone: bool,
 ) -> Result<Vec<Reply>, Reply> {
+    commit_run_checked(node, session, db, db_name, commands, lone, None).await
+}
+
+/// `commit_run` for an `EXEC` after `WATCH`: runs nothing and replies with
+/// a null array if a watched key was written since it was watched.
+pub(super) async fn commit_run_watched(
+    node: &Node,
+    session: &mut Session,
+    db: &Db,
+    db_name: &str,
+    commands: &[(Data, &[Bytes])],
+    watch: Option<&Watch>,
+) -> Result<Vec<Reply>, Reply> {
+    commit_run_checked(node, session, db, db_name, commands, false, watch).await
+}
+
+async fn commit_run_checked(
+    node: &Node,
+    session: &mut Session,
+    db: &Db,
+    db_name: &str,
+    commands: &[(Data, &[Bytes])],
+    lone: bool,
+    watch: Option<&Watch>,
+) -> Result<Vec<Reply>, Reply> {
     // The transaction (and the lock it holds) lives in this block only:
     // no await may hold it.
     let (replies, lsn) = {
@@ -233,6 +303,11 @@ pub(super) async fn commit_run(
             .begin_async(db_name)
             .await
             .map_err(|e| write_error_reply(&e))?;
+        // Checked holding the database's writer: a write to a watched key
+        // raised the flag before its commit, under the same writer.
+        if watch.is_some_and(Watch::touched) {
+            return Err(Reply::Array(None));
+        }
         let protocol = session.protocol;
         let replies: Vec<Reply> = commands
             .iter()
@@ -241,6 +316,7 @@ pub(super) async fn commit_run(
         if lone && matches!(replies[..], [Reply::Error(_)]) {
             return Ok(replies);
         }
+        node.watches().touch(db_name, &txn);
         let committed = txn.commit_local().map_err(|e| write_error_reply(&e))?;
         (replies, committed.map(|c| c.lsn))
     };
@@ -254,26 +330,34 @@ pub(super) async fn commit_run(
 }
 
 /// Reads only (an `EXEC` whose commands all read): their replies, all from
-/// one consistent view of `database`, with no transaction.
+/// one consistent view of `database`, with no transaction; `None` if a
+/// key in `watch` was written since it was watched.
 pub(super) fn read_consistent(
     node: &Node,
     protocol: Protocol,
     database: &hotblock_core::Database,
     commands: &[(Data, Vec<Bytes>)],
-) -> Vec<Reply> {
+    watch: Option<&Watch>,
+) -> Option<Vec<Reply>> {
     let view = database.read();
-    commands
-        .iter()
-        .map(|(cmd, args)| {
-            read(
-                node,
-                protocol,
-                &View::Committed(&view, database.schema()),
-                *cmd,
-                args,
-            )
-        })
-        .collect()
+    // After the view is taken: a write it holds raised the flag first.
+    if watch.is_some_and(Watch::touched) {
+        return None;
+    }
+    Some(
+        commands
+            .iter()
+            .map(|(cmd, args)| {
+                read(
+                    node,
+                    protocol,
+                    &View::Committed(&view, database.schema()),
+                    *cmd,
+                    args,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Where a read looks.
@@ -290,8 +374,7 @@ pub(super) trait Reader {
     fn get(&self, key: &[u8]) -> Result<Option<Record>, Error>;
     fn contains(&self, key: &[u8]) -> Result<bool, Error>;
     fn count(&self) -> Result<u64, Error>;
-    fn find(&self, index: &str, value: &[u8], limit: Option<usize>)
-        -> Result<Vec<Vec<u8>>, Error>;
+    fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error>;
     /// Calls `f` with every key.
     fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error>;
     fn scan(&self, cursor: u64, count: usize) -> Result<ScanStep, Error>;
@@ -308,12 +391,7 @@ impl Reader for hotblock_core::ReadView<'_> {
     fn count(&self) -> Result<u64, Error> {
         Ok(hotblock_core::ReadView::count(self))
     }
-    fn find(
-        &self,
-        index: &str,
-        value: &[u8],
-        limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
         hotblock_core::ReadView::find(self, index, value, limit)
     }
     fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
@@ -337,12 +415,7 @@ impl Reader for Txn {
     fn count(&self) -> Result<u64, Error> {
         Txn::count(self)
     }
-    fn find(
-        &self,
-        index: &str,
-        value: &[u8],
-        limit: Option<usize>,
-    ) -> Result<Vec<Vec<u8>>, Error> {
+    fn find(&self, index: &str, value: &[u8], limit: Option<usize>) -> Result<Vec<Vec<u8>>, Error> {
         Txn::find(self, index, value, limit)
     }
     fn each_key(&self, f: &mut dyn FnMut(&[u8])) -> Result<(), Error> {
@@ -438,13 +511,18 @@ fn read_in(
             .get(&args[1])
             .map(|r| Reply::Integer(r.map_or(0, |r| r.payload.len() as i64))),
         Data::GetRange => strings::getrange(reader, args),
-        Data::Type => reader.contains(&args[1]).map(|there| {
-            Reply::Simple(if there { "string" } else { "none" }.into())
-        }),
+        Data::Type => reader
+            .contains(&args[1])
+            .map(|there| Reply::Simple(if there { "string" } else { "none" }.into())),
         Data::Keys => keyspace::keys(reader, &args[1]),
         Data::Scan => keyspace::scan(reader, &args[1], &args[2..]),
         Data::RecScan => keyspace::scan(reader, &args[2], &args[3..]),
         Data::RandomKey => keyspace::random_key(reader),
+        Data::Ttl => expiry::ttl(reader, &args[1], expiry::Ttl::RemainingSecs),
+        Data::PTtl => expiry::ttl(reader, &args[1], expiry::Ttl::RemainingMs),
+        Data::ExpireTime => expiry::ttl(reader, &args[1], expiry::Ttl::AtSecs),
+        Data::PExpireTime => expiry::ttl(reader, &args[1], expiry::Ttl::AtMs),
+        Data::RecTtl => expiry::ttl(reader, &args[2], expiry::Ttl::RemainingSecs),
         _ => unreachable!("only reads come here"),
     };
     result.unwrap_or_else(|e| error_reply(&e))
@@ -457,7 +535,7 @@ fn in_txn(node: &Node, protocol: Protocol, txn: &mut Txn, cmd: Data, args: &[Byt
         return read_in(node, protocol, &*txn, &schema, cmd, args);
     }
     let result = match cmd {
-        Data::Set => set(txn, args),
+        Data::Set => expiry::set(txn, args),
         Data::Del => del(txn, &args[1..]),
         Data::RecDel => txn
             .delete(&args[2])
@@ -481,51 +559,18 @@ fn in_txn(node: &Node, protocol: Protocol, txn: &mut Txn, cmd: Data, args: &[Byt
         Data::Rename | Data::RenameNx => keyspace::rename(txn, args, cmd == Data::RenameNx),
         Data::Copy => keyspace::copy(txn, args),
         Data::FlushDb => keyspace::flush(txn, args),
+        Data::SetEx => expiry::setex(txn, args, expiry::Unit::Secs),
+        Data::PSetEx => expiry::setex(txn, args, expiry::Unit::Ms),
+        Data::GetEx => expiry::getex(txn, args),
+        Data::Expire => expiry::expire(txn, &args[1], &args[2..], expiry::When::InSecs),
+        Data::PExpire => expiry::expire(txn, &args[1], &args[2..], expiry::When::InMs),
+        Data::ExpireAt => expiry::expire(txn, &args[1], &args[2..], expiry::When::AtSecs),
+        Data::PExpireAt => expiry::expire(txn, &args[1], &args[2..], expiry::When::AtMs),
+        Data::RecExpire => expiry::expire(txn, &args[2], &args[3..], expiry::When::InSecs),
+        Data::Persist => expiry::persist(txn, &args[1]),
         _ => unreachable!("only writes come here"),
     };
     result.unwrap_or_else(|e| error_reply(&e))
-}
-
-/// `SET key value [NX|XX] [GET]`; expiry options are refused (records do
-/// not expire).
-fn set(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
-    let (mut nx, mut xx, mut get) = (false, false, false);
-    for option in &args[3..] {
-        match &option.to_ascii_uppercase()[..] {
-            b"NX" => nx = true,
-            b"XX" => xx = true,
-            b"GET" => get = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
-                return Ok(Reply::Error(
-                    "ERR expiry is not supported: records do not expire".into(),
-                ))
-            }
-            _ => return Ok(syntax_error()),
-        }
-    }
-    if nx && xx {
-        return Ok(syntax_error());
-    }
-    let old = match get {
-        true => txn.get(&args[1])?.map(|r| r.payload),
-        false => None,
-    };
-    let exists = match get {
-        true => old.is_some(),
-        false => (nx || xx) && txn.contains(&args[1])?,
-    };
-    if (nx && exists) || (xx && !exists) {
-        return Ok(match get {
-            true => Reply::Bulk(old.map(Bytes::from)),
-            false => Reply::Bulk(None),
-        });
-    }
-    let values = vec![None; txn.database().schema().indexes.len()];
-    txn.put(&args[1], &values, &args[2])?;
-    Ok(match get {
-        true => Reply::Bulk(old.map(Bytes::from)),
-        false => Reply::ok(),
-    })
 }
 
 /// `DEL key [key ...]`: how many of `keys` existed.
@@ -544,23 +589,49 @@ fn del(txn: &mut Txn, keys: &[Bytes]) -> Result<Reply, Error> {
     result.map(|()| Reply::Integer(n))
 }
 
-/// `REC.PUT db ukey payload [index value ...]`; indexes not named get no
-/// value.
+/// `REC.PUT db ukey payload [index value ...] [EX seconds]`; indexes not
+/// named get no value. `EX` is the expiry unless the database has an
+/// index named `EX`, whose value the pair then is.
 fn rec_put(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
-    let pairs = &args[4..];
+    let mut pairs = &args[4..];
+    let schema = txn.database().schema().clone();
+    let mut expires_at = None;
+    if let [head @ .., word, secs] = pairs {
+        let ex_is_index = schema.indexes.iter().any(|i| i.eq_ignore_ascii_case("EX"));
+        if word.eq_ignore_ascii_case(b"EX") && !ex_is_index {
+            match strings::parse_i64(secs) {
+                Ok(n) if n > 0 => {
+                    let Some(at) = n
+                        .checked_mul(1000)
+                        .and_then(|ms| ms.checked_add(hotblock_core::now_ms() as i64))
+                    else {
+                        return Ok(Reply::Error(
+                            "ERR invalid expire time in 'rec.put' command".into(),
+                        ));
+                    };
+                    expires_at = Some(at as u64);
+                }
+                _ => {
+                    return Ok(Reply::Error(
+                        "ERR invalid expire time in 'rec.put' command".into(),
+                    ))
+                }
+            }
+            pairs = head;
+        }
+    }
     if pairs.len() % 2 != 0 {
         return Ok(Reply::Error(
             "ERR REC.PUT takes index value pairs after the payload".into(),
         ));
     }
-    let schema = txn.database().schema().clone();
     let mut values: Vec<Option<&[u8]>> = vec![None; schema.indexes.len()];
     for pair in pairs.chunks_exact(2) {
         let index = std::str::from_utf8(&pair[0]).unwrap_or("");
         let i = schema.index_position(index)?;
         values[i] = Some(&pair[1]);
     }
-    txn.put(&args[2], &values, &args[3])?;
+    txn.put_expiring(&args[2], &values, &args[3], expires_at)?;
     Ok(Reply::ok())
 }
 
@@ -699,7 +770,16 @@ pub(super) async fn flushall(node: &Node, session: &mut Session, args: &[Bytes])
         .collect();
     for name in names {
         let flush: [Bytes; 1] = [Bytes::from_static(b"FLUSHDB")];
-        match commit_run(node, session, &db, &name, &[(Data::FlushDb, &flush[..])], true).await {
+        match commit_run(
+            node,
+            session,
+            &db,
+            &name,
+            &[(Data::FlushDb, &flush[..])],
+            true,
+        )
+        .await
+        {
             Ok(replies) if matches!(replies[..], [Reply::Error(_)]) => {
                 return replies.into_iter().next().expect("one reply")
             }

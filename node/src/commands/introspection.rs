@@ -19,7 +19,10 @@ const INDEX_ENTRY_BYTES: usize = 17;
 /// block plus its unique-index entry, or nil. `MEMORY DOCTOR` and
 /// `MEMORY STATS` in brief.
 pub(super) fn memory(node: &Node, session: &Session, args: &[Bytes]) -> Reply {
-    let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
     match (&sub[..], args.len()) {
         (b"USAGE", 3 | 5) => {
             if args.len() == 5 && !args[3].eq_ignore_ascii_case(b"SAMPLES") {
@@ -65,7 +68,10 @@ fn keys_count(node: &Node) -> u64 {
 /// bytes; `ENCODING` names what Redis would use for the same string
 /// (`int`, `embstr` up to 44 bytes, `raw`), which is what clients compare.
 pub(super) fn object(node: &Node, session: &Session, args: &[Bytes]) -> Reply {
-    let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
     if args.len() != 3 || !matches!(&sub[..], b"ENCODING" | b"REFCOUNT" | b"FREQ" | b"IDLETIME") {
         return Reply::Error(format!(
             "ERR unknown subcommand or wrong number of arguments for '{}'. Try OBJECT HELP.",
@@ -105,7 +111,10 @@ pub(super) fn object(node: &Node, session: &Session, args: &[Bytes]) -> Reply {
 /// `LATENCY LATEST|HISTORY|RESET|DOCTOR`: hotblock records no latency
 /// events, so every list is empty.
 pub(super) fn latency(args: &[Bytes]) -> Reply {
-    let sub = args.get(1).map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+    let sub = args
+        .get(1)
+        .map(|a| a.to_ascii_uppercase())
+        .unwrap_or_default();
     match &sub[..] {
         b"LATEST" | b"HISTORY" => Reply::Array(Some(vec![])),
         b"RESET" => Reply::Integer(0),
@@ -121,21 +130,183 @@ pub(super) fn latency(args: &[Bytes]) -> Reply {
 /// does not have it.
 pub(super) fn unsupported(name: &[u8]) -> Option<&'static str> {
     const FAMILIES: &[(&str, &[&str])] = &[
-        ("lists", &["LPUSH", "RPUSH", "LPOP", "RPOP", "LRANGE", "LLEN", "LINDEX", "LSET", "LREM", "LTRIM", "LINSERT", "LPOS", "LMOVE", "BLPOP", "BRPOP", "BLMOVE", "RPOPLPUSH", "BRPOPLPUSH", "LPUSHX", "RPUSHX", "LMPOP", "BLMPOP"]),
-        ("hashes", &["HSET", "HGET", "HMSET", "HMGET", "HGETALL", "HDEL", "HEXISTS", "HINCRBY", "HINCRBYFLOAT", "HKEYS", "HVALS", "HLEN", "HSETNX", "HSTRLEN", "HSCAN", "HRANDFIELD"]),
-        ("sets", &["SADD", "SREM", "SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD", "SPOP", "SRANDMEMBER", "SINTER", "SUNION", "SDIFF", "SINTERSTORE", "SUNIONSTORE", "SDIFFSTORE", "SMOVE", "SSCAN", "SINTERCARD"]),
-        ("sorted sets", &["ZADD", "ZREM", "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZSCORE", "ZINCRBY", "ZCARD", "ZCOUNT", "ZRANK", "ZREVRANK", "ZPOPMIN", "ZPOPMAX", "BZPOPMIN", "BZPOPMAX", "ZSCAN", "ZMSCORE", "ZRANGESTORE", "ZUNIONSTORE", "ZINTERSTORE"]),
-        ("streams", &["XADD", "XREAD", "XRANGE", "XREVRANGE", "XLEN", "XDEL", "XTRIM", "XGROUP", "XREADGROUP", "XACK", "XPENDING", "XCLAIM", "XAUTOCLAIM", "XINFO"]),
-        ("pub/sub", &["SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "PUBLISH", "PUBSUB", "SSUBSCRIBE", "SUNSUBSCRIBE", "SPUBLISH"]),
-        ("scripting", &["EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "SCRIPT", "FUNCTION", "FCALL", "FCALL_RO"]),
-        ("geo", &["GEOADD", "GEODIST", "GEOHASH", "GEOPOS", "GEORADIUS", "GEOSEARCH", "GEOSEARCHSTORE"]),
+        (
+            "lists",
+            &[
+                "LPUSH",
+                "RPUSH",
+                "LPOP",
+                "RPOP",
+                "LRANGE",
+                "LLEN",
+                "LINDEX",
+                "LSET",
+                "LREM",
+                "LTRIM",
+                "LINSERT",
+                "LPOS",
+                "LMOVE",
+                "BLPOP",
+                "BRPOP",
+                "BLMOVE",
+                "RPOPLPUSH",
+                "BRPOPLPUSH",
+                "LPUSHX",
+                "RPUSHX",
+                "LMPOP",
+                "BLMPOP",
+            ],
+        ),
+        (
+            "hashes",
+            &[
+                "HSET",
+                "HGET",
+                "HMSET",
+                "HMGET",
+                "HGETALL",
+                "HDEL",
+                "HEXISTS",
+                "HINCRBY",
+                "HINCRBYFLOAT",
+                "HKEYS",
+                "HVALS",
+                "HLEN",
+                "HSETNX",
+                "HSTRLEN",
+                "HSCAN",
+                "HRANDFIELD",
+            ],
+        ),
+        (
+            "sets",
+            &[
+                "SADD",
+                "SREM",
+                "SMEMBERS",
+                "SISMEMBER",
+                "SMISMEMBER",
+                "SCARD",
+                "SPOP",
+                "SRANDMEMBER",
+                "SINTER",
+                "SUNION",
+                "SDIFF",
+                "SINTERSTORE",
+                "SUNIONSTORE",
+                "SDIFFSTORE",
+                "SMOVE",
+                "SSCAN",
+                "SINTERCARD",
+            ],
+        ),
+        (
+            "sorted sets",
+            &[
+                "ZADD",
+                "ZREM",
+                "ZRANGE",
+                "ZRANGEBYSCORE",
+                "ZREVRANGE",
+                "ZSCORE",
+                "ZINCRBY",
+                "ZCARD",
+                "ZCOUNT",
+                "ZRANK",
+                "ZREVRANK",
+                "ZPOPMIN",
+                "ZPOPMAX",
+                "BZPOPMIN",
+                "BZPOPMAX",
+                "ZSCAN",
+                "ZMSCORE",
+                "ZRANGESTORE",
+                "ZUNIONSTORE",
+                "ZINTERSTORE",
+            ],
+        ),
+        (
+            "streams",
+            &[
+                "XADD",
+                "XREAD",
+                "XRANGE",
+                "XREVRANGE",
+                "XLEN",
+                "XDEL",
+                "XTRIM",
+                "XGROUP",
+                "XREADGROUP",
+                "XACK",
+                "XPENDING",
+                "XCLAIM",
+                "XAUTOCLAIM",
+                "XINFO",
+            ],
+        ),
+        (
+            "pub/sub",
+            &[
+                "SUBSCRIBE",
+                "UNSUBSCRIBE",
+                "PSUBSCRIBE",
+                "PUNSUBSCRIBE",
+                "PUBLISH",
+                "PUBSUB",
+                "SSUBSCRIBE",
+                "SUNSUBSCRIBE",
+                "SPUBLISH",
+            ],
+        ),
+        (
+            "scripting",
+            &[
+                "EVAL",
+                "EVALSHA",
+                "EVAL_RO",
+                "EVALSHA_RO",
+                "SCRIPT",
+                "FUNCTION",
+                "FCALL",
+                "FCALL_RO",
+            ],
+        ),
+        (
+            "geo",
+            &[
+                "GEOADD",
+                "GEODIST",
+                "GEOHASH",
+                "GEOPOS",
+                "GEORADIUS",
+                "GEOSEARCH",
+                "GEOSEARCHSTORE",
+            ],
+        ),
         ("HyperLogLog", &["PFADD", "PFCOUNT", "PFMERGE"]),
-        ("bitmaps", &["SETBIT", "GETBIT", "BITCOUNT", "BITOP", "BITPOS", "BITFIELD", "BITFIELD_RO"]),
-        ("cluster mode", &["CLUSTER", "READONLY", "READWRITE", "ASKING"]),
+        (
+            "bitmaps",
+            &[
+                "SETBIT",
+                "GETBIT",
+                "BITCOUNT",
+                "BITOP",
+                "BITPOS",
+                "BITFIELD",
+                "BITFIELD_RO",
+            ],
+        ),
+        (
+            "cluster mode",
+            &["CLUSTER", "READONLY", "READWRITE", "ASKING"],
+        ),
         ("ACL users", &["ACL"]),
         ("modules", &["MODULE"]),
         ("MONITOR", &["MONITOR"]),
-        ("keyspace moves between databases", &["MOVE", "SWAPDB", "MIGRATE", "DUMP", "RESTORE"]),
+        (
+            "keyspace moves between databases",
+            &["MOVE", "SWAPDB", "MIGRATE", "DUMP", "RESTORE"],
+        ),
         ("sorting", &["SORT", "SORT_RO"]),
     ];
     let name = std::str::from_utf8(name).ok()?;

@@ -1,6 +1,6 @@
 //! The commands over a database's keys rather than one value: `KEYS`,
 //! `SCAN` (and `REC.SCAN`), `RANDOMKEY`, `RENAME`, `RENAMENX`, `COPY` and
-//! `FLUSHDB`.
+//! `FLUSHDB`. A record renamed or copied keeps its expiry time.
 //!
 //! **SCAN's cursor** is a position in the order of the keys' hashes (see
 //! `ReadView::scan`): a key present for the whole scan is returned at least
@@ -114,7 +114,7 @@ pub(super) fn rename(txn: &mut Txn, args: &[Bytes], nx: bool) -> Result<Reply, E
         return Ok(Reply::Integer(0));
     }
     let values: Vec<Option<&[u8]>> = record.values.iter().map(|v| v.as_deref()).collect();
-    txn.put(to, &values, &record.payload)?;
+    txn.put_expiring(to, &values, &record.payload, record.expires_at_ms)?;
     txn.delete(from)?;
     Ok(match nx {
         true => Reply::Integer(1),
@@ -159,7 +159,7 @@ pub(super) fn copy(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
         return Ok(Reply::Integer(0));
     }
     let values: Vec<Option<&[u8]>> = record.values.iter().map(|v| v.as_deref()).collect();
-    txn.put(to, &values, &record.payload)?;
+    txn.put_expiring(to, &values, &record.payload, record.expires_at_ms)?;
     Ok(Reply::Integer(1))
 }
 

@@ -18,7 +18,8 @@
 //!   `EXISTS`, `DBSIZE`, `REC.*`, `DB.*`), their table (arity, whether they
 //!   write), how each runs alone, inside a transaction or as a read, and
 //!   `commit_run`, the one way any write commits;
-//! - [`transaction`]: `MULTI`, `EXEC`, `DISCARD` and the queue between;
+//! - [`transaction`]: `MULTI`, `EXEC`, `DISCARD`, `WATCH`, `UNWATCH` and
+//!   the queue between;
 //! - [`pipeline`]: a client's pipelined requests, with group commit of runs
 //!   of writes;
 //! - [`connection`]: `PING`, `ECHO`, `QUIT`, `AUTH`, `HELLO`, `SELECT`,
@@ -34,6 +35,7 @@ mod admin;
 mod connection;
 mod data;
 mod errors;
+mod expiry;
 mod introspection;
 mod keyspace;
 mod pipeline;
@@ -50,6 +52,7 @@ use crate::resp::Reply;
 use crate::{info, Node};
 use data::Data;
 
+pub(crate) use expiry::run_cycle as run_expiry_cycle;
 pub(crate) use pipeline::execute_pipeline;
 pub(crate) use session::Session;
 
@@ -61,7 +64,12 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
     if !session.authenticated && !matches!(&name[..], b"AUTH" | b"HELLO" | b"QUIT") {
         return Reply::Error("NOAUTH Authentication required.".into());
     }
-    if session.multi.is_some() && !matches!(&name[..], b"EXEC" | b"DISCARD" | b"MULTI" | b"QUIT") {
+    if session.multi.is_some()
+        && !matches!(
+            &name[..],
+            b"EXEC" | b"DISCARD" | b"MULTI" | b"WATCH" | b"QUIT"
+        )
+    {
         return transaction::queue(session, &name, args);
     }
     let reply = match &name[..] {
@@ -78,6 +86,8 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"MULTI" => transaction::multi(session),
         b"DISCARD" => transaction::discard(session),
         b"EXEC" => transaction::exec(node, session).await,
+        b"WATCH" => transaction::watch(node, session, &args),
+        b"UNWATCH" => transaction::unwatch(session),
         // The node.
         b"INFO" => info::info(node, &args[1..]),
         b"ROLE" => info::role(node),
@@ -103,13 +113,7 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         _ => match Data::parse(&name) {
             Some(cmd) if !arity_ok(cmd.arity(), args.len()) => wrong_arity(&name),
             Some(cmd) => data::data_command(node, session, cmd, &args).await,
-            None => match introspection::unsupported(&name) {
-                Some(family) => Reply::Error(format!(
-                    "ERR hotblock stores strings and records: {family} ('{}') are not supported",
-                    String::from_utf8_lossy(&args[0])
-                )),
-                None => unknown(&args),
-            },
+            None => unknown_or_unsupported(&name, &args),
         },
     };
     counted(node, reply)
@@ -146,6 +150,18 @@ fn wrong_arity(name: &[u8]) -> Reply {
         "ERR wrong number of arguments for '{}' command",
         String::from_utf8_lossy(name).to_lowercase()
     ))
+}
+
+/// A command hotblock does not have: for Redis's lists, hashes, sets and
+/// the like, an error that says so; else Redis's unknown-command error.
+fn unknown_or_unsupported(name: &[u8], args: &[Bytes]) -> Reply {
+    match introspection::unsupported(name) {
+        Some(family) => Reply::Error(format!(
+            "ERR hotblock stores strings and records: {family} ('{}') are not supported",
+            String::from_utf8_lossy(&args[0])
+        )),
+        None => unknown(args),
+    }
 }
 
 fn unknown(args: &[Bytes]) -> Reply {

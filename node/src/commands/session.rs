@@ -1,7 +1,7 @@
 //! One client connection's state, kept by the server between requests and
 //! read or changed by the commands: who it is, whether it authenticated,
 //! which database the Redis-style commands act on, its open `MULTI`, and
-//! the LSN `WAIT` waits for. Its own file because every command family
+//! its `WATCH`ed keys, the LSN `WAIT` waits for. Its own file because every command family
 //! touches it and none owns it.
 
 use hotblock_core::Lsn;
@@ -9,6 +9,7 @@ use hotblock_core::Lsn;
 use super::transaction::Multi;
 use crate::clients::ClientEntry;
 use crate::resp::Protocol;
+use crate::watch::Watch;
 use crate::DEFAULT_DATABASE;
 
 /// One client's connection state.
@@ -19,6 +20,8 @@ pub(crate) struct Session {
     /// The database `SET`, `GET`, `DEL`, `EXISTS` and `DBSIZE` act on.
     pub(super) db: String,
     pub(super) multi: Option<Multi>,
+    /// The keys `WATCH`ed until the next `EXEC`, `DISCARD` or `UNWATCH`.
+    pub(super) watch: Option<Watch>,
     /// The LSN of this client's last write, which `WAIT` waits for.
     pub(super) last_write: Lsn,
     pub(super) name: Option<String>,
@@ -37,6 +40,7 @@ impl Session {
             authenticated,
             db: DEFAULT_DATABASE.to_string(),
             multi: None,
+            watch: None,
             last_write: Lsn::ZERO,
             name: None,
             protocol: Protocol::Resp2,

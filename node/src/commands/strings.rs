@@ -14,8 +14,9 @@ use crate::resp::Reply;
 
 const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 
-/// Writes `payload` under `key`, keeping the non-unique values of the
-/// record it replaces, if any.
+/// Writes `payload` under `key`, keeping the non-unique values and the
+/// expiry time of the record it replaces, if any (as Redis's `APPEND`,
+/// `SETRANGE` and `INCR` keep a key's time to live).
 fn put_payload(
     txn: &mut Txn,
     key: &[u8],
@@ -26,7 +27,7 @@ fn put_payload(
         Some(r) => r.values.iter().map(|v| v.as_deref()).collect(),
         None => vec![None; txn.database().schema().indexes.len()],
     };
-    txn.put(key, &values, payload)
+    txn.put_expiring(key, &values, payload, old.and_then(|r| r.expires_at_ms))
 }
 
 /// `MSET key value [key value ...]`, and `MSETNX`, which sets none of them
@@ -235,8 +236,23 @@ mod tests {
         assert_eq!(parse_i64(b"-12"), Ok(-12));
         assert_eq!(parse_i64(b"9223372036854775807"), Ok(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808"), Ok(i64::MIN));
-        for bad in [&b""[..], b"-", b"01", b"-0", b"+1", b" 1", b"1 ", b"1.0", b"9223372036854775808"] {
-            assert_eq!(parse_i64(bad), Err(()), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"01",
+            b"-0",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(
+                parse_i64(bad),
+                Err(()),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

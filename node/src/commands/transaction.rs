@@ -1,16 +1,19 @@
-//! `MULTI`, `EXEC` and `DISCARD`: data commands queued after `MULTI` and
-//! run by `EXEC` as one engine transaction on one database (one LSN,
-//! replicated whole), or as reads on one consistent view when none writes.
+//! `MULTI`, `EXEC`, `DISCARD`, `WATCH` and `UNWATCH`: data commands queued
+//! after `MULTI` and run by `EXEC` as one engine transaction on one
+//! database (one LSN, replicated whole), or as reads on one consistent view
+//! when none writes; `EXEC` fails with a null reply, running nothing, when
+//! a key `WATCH`ed before it was written since (see [`crate::watch`]).
 //! Its own file because queuing changes how every other command is
-//! answered while a transaction is open. There is no `WATCH`.
+//! answered while a transaction is open.
 
 use bytes::Bytes;
 
 use super::data::{self, Data};
 use super::errors::error_reply;
 use super::session::Session;
-use super::{arity_ok, unknown, wrong_arity};
+use super::{arity_ok, unknown_or_unsupported, wrong_arity};
 use crate::resp::Reply;
+use crate::watch::Watch;
 use crate::Node;
 
 /// Commands queued by `MULTI`.
@@ -37,9 +40,32 @@ pub(super) fn multi(session: &mut Session) -> Reply {
 /// `DISCARD`.
 pub(super) fn discard(session: &mut Session) -> Reply {
     match session.multi.take() {
-        Some(_) => Reply::ok(),
+        Some(_) => {
+            session.watch = None;
+            Reply::ok()
+        }
         None => Reply::Error("ERR DISCARD without MULTI".into()),
     }
+}
+
+/// `WATCH key [key ...]`: on the selected database, as Redis.
+pub(super) fn watch(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
+    if session.multi.is_some() {
+        return Reply::Error("ERR WATCH inside MULTI is not allowed".into());
+    }
+    let watch = session
+        .watch
+        .get_or_insert_with(|| Watch::new(node.watches().clone()));
+    for key in &args[1..] {
+        watch.add(&session.db, key);
+    }
+    Reply::ok()
+}
+
+/// `UNWATCH`.
+pub(super) fn unwatch(session: &mut Session) -> Reply {
+    session.watch = None;
+    Reply::ok()
 }
 
 /// Any command but `EXEC`, `DISCARD`, `MULTI` and `QUIT` while in `MULTI`:
@@ -60,7 +86,7 @@ pub(super) fn queue(session: &mut Session, name: &[u8], args: Vec<Bytes>) -> Rep
                     String::from_utf8_lossy(name)
                 ))
             }
-            _ => unknown(&args),
+            _ => unknown_or_unsupported(name, &args),
         };
         return refuse(session, reply);
     };
@@ -91,11 +117,17 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
     let Some(multi) = session.multi.take() else {
         return Reply::Error("ERR EXEC without MULTI".into());
     };
+    // Unwatched whatever happens, as Redis.
+    let watch = session.watch.take();
     if multi.failed {
         return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }
+    let touched = || watch.as_ref().is_some_and(Watch::touched);
     let Some(db_name) = multi.db else {
-        return Reply::Array(Some(vec![]));
+        return match touched() {
+            true => Reply::Array(None),
+            false => Reply::Array(Some(vec![])),
+        };
     };
     let commands: Vec<(Data, Vec<Bytes>)> = multi
         .queued
@@ -117,12 +149,16 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
             Ok(d) => d,
             Err(e) => return error_reply(&e),
         };
-        return Reply::Array(Some(data::read_consistent(
+        return match data::read_consistent(
             node,
             session.protocol,
             &database,
             &commands,
-        )));
+            watch.as_ref(),
+        ) {
+            Some(replies) => Reply::Array(Some(replies)),
+            None => Reply::Array(None),
+        };
     }
     // A planned switchover holds writes until it is over.
     let _ticket = node.handover().enter_write().await;
@@ -131,7 +167,8 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
         Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),
     };
     let commands: Vec<(Data, &[Bytes])> = commands.iter().map(|(c, a)| (*c, &a[..])).collect();
-    match data::commit_run(node, session, &db, &db_name, &commands, false).await {
+    let run = data::commit_run_watched(node, session, &db, &db_name, &commands, watch.as_ref());
+    match run.await {
         Ok(replies) => Reply::Array(Some(replies)),
         Err(e) => e,
     }
