@@ -22,13 +22,14 @@ use std::collections::HashSet;
 use crate::block::BlockHeader;
 use crate::constants::{BLOCKS_PER_DB_MAX, BLOCK_HEADER_SIZE};
 use crate::database::DbState;
-use crate::delta::{Delta, DeltaOp};
+use crate::delta::DeltaOp;
 use crate::error::{ApplyError, Error};
 use crate::ids::BlockId;
 
-/// Checks `delta` against `state` and reserves its new blocks. Changes
-/// nothing the database's readers can see.
-pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError> {
+/// Checks one database's section of a delta (`Delta::sections`) against
+/// `state` and reserves its new blocks. Changes nothing the database's
+/// readers can see.
+pub(crate) fn check(state: &mut DbState, ops: &[DeltaOp]) -> Result<(), ApplyError> {
     let db = state.db;
     let block_size = state.arena.block_size();
     let mut allocated: HashSet<BlockId> = HashSet::new();
@@ -37,7 +38,7 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
     let exists = |b: BlockId, allocated: &HashSet<BlockId>, freed: &HashSet<BlockId>| {
         (state.table.contains(b) || allocated.contains(&b)) && !freed.contains(&b)
     };
-    for op in &delta.ops()[1..delta.ops().len() - 1] {
+    for op in ops {
         match op {
             DeltaOp::BlockAlloc { block, .. } => {
                 if block.0 as usize >= BLOCKS_PER_DB_MAX {
@@ -103,10 +104,9 @@ pub(crate) fn check(state: &mut DbState, delta: &Delta) -> Result<(), ApplyError
     Ok(())
 }
 
-/// Applies a checked delta. An error here means the delta's bytes left the
-/// blocks unparseable; the caller poisons the database.
-pub(crate) fn apply(state: &mut DbState, delta: &Delta) -> Result<(), Error> {
-    let ops = &delta.ops()[1..delta.ops().len() - 1];
+/// Applies a checked section of a delta. An error here means the delta's
+/// bytes left the blocks unparseable; the caller poisons the database.
+pub(crate) fn apply(state: &mut DbState, ops: &[DeltaOp]) -> Result<(), Error> {
     let preexisting = preexisting_blocks(state, ops);
     // Phase 2: unindex, and take the touched blocks out of the counts.
     unindex(state, ops, &preexisting)?;

@@ -117,6 +117,27 @@ impl Database {
         self.read().get(key)
     }
 
+    /// Views of several distinct databases at one moment, in the order
+    /// given: a transaction across some of them is in all of the views or
+    /// none. Taken in ascending id order, the order commits and applies
+    /// lock in, so it never waits in a cycle with them.
+    pub fn read_across<'a>(dbs: &[&'a Database]) -> Vec<ReadView<'a>> {
+        let mut order: Vec<usize> = (0..dbs.len()).collect();
+        order.sort_by_key(|&i| dbs[i].id());
+        assert!(
+            order.windows(2).all(|w| dbs[w[0]].id() != dbs[w[1]].id()),
+            "read_across takes distinct databases"
+        );
+        let mut views: Vec<Option<ReadView<'a>>> = (0..dbs.len()).map(|_| None).collect();
+        for i in order {
+            views[i] = Some(dbs[i].read());
+        }
+        views
+            .into_iter()
+            .map(|v| v.expect("every view taken"))
+            .collect()
+    }
+
     /// Calls `f` with the record borrowed from its block, without copying it.
     pub fn with_record<R>(
         &self,
@@ -182,10 +203,14 @@ impl ReadView<'_> {
     ) -> Result<Vec<Vec<u8>>, Error> {
         let i = self.schema.index_position(index)?;
         let rids = self.state.matches(i, value)?;
-        let rids = &rids[..rids.len().min(limit.unwrap_or(usize::MAX))];
-        let mut keys = Vec::with_capacity(rids.len());
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut keys = Vec::with_capacity(rids.len().min(limit));
         let now = now_ms();
-        for &rid in rids {
+        // Expired records are skipped before the limit counts.
+        for &rid in rids.iter() {
+            if keys.len() == limit {
+                break;
+            }
             let rec = self.state.record(rid)?;
             if !rec.is_expired_at(now) {
                 keys.push(rec.key().to_vec());
@@ -196,6 +221,20 @@ impl ReadView<'_> {
 
     pub fn count(&self) -> u64 {
         self.state.records
+    }
+
+    /// Whether a record of `key` is stored, expired or not (what `count`
+    /// counts).
+    pub(crate) fn stores(&self, key: &[u8]) -> Result<bool, Error> {
+        Ok(self.state.lookup(key)?.is_some())
+    }
+
+    /// Calls `f` with every stored unique key, expired or not.
+    pub(crate) fn for_each_stored_key(&self, mut f: impl FnMut(&[u8])) -> Result<(), Error> {
+        for (_, rid) in self.state.indexes()?.unique.iter() {
+            f(self.state.record(rid)?.key());
+        }
+        Ok(())
     }
 
     /// Calls `f` with every unique key that has not expired, in no

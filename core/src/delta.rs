@@ -5,6 +5,13 @@
 //! byte-identical blocks (see `apply.rs`). An aborted transaction has no
 //! delta.
 //!
+//! A transaction may change several databases (`MULTI` across `SELECT`):
+//! its block operations come in one *section* per database, sections in
+//! ascending database id, and `TxnBegin` names the first. Ascending order
+//! is the order engines take the databases' locks in, so applying a
+//! section at a time never deadlocks and the sections are found without a
+//! sort.
+//!
 //! Encoding, format version 1 (`DELTA_FORMAT_VERSION`), little-endian:
 //!
 //! ```text
@@ -27,7 +34,8 @@
 //! The decoder checks length, magic, version and checksum before it looks at
 //! any op, never allocates a declared length up front (write bytes are
 //! slices of the input), and checks the op sequence: exactly one `TxnBegin`
-//! first and one `TxnCommit` last. Offsets are checked against the block
+//! first and one `TxnCommit` last, the ops between grouped by database in
+//! ascending id order, the first group the database `TxnBegin` names. Offsets are checked against the block
 //! size when the delta is applied.
 
 use bytes::{BufMut, Bytes};
@@ -54,7 +62,7 @@ const TAG_DB_CREATE: u8 = 6;
 /// One operation of a delta.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeltaOp {
-    /// Opens the transaction; names the database it changes.
+    /// Opens the transaction; names the first database it changes.
     TxnBegin { db: DbId },
     /// Creates a database (a schema transaction of its own).
     DbCreate {
@@ -91,8 +99,49 @@ impl Delta {
         Delta { ops }
     }
 
+    /// One delta of the per-database deltas of one transaction, given in
+    /// ascending database id, all with the same LSN: one begin (naming the
+    /// first), their sections, one commit.
+    /// A part that changed no block is left out (unless all are).
+    pub(crate) fn join(mut parts: Vec<Delta>) -> Delta {
+        if parts.iter().any(|d| d.ops.len() > 2) {
+            parts.retain(|d| d.ops.len() > 2);
+        } else {
+            parts.truncate(1);
+        }
+        if parts.len() == 1 {
+            return parts.pop().expect("one part");
+        }
+        let first = parts.first().expect("a transaction changes a database");
+        let (begin, commit) = (first.ops[0].clone(), first.ops[first.ops.len() - 1].clone());
+        let len = parts.iter().map(|d| d.ops.len() - 2).sum::<usize>() + 2;
+        let mut ops = Vec::with_capacity(len);
+        ops.push(begin);
+        for part in parts {
+            let n = part.ops.len();
+            ops.extend(part.ops.into_iter().take(n - 1).skip(1));
+        }
+        ops.push(commit);
+        Delta::from_ops(ops)
+    }
+
+    /// The delta with only the block and schema ops `keep` accepts (a
+    /// secondary's share of it). `TxnBegin` then names the first database
+    /// left, or stays as it was if none is.
+    pub fn retain(&self, mut keep: impl FnMut(&DeltaOp) -> bool) -> Delta {
+        let middle = &self.ops[1..self.ops.len() - 1];
+        let mut ops = Vec::with_capacity(self.ops.len());
+        ops.push(self.ops[0].clone());
+        ops.extend(middle.iter().filter(|op| keep(op)).cloned());
+        if let Some(db) = ops.get(1).and_then(op_db) {
+            ops[0] = DeltaOp::TxnBegin { db };
+        }
+        ops.push(self.ops[self.ops.len() - 1].clone());
+        Delta::from_ops(ops)
+    }
+
     /// A delta from ops received one by one (replication streams them);
-    /// checks that they run `TxnBegin .. TxnCommit` on one database.
+    /// checks that they run `TxnBegin .. TxnCommit`, grouped by database.
     pub fn from_checked_ops(ops: Vec<DeltaOp>) -> Result<Self, DeltaDecodeError> {
         check_sequence(&ops)?;
         Ok(Delta { ops })
@@ -102,12 +151,33 @@ impl Delta {
         &self.ops
     }
 
-    /// The database this delta changes.
+    /// The (first) database this delta changes.
     pub fn db(&self) -> DbId {
         match self.ops[0] {
             DeltaOp::TxnBegin { db } => db,
             _ => unreachable!("a delta starts with TxnBegin"),
         }
+    }
+
+    /// The ops between `TxnBegin` and `TxnCommit`, one slice per database,
+    /// in ascending database id. None for an empty transaction.
+    pub fn sections(&self) -> impl Iterator<Item = (DbId, &[DeltaOp])> {
+        let mut rest = &self.ops[1..self.ops.len() - 1];
+        std::iter::from_fn(move || {
+            let db = op_db(rest.first()?)?;
+            let len = rest
+                .iter()
+                .position(|op| op_db(op) != Some(db))
+                .unwrap_or(rest.len());
+            let (section, tail) = rest.split_at(len);
+            rest = tail;
+            Some((db, section))
+        })
+    }
+
+    /// Whether this delta changes more than one database.
+    pub fn spans_databases(&self) -> bool {
+        self.sections().nth(1).is_some()
     }
 
     pub fn lsn(&self) -> Lsn {
@@ -221,32 +291,44 @@ fn check_sequence(ops: &[DeltaOp]) -> Result<(), DeltaDecodeError> {
             "a delta runs from TxnBegin to TxnCommit",
         ));
     }
-    for op in &ops[1..ops.len() - 1] {
-        let op_db = match op {
-            DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => {
+    let mut current = *db;
+    for (i, op) in ops[1..ops.len() - 1].iter().enumerate() {
+        if let DeltaOp::DbCreate { .. } = op {
+            if ops.len() != 3 {
                 return Err(DeltaDecodeError::Malformed(
-                    "nested TxnBegin or early TxnCommit",
-                ))
+                    "DbCreate is a transaction alone",
+                ));
             }
-            DeltaOp::DbCreate { db, .. } => {
-                if ops.len() != 3 {
-                    return Err(DeltaDecodeError::Malformed(
-                        "DbCreate is a transaction alone",
-                    ));
-                }
-                db
-            }
-            DeltaOp::BlockAlloc { db, .. }
-            | DeltaOp::BlockWrite { db, .. }
-            | DeltaOp::BlockFree { db, .. } => db,
-        };
-        if op_db != db {
+        }
+        let Some(op_db) = op_db(op) else {
             return Err(DeltaDecodeError::Malformed(
-                "op names another database than TxnBegin",
+                "nested TxnBegin or early TxnCommit",
+            ));
+        };
+        if i == 0 && op_db != *db {
+            return Err(DeltaDecodeError::Malformed(
+                "the first op names another database than TxnBegin",
             ));
         }
+        if op_db < current {
+            return Err(DeltaDecodeError::Malformed(
+                "ops not grouped by database in ascending order",
+            ));
+        }
+        current = op_db;
     }
     Ok(())
+}
+
+/// The database a block or schema op names; `None` for begin and commit.
+fn op_db(op: &DeltaOp) -> Option<DbId> {
+    match op {
+        DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => None,
+        DeltaOp::DbCreate { db, .. }
+        | DeltaOp::BlockAlloc { db, .. }
+        | DeltaOp::BlockWrite { db, .. }
+        | DeltaOp::BlockFree { db, .. } => Some(*db),
+    }
 }
 
 /// Appends one op's encoding (tag and fields) to `out`.
@@ -508,6 +590,57 @@ mod tests {
             Delta::decode(&Bytes::from(create.encode())).unwrap(),
             create
         );
+    }
+
+    fn alloc(db: u32, block: u32) -> DeltaOp {
+        DeltaOp::BlockAlloc {
+            db: DbId(db),
+            block: BlockId(block),
+        }
+    }
+
+    #[test]
+    fn a_delta_across_databases_has_one_section_each_in_id_order() {
+        let d = Delta::from_checked_ops(vec![
+            DeltaOp::TxnBegin { db: DbId(1) },
+            alloc(1, 0),
+            alloc(1, 1),
+            alloc(3, 0),
+            DeltaOp::TxnCommit { lsn: Lsn(2) },
+        ])
+        .unwrap();
+        let sections: Vec<(DbId, usize)> = d.sections().map(|(db, ops)| (db, ops.len())).collect();
+        assert_eq!(sections, vec![(DbId(1), 2), (DbId(3), 1)]);
+        assert!(d.spans_databases());
+        assert_eq!(Delta::decode(&Bytes::from(d.encode())).unwrap(), d);
+        let empty = Delta::from_checked_ops(vec![
+            DeltaOp::TxnBegin { db: DbId(1) },
+            DeltaOp::TxnCommit { lsn: Lsn(2) },
+        ])
+        .unwrap();
+        assert_eq!(empty.sections().count(), 0);
+        assert!(!sample().spans_databases());
+    }
+
+    #[test]
+    fn sections_out_of_order_or_not_named_by_begin_are_rejected() {
+        let begin = |db| DeltaOp::TxnBegin { db: DbId(db) };
+        let commit = DeltaOp::TxnCommit { lsn: Lsn(2) };
+        for ops in [
+            vec![begin(1), alloc(3, 0), alloc(1, 0), commit.clone()],
+            vec![
+                begin(1),
+                alloc(1, 0),
+                alloc(3, 0),
+                alloc(1, 1),
+                commit.clone(),
+            ],
+            vec![begin(1), alloc(2, 0), commit.clone()],
+        ] {
+            assert!(Delta::from_checked_ops(ops.clone()).is_err(), "{ops:?}");
+            let raw = Delta { ops }.encode();
+            assert!(Delta::decode(&Bytes::from(raw)).is_err());
+        }
     }
 
     #[test]

@@ -458,7 +458,24 @@ impl Engine {
     /// Begins a write transaction on `db`, waiting while another is open on it.
     pub fn begin(&self, db: &str) -> Result<Txn, Error> {
         self.require_primary()?;
-        Ok(Txn::new(self.clone(), self.database(db)?))
+        Ok(Txn::new(self.clone(), vec![self.database(db)?]))
+    }
+
+    /// Begins one write transaction on every database of `dbs` (at least
+    /// one), which commits as one: one LSN, one delta, all or nothing. It
+    /// takes their writer locks in ascending id order, waiting while other
+    /// transactions hold them; the first of `dbs` is selected
+    /// (`Txn::select`).
+    pub fn begin_across(&self, dbs: &[&str]) -> Result<Txn, Error> {
+        self.require_primary()?;
+        let Some(first) = dbs.first() else {
+            return Err(Error::UnknownDatabase(String::new()));
+        };
+        let mut databases = vec![self.database(first)?];
+        for name in &dbs[1..] {
+            databases.push(self.database(name)?);
+        }
+        Ok(Txn::new(self.clone(), databases))
     }
 
     /// Runs `change` on the database's state under the commit lock and the
@@ -469,17 +486,31 @@ impl Engine {
         db: &Database,
         change: impl FnOnce(&mut DbState, Lsn) -> Result<Delta, Error>,
     ) -> Result<Committed, Error> {
+        self.commit_across(&[db], |states, lsn| change(states[0], lsn))
+    }
+
+    /// `commit_with` for a transaction across `dbs`, which are in ascending
+    /// id order: their state locks are taken in that order, as a follower's
+    /// apply and a reader of several databases take them.
+    pub(crate) fn commit_across(
+        &self,
+        dbs: &[&Database],
+        change: impl FnOnce(&mut [&mut DbState], Lsn) -> Result<Delta, Error>,
+    ) -> Result<Committed, Error> {
+        debug_assert!(dbs.windows(2).all(|w| w[0].id() < w[1].id()));
         self.require_primary()?;
         let mut commit = self.shared.commit.lock();
-        let mut state = db.state.write();
-        if state.poisoned {
-            return Err(Error::Poisoned(db.id()));
+        let mut guards: Vec<_> = dbs.iter().map(|db| db.state.write()).collect();
+        if let Some(poisoned) = guards.iter().find(|s| s.poisoned) {
+            return Err(Error::Poisoned(poisoned.db));
         }
+        let mut states: Vec<&mut DbState> = guards.iter_mut().map(|g| &mut **g).collect();
         let lsn = commit.last.next();
         commit.begin(lsn);
-        match change(&mut state, lsn) {
+        match change(&mut states, lsn) {
             Ok(delta) => {
-                drop(state);
+                drop(states);
+                drop(guards);
                 self.publish(&mut commit, lsn);
                 self.run_hook(&delta);
                 Ok(Committed { lsn, delta })
@@ -487,7 +518,7 @@ impl Engine {
             Err(e) => {
                 // A poisoned database may hold part of the change: leave the
                 // control page saying so. Otherwise nothing changed.
-                if !state.poisoned {
+                if !states.iter().any(|s| s.poisoned) {
                     commit.cancel();
                 }
                 Err(e)
@@ -553,18 +584,37 @@ impl Engine {
             catalog.by_name.insert(name.clone(), database.clone());
             catalog.by_id.push(database);
         } else {
-            let database = self
-                .database_by_id(delta.db())
-                .ok_or(ApplyError::UnknownDatabase(delta.db()))?;
-            let mut state = database.state.write();
-            if state.poisoned {
-                return Err(ApplyError::Engine(Error::Poisoned(database.id())));
+            // One section per database, in ascending id: the order every
+            // writer and multi-database reader takes state locks in.
+            let databases = delta
+                .sections()
+                .map(|(id, ops)| {
+                    let database = self
+                        .database_by_id(id)
+                        .ok_or(ApplyError::UnknownDatabase(id))?;
+                    Ok((database, ops))
+                })
+                .collect::<Result<Vec<_>, ApplyError>>()?;
+            if databases.is_empty() && self.database_by_id(delta.db()).is_none() {
+                return Err(ApplyError::UnknownDatabase(delta.db()));
             }
-            apply::check(&mut state, delta)?;
+            let mut states: Vec<_> = databases.iter().map(|(d, _)| d.state.write()).collect();
+            for (state, (database, ops)) in states.iter_mut().zip(&databases) {
+                if state.poisoned {
+                    return Err(ApplyError::Engine(Error::Poisoned(database.id())));
+                }
+                apply::check(state, ops)?;
+            }
             commit.begin(lsn);
-            if let Err(e) = apply::apply(&mut state, delta) {
-                state.poisoned = true;
-                return Err(e.into());
+            for (i, (_, ops)) in databases.iter().enumerate() {
+                if let Err(e) = apply::apply(&mut states[i], ops) {
+                    // The sections before hold part of a transaction that
+                    // never completed: every database it touched is suspect.
+                    for state in states.iter_mut() {
+                        state.poisoned = true;
+                    }
+                    return Err(e.into());
+                }
             }
         }
         self.publish(&mut commit, lsn);

@@ -10,6 +10,10 @@ pub enum Error {
     /// No database has this name. Create it first.
     #[error("unknown database '{0}'")]
     UnknownDatabase(String),
+    /// A transaction reads or writes only the databases it began on
+    /// (`Engine::begin_across`).
+    #[error("database '{0}' is not part of this transaction")]
+    NotInTransaction(String),
     /// A database with this name exists already.
     #[error("database '{0}' already exists")]
     DatabaseExists(String),

@@ -76,4 +76,4 @@ pub use engine::{CommitHook, DatabaseOptions, Engine, EngineConfig, HookPurpose,
 pub use error::{ApplyError, DeltaDecodeError, Error, RecordDecodeError};
 pub use ids::{BlockId, DbId, Lsn, RecordId};
 pub use record::{EncodedRecord, Record, RecordRef, RECORD_FORMAT_VERSION};
-pub use txn::{Committed, Txn};
+pub use txn::{Committed, Txn, Written};

@@ -1,6 +1,6 @@
 //! Transactions: a write set built privately, applied to the blocks at commit.
 //!
-//! A transaction holds its database's writer lock from `begin` until it
+//! A transaction holds its databases' writer locks from `begin` until it
 //! commits or aborts, so its reads of committed state plus its own writes
 //! cannot be invalidated by another writer: transactions on one database are
 //! serializable. Its writes wait in a write set (key → new record or
@@ -35,36 +35,124 @@ pub struct Committed {
     pub delta: Delta,
 }
 
-/// A write transaction on one database. Dropping it aborts it.
-pub struct Txn {
-    engine: Engine,
+/// What one database's part of a transaction writes, shown to the caller
+/// of [`Txn::commit_observed`] while the commit is being made visible.
+#[derive(Debug)]
+pub struct Written<'a> {
+    db: &'a str,
+    writes: &'a WriteSet,
+}
+
+impl Written<'_> {
+    /// The database's name.
+    pub fn db(&self) -> &str {
+        self.db
+    }
+
+    /// Keys written (puts and deletes).
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Whether `key` is written.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.writes.contains_key(key)
+    }
+
+    /// The keys written, in the order first written.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.iter().map(|p| p.key())
+    }
+}
+
+/// One database's part of a transaction: its writer lock and its writes.
+struct Part {
     db: Arc<Database>,
     _writer: ArcMutexGuard<RawMutex, ()>,
     writes: WriteSet,
 }
 
+/// A write transaction on one database, or on several (`Engine::begin_across`)
+/// committed as one (one LSN, one delta). Reads and writes act on the
+/// *selected* database (`select`). Dropping it aborts it.
+pub struct Txn {
+    engine: Engine,
+    /// Ascending database id: the order their writer locks were taken in.
+    parts: Vec<Part>,
+    selected: usize,
+}
+
 impl std::fmt::Debug for Txn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn")
-            .field("db", &self.db.name())
-            .field("writes", &self.writes.len())
-            .finish()
+        let mut d = f.debug_struct("Txn");
+        for part in &self.parts {
+            d.field(part.db.name(), &part.writes.len());
+        }
+        d.finish()
     }
 }
 
 impl Txn {
-    pub(crate) fn new(engine: Engine, db: Arc<Database>) -> Self {
-        let writer = db.writer.lock_arc();
+    /// Takes the writer lock of each of `dbs` in ascending id order, so two
+    /// transactions across the same databases never wait on each other in
+    /// a cycle. The first of `dbs` as given is selected.
+    pub(crate) fn new(engine: Engine, dbs: Vec<Arc<Database>>) -> Self {
+        debug_assert!(!dbs.is_empty());
+        let first = dbs[0].id();
+        let mut dbs = dbs;
+        dbs.sort_by_key(|d| d.id());
+        dbs.dedup_by_key(|d| d.id());
+        let parts: Vec<Part> = dbs
+            .into_iter()
+            .map(|db| Part {
+                _writer: db.writer.lock_arc(),
+                db,
+                writes: WriteSet::default(),
+            })
+            .collect();
+        let selected = parts
+            .iter()
+            .position(|p| p.db.id() == first)
+            .expect("the first database is a part");
         Txn {
             engine,
-            db,
-            _writer: writer,
-            writes: WriteSet::default(),
+            parts,
+            selected,
         }
     }
 
+    fn part(&self) -> &Part {
+        &self.parts[self.selected]
+    }
+
+    fn part_mut(&mut self) -> &mut Part {
+        &mut self.parts[self.selected]
+    }
+
+    /// Makes `db` the database later reads and writes act on. It must be
+    /// one the transaction began on.
+    pub fn select(&mut self, db: &str) -> Result<(), Error> {
+        match self.parts.iter().position(|p| p.db.name() == db) {
+            Some(i) => {
+                self.selected = i;
+                Ok(())
+            }
+            None => Err(Error::NotInTransaction(db.to_string())),
+        }
+    }
+
+    /// The selected database.
     pub fn database(&self) -> &Arc<Database> {
-        &self.db
+        &self.part().db
+    }
+
+    /// Every database the transaction began on, in ascending id.
+    pub fn databases(&self) -> impl Iterator<Item = &Arc<Database>> {
+        self.parts.iter().map(|p| &p.db)
     }
 
     fn encode(
@@ -73,7 +161,7 @@ impl Txn {
         values: &[Option<&[u8]>],
         payload: &[u8],
     ) -> Result<EncodedRecord, Error> {
-        let schema = &self.db.schema;
+        let schema = &self.part().db.schema;
         if values.len() != schema.indexes.len() {
             return Err(Error::ValueCount {
                 db: schema.name.clone(),
@@ -93,7 +181,7 @@ impl Txn {
         payload: &[u8],
     ) -> Result<(), Error> {
         let record = self.encode(key, values, payload)?;
-        self.writes.set(Pending::Put(record));
+        self.part_mut().writes.set(Pending::Put(record));
         Ok(())
     }
 
@@ -106,7 +194,7 @@ impl Txn {
         payload: &[u8],
         expires_at_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let schema = &self.db.schema;
+        let schema = &self.part().db.schema;
         if values.len() != schema.indexes.len() {
             return Err(Error::ValueCount {
                 db: schema.name.clone(),
@@ -116,7 +204,7 @@ impl Txn {
         }
         let record =
             EncodedRecord::encode_expiring(key, values, payload, expires_at_ms, schema.capacity())?;
-        self.writes.set(Pending::Put(record));
+        self.part_mut().writes.set(Pending::Put(record));
         Ok(())
     }
 
@@ -124,16 +212,17 @@ impl Txn {
     /// this transaction has not written it): the primary's expiry. Returns
     /// whether it did.
     pub fn delete_expired(&mut self, key: &[u8], now_ms: u64) -> Result<bool, Error> {
-        if self.writes.contains_key(key) {
+        if self.part().writes.contains_key(key) {
             return Ok(false);
         }
         let expired = self
+            .part()
             .db
             .read()
             .get_including_expired(key)?
             .is_some_and(|r| r.expires_at_ms.is_some_and(|at| at <= now_ms));
         if expired {
-            self.writes.set(Pending::Delete(key.into()));
+            self.part_mut().writes.set(Pending::Delete(key.into()));
         }
         Ok(expired)
     }
@@ -149,7 +238,7 @@ impl Txn {
         if self.contains(key)? {
             return Err(Error::DuplicateKey);
         }
-        self.writes.set(Pending::Put(record));
+        self.part_mut().writes.set(Pending::Put(record));
         Ok(())
     }
 
@@ -157,24 +246,26 @@ impl Txn {
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, Error> {
         let existed = self.contains(key)?;
         if existed {
-            self.writes.set(Pending::Delete(key.into()));
+            self.part_mut().writes.set(Pending::Delete(key.into()));
         }
         Ok(existed)
     }
 
     /// Whether `key` exists, as this transaction sees it.
     pub fn contains(&self, key: &[u8]) -> Result<bool, Error> {
-        match self.writes.get(key) {
+        let part = self.part();
+        match part.writes.get(key) {
             Some(pending) => Ok(pending.record().is_some()),
-            None => self.db.read().contains(key),
+            None => part.db.read().contains(key),
         }
     }
 
     /// The record with key `key`, as this transaction sees it.
     pub fn get(&self, key: &[u8]) -> Result<Option<Record>, Error> {
-        match self.writes.get(key) {
+        let part = self.part();
+        match part.writes.get(key) {
             Some(pending) => Ok(pending.record().map(|r| r.as_ref().to_record())),
-            None => self.db.get(key),
+            None => part.db.get(key),
         }
     }
 
@@ -187,15 +278,16 @@ impl Txn {
         value: &[u8],
         limit: Option<usize>,
     ) -> Result<Vec<Vec<u8>>, Error> {
-        let i = self.db.schema.index_position(index)?;
+        let part = self.part();
+        let i = part.db.schema.index_position(index)?;
         let limit = limit.unwrap_or(usize::MAX);
-        let mut keys: Vec<Vec<u8>> = self
+        let mut keys: Vec<Vec<u8>> = part
             .db
             .find(index, value, None)?
             .into_iter()
-            .filter(|k| !self.writes.contains_key(k))
+            .filter(|k| !part.writes.contains_key(k))
             .collect();
-        for pending in self.writes.iter() {
+        for pending in part.writes.iter() {
             if pending
                 .record()
                 .is_some_and(|r| r.as_ref().value(i) == Some(value))
@@ -209,23 +301,27 @@ impl Txn {
 
     /// Number of records, as this transaction sees it.
     pub fn count(&self) -> Result<u64, Error> {
-        let view = self.db.read();
+        let part = self.part();
+        let view = part.db.read();
         let mut count = view.count() as i64;
-        for pending in self.writes.iter() {
-            count += pending.record().is_some() as i64 - view.contains(pending.key())? as i64;
+        for pending in part.writes.iter() {
+            // `count` counts stored records, expired ones included (as
+            // Redis's DBSIZE counts keys not yet reclaimed).
+            count += pending.record().is_some() as i64 - view.stores(pending.key())? as i64;
         }
         Ok(count as u64)
     }
 
     /// Every key, as this transaction sees it, in no particular order.
     pub fn keys(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let part = self.part();
         let mut keys = Vec::new();
-        self.db.read().for_each_key(|k| {
-            if !self.writes.contains_key(k) {
+        part.db.read().for_each_key(|k| {
+            if !part.writes.contains_key(k) {
                 keys.push(k.to_vec());
             }
         })?;
-        for pending in self.writes.iter() {
+        for pending in part.writes.iter() {
             if pending.record().is_some() {
                 keys.push(pending.key().to_vec());
             }
@@ -233,40 +329,114 @@ impl Txn {
         Ok(keys)
     }
 
-    /// The keys this transaction writes (puts and deletes), in the order
-    /// first written.
+    /// Deletes every record of the selected database, expired ones too
+    /// (`FLUSHDB`).
+    pub fn clear(&mut self) -> Result<(), Error> {
+        let mut keys = Vec::new();
+        self.part()
+            .db
+            .read()
+            .for_each_stored_key(|k| keys.push(k.to_vec()))?;
+        keys.extend(
+            self.part()
+                .writes
+                .iter()
+                .filter(|p| p.record().is_some())
+                .map(|p| p.key().to_vec()),
+        );
+        let writes = &mut self.part_mut().writes;
+        for key in keys {
+            writes.set(Pending::Delete(key.into()));
+        }
+        Ok(())
+    }
+
+    /// The keys this transaction writes on the selected database (puts and
+    /// deletes), in the order first written.
     pub fn written_keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.writes.iter().map(|p| p.key())
+        self.part().writes.iter().map(|p| p.key())
     }
 
-    /// Whether this transaction writes `key` (a put or a delete).
+    /// Whether this transaction writes `key` of the selected database.
     pub fn writes_key(&self, key: &[u8]) -> bool {
-        self.writes.contains_key(key)
+        self.part().writes.contains_key(key)
     }
 
-    /// Number of keys this transaction changes.
+    /// Number of keys this transaction changes, on every database.
     pub fn len(&self) -> usize {
-        self.writes.len()
+        self.parts.iter().map(|p| p.writes.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
+        self.parts.iter().all(|p| p.writes.is_empty())
     }
 
     /// Makes the writes visible and durable in memory, as one transaction
     /// with the next LSN. Returns its delta, or `None` if it wrote nothing.
     pub fn commit(self) -> Result<Option<Committed>, Error> {
-        if self.writes.is_empty() {
+        self.commit_observed(|_| {})
+    }
+
+    /// `commit`, calling `observe` with each database's writes once they
+    /// are applied but before any reader can see them or another writer of
+    /// those databases can begin: whoever `observe` tells (a `WATCH`) learns
+    /// of the write before anyone can read it.
+    pub fn commit_observed(
+        self,
+        mut observe: impl FnMut(Written<'_>),
+    ) -> Result<Option<Committed>, Error> {
+        let Txn {
+            engine, mut parts, ..
+        } = self;
+        parts.retain(|p| !p.writes.is_empty());
+        if let [part] = &parts[..] {
+            // The common case, one database: no per-database vectors.
+            return engine
+                .commit_with(&part.db, |state, lsn| {
+                    let plan = plan(state, &part.writes)?;
+                    let delta = execute(state, plan, lsn)?;
+                    observe(Written {
+                        db: part.db.name(),
+                        writes: &part.writes,
+                    });
+                    Ok(delta)
+                })
+                .map(Some);
+        }
+        if parts.is_empty() {
             return Ok(None);
         }
-        let Txn {
-            engine,
-            db,
-            writes,
-            _writer,
-        } = self;
+        let dbs: Vec<&Database> = parts.iter().map(|p| &*p.db).collect();
         engine
-            .commit_with(&db, |state, lsn| apply_write_set(state, &writes, lsn))
+            .commit_across(&dbs, |states, lsn| {
+                // Plan every database first: memory is reserved everywhere
+                // before any block changes.
+                let mut plans = Vec::with_capacity(parts.len());
+                for (state, part) in states.iter_mut().zip(&parts) {
+                    plans.push(plan(state, &part.writes)?);
+                }
+                let mut deltas = Vec::with_capacity(parts.len());
+                for (state, plan) in states.iter_mut().zip(plans) {
+                    match execute(state, plan, lsn) {
+                        Ok(delta) => deltas.push(delta),
+                        Err(e) => {
+                            // Earlier databases hold part of a transaction
+                            // that will not complete.
+                            for state in states.iter_mut() {
+                                state.poisoned = true;
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                for part in &parts {
+                    observe(Written {
+                        db: part.db.name(),
+                        writes: &part.writes,
+                    });
+                }
+                Ok(Delta::join(deltas))
+            })
             .map(Some)
     }
 
@@ -381,8 +551,14 @@ enum Step<'a> {
     Delete(RecordId),
 }
 
-fn apply_write_set(state: &mut DbState, writes: &WriteSet, lsn: Lsn) -> Result<Delta, Error> {
-    // Plan: nothing changes until the memory for new blocks is reserved.
+/// A database's writes, planned: how each lands. Memory is reserved.
+struct Plan<'a> {
+    steps: Vec<Step<'a>>,
+}
+
+/// Plans `writes` against `state` and reserves the memory for their new
+/// blocks. Changes nothing readers can see.
+fn plan<'a>(state: &mut DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error> {
     let mut steps = Vec::with_capacity(writes.len());
     let mut appends = Vec::new();
     for pending in writes.iter() {
@@ -409,11 +585,15 @@ fn apply_write_set(state: &mut DbState, writes: &WriteSet, lsn: Lsn) -> Result<D
         });
     }
     state.arena.reserve(new_blocks)?;
+    Ok(Plan { steps })
+}
 
-    // Apply. From here on a failure means corrupt blocks: poison.
+/// Applies a plan to the blocks and indexes; returns the database's delta.
+/// A failure here means corrupt blocks: the database is poisoned.
+fn execute(state: &mut DbState, plan: Plan<'_>, lsn: Lsn) -> Result<Delta, Error> {
     let mut dirty = Dirty::default();
     let result = (|| {
-        for step in steps {
+        for step in plan.steps {
             match step {
                 Step::InPlace(rid, rec) => update_in_place(state, rid, rec, &mut dirty)?,
                 Step::Replace(rid, rec) => {

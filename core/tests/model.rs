@@ -2,7 +2,8 @@
 //! against a `BTreeMap` model, with every delta applied to a hot follower
 //! (indexes maintained) and a passive one (blocks only, indexes rebuilt at
 //! the end). After every commit: equal digests on all three engines, and
-//! every query agrees with the model.
+//! every query agrees with the model. Some transactions span two
+//! databases (`Engine::begin_across`): one LSN, one delta, all or nothing.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +42,9 @@ enum Write {
 enum Step {
     Txn {
         db: usize,
-        writes: Vec<Write>,
+        /// A second database; each write with `true` goes to it.
+        other: Option<usize>,
+        writes: Vec<(bool, Write)>,
         commit: bool,
     },
     Compact {
@@ -73,8 +76,13 @@ fn write() -> impl Strategy<Value = Write> {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        12 => (0..DBS.len(), prop::collection::vec(write(), 1..8), prop::bool::weighted(0.85))
-            .prop_map(|(db, writes, commit)| Step::Txn { db, writes, commit }),
+        12 => (
+            0..DBS.len(),
+            prop::option::weighted(0.25, 0..DBS.len()),
+            prop::collection::vec((any::<bool>(), write()), 1..8),
+            prop::bool::weighted(0.85),
+        )
+            .prop_map(|(db, other, writes, commit)| Step::Txn { db, other, writes, commit }),
         1 => (0..DBS.len()).prop_map(|db| Step::Compact { db }),
         1 => (0..DBS.len(), any::<bool>()).prop_map(|(db, on_follower)| Step::Relocate { db, on_follower }),
     ]
@@ -143,11 +151,23 @@ impl Cluster {
         }
     }
 
-    fn run_txn(&mut self, db: usize, writes: &[Write], commit: bool) -> Result<(), TestCaseError> {
-        let name = DBS[db].0;
-        let mut txn = self.primary.begin(name).unwrap();
-        let mut staged = self.model[db].clone();
-        for w in writes {
+    fn run_txn(
+        &mut self,
+        first: usize,
+        other: Option<usize>,
+        writes: &[(bool, Write)],
+        commit: bool,
+    ) -> Result<(), TestCaseError> {
+        let other = other.unwrap_or(first);
+        let mut txn = self
+            .primary
+            .begin_across(&[DBS[first].0, DBS[other].0])
+            .unwrap();
+        let mut staged = self.model.clone();
+        for (to_other, w) in writes {
+            let db = if *to_other { other } else { first };
+            txn.select(DBS[db].0).unwrap();
+            let staged = &mut staged[db];
             match *w {
                 Write::Put {
                     key,
@@ -185,30 +205,41 @@ impl Cluster {
             // The transaction sees its own writes.
             prop_assert_eq!(txn.count().unwrap(), staged.len() as u64);
         }
-        for k in 0..KEYS {
-            let got = txn
-                .get(&key_bytes(k))
-                .unwrap()
-                .map(|r| (r.values, r.payload));
-            prop_assert_eq!(got.as_ref(), staged.get(&key_bytes(k)));
-        }
-        for (i, index) in DBS[db].1.iter().enumerate() {
-            for v in 0..VALUES {
-                let mut got = txn.find(index, &value_bytes(v), None).unwrap();
-                got.sort();
-                prop_assert_eq!(got, expected_find(&staged, i, v));
+        // Each database of the transaction, as it sees it.
+        for db in [first, other] {
+            txn.select(DBS[db].0).unwrap();
+            let staged = &staged[db];
+            for k in 0..KEYS {
+                let got = txn
+                    .get(&key_bytes(k))
+                    .unwrap()
+                    .map(|r| (r.values, r.payload));
+                prop_assert_eq!(got.as_ref(), staged.get(&key_bytes(k)));
             }
+            for (i, index) in DBS[db].1.iter().enumerate() {
+                for v in 0..VALUES {
+                    let mut got = txn.find(index, &value_bytes(v), None).unwrap();
+                    got.sort();
+                    prop_assert_eq!(got, expected_find(staged, i, v));
+                }
+            }
+        }
+        if let Some(outside) = (0..DBS.len()).find(|i| ![first, other].contains(i)) {
+            let refused = txn.select(DBS[outside].0);
+            prop_assert!(matches!(refused, Err(Error::NotInTransaction(_))));
         }
         let lsn_before = self.primary.lsn();
         if commit {
             match txn.commit().unwrap() {
                 Some(committed) => {
                     prop_assert_eq!(committed.lsn, lsn_before.next());
+                    let touched: Vec<_> = committed.delta.sections().map(|(db, _)| db).collect();
+                    prop_assert!(touched.windows(2).all(|w| w[0] < w[1]), "{:?}", touched);
                     self.ship(&committed.delta);
-                    self.model[db] = staged;
+                    self.model = staged;
                 }
                 // Only a transaction that changed nothing.
-                None => prop_assert_eq!(&staged, &self.model[db]),
+                None => prop_assert_eq!(&staged, &self.model),
             }
         } else {
             txn.abort();
@@ -307,7 +338,12 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     c.check()?;
     for step in steps {
         match step {
-            Step::Txn { db, writes, commit } => c.run_txn(db, &writes, commit)?,
+            Step::Txn {
+                db,
+                other,
+                writes,
+                commit,
+            } => c.run_txn(db, other, &writes, commit)?,
             Step::Compact { db } => {
                 if let Some(committed) = c.primary.compact(DBS[db].0, 8).unwrap() {
                     c.ship(&committed.delta);

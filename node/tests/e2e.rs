@@ -164,17 +164,19 @@ fn kv_records_transactions_and_errors_over_resp() {
     let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
     assert!(err_text(&e).contains("EXECABORT"));
     assert_eq!(c.get::<_, Option<String>>("m3").unwrap(), None);
-    // One database per transaction.
-    let () = redis::cmd("MULTI").query(&mut c).unwrap();
-    let _: Value = redis::cmd("SET").arg("m4").arg("4").query(&mut c).unwrap();
-    let e = redis::cmd("REC.PUT")
+    // A transaction may span databases: records and keys together.
+    let before = node.lsn();
+    let replies: (String, String) = redis::pipe()
+        .atomic()
+        .set("m4", "4")
+        .cmd("REC.PUT")
         .arg("users")
         .arg("z")
         .arg("p")
-        .query::<Value>(&mut c)
-        .unwrap_err();
-    assert!(err_text(&e).contains("one database"));
-    assert!(redis::cmd("EXEC").query::<Value>(&mut c).is_err());
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(replies, ("OK".into(), "OK".into()));
+    assert_eq!(node.lsn(), before + 1, "two databases, one LSN");
 
     // Errors keep the connection usable.
     let e = redis::cmd("GET").query::<Value>(&mut c).unwrap_err();
@@ -201,7 +203,7 @@ fn kv_records_transactions_and_errors_over_resp() {
     assert_eq!(info["role"], "master");
     let keyspace = node.info("keyspace");
     assert!(
-        keyspace["dbusers"].starts_with("keys=2,expires=0,avg_ttl=0,"),
+        keyspace["dbusers"].starts_with("keys=3,expires=0,avg_ttl=0,"),
         "{keyspace:?}"
     );
 }
@@ -1650,4 +1652,148 @@ fn expiry_holds_across_a_failover() {
         redis::cmd("TTL").arg("kept").query::<i64>(&mut s).unwrap(),
         -1
     );
+}
+
+/// `MULTI`/`EXEC` across `SELECT`ed databases and record databases is one
+/// transaction (one LSN) on the primary and on its sync secondary, `WATCH`
+/// fails an `EXEC` for a write on another database, for a watched key
+/// that expired, and on a secondary for a replicated write; `FLUSHALL` is
+/// one transaction.
+#[test]
+fn multi_across_databases_is_one_transaction_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Proc::node(dir.path(), &[]);
+    let secondary = Proc::secondary(
+        dir.path(),
+        node.repl_port,
+        &["--mode", "sync", "--serve-reads"],
+    );
+    wait_online(&node);
+    let mut c = node.client();
+    for create in [&["1"][..], &["users", "city"][..]] {
+        let () = redis::cmd("DB.CREATE").arg(create).query(&mut c).unwrap();
+    }
+    let before = node.lsn();
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    for cmd in [
+        &["SET", "a", "0"][..],
+        &["SELECT", "1"],
+        &["SET", "a", "1"],
+        &["INCR", "a"],
+        &["REC.PUT", "users", "ada", "p", "city", "london"],
+    ] {
+        let queued: String = redis::cmd(cmd[0]).arg(&cmd[1..]).query(&mut c).unwrap();
+        assert_eq!(queued, "QUEUED");
+    }
+    let replies: Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(
+        replies,
+        Value::Array(vec![
+            Value::Okay,
+            Value::Okay,
+            Value::Okay,
+            Value::Int(2),
+            Value::Okay
+        ])
+    );
+    assert_eq!(node.lsn(), before + 1, "three databases, one LSN");
+    // The SELECT inside stands once EXEC has run.
+    assert_eq!(c.get::<_, String>("a").unwrap(), "2");
+    let lsn = node.lsn();
+    wait_until("the secondary applied it", Duration::from_secs(5), || {
+        secondary.lsn() >= lsn
+    });
+    let mut s = secondary.client();
+    assert_eq!(s.get::<_, String>("a").unwrap(), "0");
+    let () = redis::cmd("SELECT").arg("1").query(&mut s).unwrap();
+    assert_eq!(s.get::<_, String>("a").unwrap(), "2");
+    let ada: Value = redis::cmd("REC.GET")
+        .arg("users")
+        .arg("ada")
+        .query(&mut s)
+        .unwrap();
+    assert_ne!(ada, Value::Nil);
+
+    // A watched key on database 0 written by another client fails an EXEC
+    // that writes database 1 only.
+    let mut other = node.client();
+    let () = redis::cmd("SELECT").arg("0").query(&mut c).unwrap();
+    let () = redis::cmd("WATCH").arg("a").query(&mut c).unwrap();
+    let () = other.set("a", "changed").unwrap();
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SELECT").arg("1").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET").arg("z").arg("1").query(&mut c).unwrap();
+    let r: Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(r, Value::Nil, "EXEC fails: a watched key changed");
+    let () = redis::cmd("SELECT").arg("1").query(&mut c).unwrap();
+    assert_eq!(c.get::<_, Option<String>>("z").unwrap(), None);
+    assert_eq!(
+        c.get::<_, String>("a").unwrap(),
+        "2",
+        "the SELECT did not run"
+    );
+
+    // A watched key whose time runs out counts as changed.
+    let () = redis::cmd("SET")
+        .arg("t")
+        .arg("v")
+        .arg("PX")
+        .arg(100)
+        .query(&mut c)
+        .unwrap();
+    let () = redis::cmd("WATCH").arg("t").query(&mut c).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: String = redis::cmd("SET").arg("t").arg("x").query(&mut c).unwrap();
+    let r: Value = redis::cmd("EXEC").query(&mut c).unwrap();
+    assert_eq!(r, Value::Nil, "EXEC fails: a watched key expired");
+
+    // On the secondary, a replicated write fails a watching EXEC.
+    let () = redis::cmd("SELECT").arg("0").query(&mut s).unwrap();
+    let () = redis::cmd("WATCH").arg("a").query(&mut s).unwrap();
+    let () = other.set("a", "again").unwrap();
+    let lsn = node.lsn();
+    wait_until("the secondary applied it", Duration::from_secs(5), || {
+        secondary.lsn() >= lsn
+    });
+    let () = redis::cmd("MULTI").query(&mut s).unwrap();
+    let _: String = redis::cmd("GET").arg("a").query(&mut s).unwrap();
+    let r: Value = redis::cmd("EXEC").query(&mut s).unwrap();
+    assert_eq!(r, Value::Nil, "EXEC on the secondary fails");
+    // Unwatched, it reads.
+    let () = redis::cmd("MULTI").query(&mut s).unwrap();
+    let _: String = redis::cmd("GET").arg("a").query(&mut s).unwrap();
+    let r: Vec<String> = redis::cmd("EXEC").query(&mut s).unwrap();
+    assert_eq!(r, vec!["again".to_string()]);
+
+    // WATCH inside MULTI is refused and aborts the transaction, as Redis.
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let e = redis::cmd("WATCH")
+        .arg("a")
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(
+        err_text(&e).contains("not allowed inside a transaction"),
+        "{e}"
+    );
+    let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert!(err_text(&e).contains("EXECABORT"));
+
+    // FLUSHALL: every database, one transaction.
+    let before = node.lsn();
+    let () = redis::cmd("FLUSHALL").query(&mut c).unwrap();
+    assert_eq!(node.lsn(), before + 1);
+    for db in ["0", "1"] {
+        let () = redis::cmd("SELECT").arg(db).query(&mut c).unwrap();
+        assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 0);
+    }
+    let n: i64 = redis::cmd("REC.COUNT").arg("users").query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    let lsn = node.lsn();
+    wait_until("the secondary applied it", Duration::from_secs(5), || {
+        secondary.lsn() >= lsn
+    });
+    let keyspace = secondary.info("keyspace");
+    assert!(keyspace["db1"].starts_with("keys=0,"), "{keyspace:?}");
+    assert!(keyspace["dbusers"].starts_with("keys=0,"), "{keyspace:?}");
 }

@@ -46,8 +46,8 @@ fn key(i: u32) -> Vec<u8> {
 }
 
 /// Transactions with puts (in place and moved), deletes and a compaction
-/// on a database with non-unique keys, plus a second database. Returns the
-/// deltas committed, in LSN order.
+/// on a database with non-unique keys, plus a second database and a
+/// transaction across both. Returns the deltas committed, in LSN order.
 fn workload(engine: &Engine, round: u32) -> Vec<Delta> {
     let mut deltas = Vec::new();
     if engine.database("people").is_err() {
@@ -78,9 +78,12 @@ fn workload(engine: &Engine, round: u32) -> Vec<Delta> {
     if let Some(c) = engine.compact("people", 4).unwrap() {
         deltas.push(c.delta);
     }
-    let mut txn = engine.begin("kv").unwrap();
+    // One transaction across both databases: one log record, one LSN.
+    let mut txn = engine.begin_across(&["kv", "people"]).unwrap();
     txn.put(format!("round{round}").as_bytes(), &[], b"done")
         .unwrap();
+    txn.select("people").unwrap();
+    txn.delete(&key(round % KEYS)).unwrap();
     deltas.extend(txn.commit().unwrap().map(|c| c.delta));
     deltas
 }

@@ -42,11 +42,11 @@ pub use lease::WriteLease;
 pub use replication::{AckProgress, ReplicationConfig, Replicator};
 
 use hotblock_core::Error as EngineError;
-use hotblock_core::Txn;
 pub use hotblock_core::{
     ArenaBacking, Committed, Database, DatabaseOptions, DbStats, Engine, EngineConfig, Lsn,
     MemoryAdvice, Record,
 };
+use hotblock_core::{Txn, Written};
 
 /// How to open a [`Db`].
 #[derive(Clone, Debug)]
@@ -236,10 +236,24 @@ impl Db {
     }
 
     fn begin_admitted(&self, db: &str) -> Result<Transaction<'_>, WriteError> {
+        self.begin_across_admitted(&[db])
+    }
+
+    /// Begins one write transaction on several databases, committed as one
+    /// (one LSN, all or nothing on every node): `MULTI` across `SELECT`.
+    /// Waits while other transactions hold any of them.
+    pub async fn begin_across_async(&self, dbs: &[&str]) -> Result<Transaction<'_>, WriteError> {
+        if let Some(replicator) = &self.replicator {
+            replicator.admit_async().await;
+        }
+        self.begin_across_admitted(dbs)
+    }
+
+    fn begin_across_admitted(&self, dbs: &[&str]) -> Result<Transaction<'_>, WriteError> {
         self.check_writable()?;
         Ok(Transaction {
             owner: self,
-            txn: self.engine.begin(db)?,
+            txn: self.engine.begin_across(dbs)?,
         })
     }
 
@@ -329,6 +343,15 @@ impl Transaction<'_> {
     /// or the sync quorum: nobody may be told the transaction is committed
     /// until `Db::wait_committed(lsn)` returns.
     pub fn commit_local(self) -> Result<Option<Committed>, WriteError> {
+        self.commit_local_observed(|_| {})
+    }
+
+    /// `commit_local`, calling `observe` with each database's writes while
+    /// the commit is made visible (see `Txn::commit_observed`).
+    pub fn commit_local_observed(
+        self,
+        observe: impl FnMut(Written<'_>),
+    ) -> Result<Option<Committed>, WriteError> {
         // The lease again, just before the transaction is applied: `begin`
         // checked it, but may then have waited for the database's writer,
         // and a transaction can stay open long. A primary whose lease ran
@@ -337,10 +360,12 @@ impl Transaction<'_> {
         if self.owner.lease_lapsed() {
             return Err(WriteError::NoLease);
         }
-        let db = self.txn.database().clone();
-        let committed = self.txn.commit()?;
+        let dbs: Vec<Arc<Database>> = self.txn.databases().cloned().collect();
+        let committed = self.txn.commit_observed(observe)?;
         if committed.is_some() {
-            self.owner.after_commit(&db);
+            for db in &dbs {
+                self.owner.after_commit(db);
+            }
         }
         Ok(committed)
     }

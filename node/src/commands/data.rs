@@ -18,7 +18,7 @@ use super::errors::{error_reply, write_error_reply};
 use super::session::Session;
 use super::{bulk, expiry, keyspace, strings, syntax_error, text, wrong_arity};
 use crate::resp::{Protocol, Reply};
-use crate::watch::Watch;
+use crate::watch::{NodeNow, Watch};
 use crate::Node;
 
 /// The commands a transaction can hold, with their arity (Redis's
@@ -201,10 +201,12 @@ impl Data {
     }
 
     /// The database the command acts on.
+    /// The database the command acts on: named in its arguments (records),
+    /// or `current`, the connection's.
     pub(super) fn database<'a>(
         self,
         args: &'a [Bytes],
-        session: &'a Session,
+        current: &'a str,
     ) -> Result<&'a str, Reply> {
         match self {
             Data::RecGet
@@ -217,7 +219,7 @@ impl Data {
             | Data::RecExpire
             | Data::RecTtl => std::str::from_utf8(&args[1])
                 .map_err(|_| Reply::Error("ERR database names are UTF-8".into())),
-            _ => Ok(&session.db),
+            _ => Ok(current),
         }
     }
 }
@@ -230,7 +232,7 @@ pub(super) async fn data_command(
     cmd: Data,
     args: &[Bytes],
 ) -> Reply {
-    let db_name = match cmd.database(args, session) {
+    let db_name = match cmd.database(args, &session.db) {
         Ok(db) => db.to_string(),
         Err(reply) => return reply,
     };
@@ -269,55 +271,73 @@ pub(super) async fn commit_run(
     commands: &[(Data, &[Bytes])],
     lone: bool,
 ) -> Result<Vec<Reply>, Reply> {
-    commit_run_checked(node, session, db, db_name, commands, lone, None).await
+    let commands: Vec<(&str, Data, &[Bytes])> = commands
+        .iter()
+        .map(|&(cmd, args)| (db_name, cmd, args))
+        .collect();
+    commit_run_checked(node, session, db, &[db_name], &commands, lone, None).await
 }
 
-/// `commit_run` for an `EXEC` after `WATCH`: runs nothing and replies with
-/// a null array if a watched key was written since it was watched.
+/// `commit_run` for an `EXEC`: each command on its own database, all in
+/// one transaction begun on `dbs` (every database a command names or a
+/// watched key lives in); runs nothing and replies with a null array if
+/// a watched key was written since it was watched.
 pub(super) async fn commit_run_watched(
     node: &Node,
     session: &mut Session,
     db: &Db,
-    db_name: &str,
-    commands: &[(Data, &[Bytes])],
+    dbs: &[&str],
+    commands: &[(&str, Data, &[Bytes])],
     watch: Option<&Watch>,
-) -> Result<Vec<Reply>, Reply> {
-    commit_run_checked(node, session, db, db_name, commands, false, watch).await
+) -> Result<Option<Vec<Reply>>, Reply> {
+    match commit_run_checked(node, session, db, dbs, commands, false, watch).await {
+        Ok(replies) => Ok(Some(replies)),
+        Err(Reply::Array(None)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 async fn commit_run_checked(
     node: &Node,
     session: &mut Session,
     db: &Db,
-    db_name: &str,
-    commands: &[(Data, &[Bytes])],
+    dbs: &[&str],
+    commands: &[(&str, Data, &[Bytes])],
     lone: bool,
     watch: Option<&Watch>,
 ) -> Result<Vec<Reply>, Reply> {
-    // The transaction (and the lock it holds) lives in this block only:
+    // The transaction (and the locks it holds) lives in this block only:
     // no await may hold it.
     let (replies, lsn) = {
         // Room in the commit pipe is waited for on the task, not on this
         // worker's thread.
         let mut txn = db
-            .begin_async(db_name)
+            .begin_across_async(dbs)
             .await
             .map_err(|e| write_error_reply(&e))?;
-        // Checked holding the database's writer: a write to a watched key
-        // raised the flag before its commit, under the same writer.
-        if watch.is_some_and(Watch::touched) {
+        // Checked holding the writers of every watched database: a write
+        // to a watched key raised the flag as it committed, under them.
+        let now = NodeNow {
+            lsn: db.lsn(),
+            follower: false,
+        };
+        if watch.is_some_and(|w| w.touched(now)) {
             return Err(Reply::Array(None));
         }
         let protocol = session.protocol;
-        let replies: Vec<Reply> = commands
-            .iter()
-            .map(|(cmd, args)| in_txn(node, protocol, &mut txn, *cmd, args))
-            .collect();
+        let mut replies = Vec::with_capacity(commands.len());
+        for &(db_name, cmd, args) in commands {
+            if txn.database().name() != db_name {
+                txn.select(db_name).map_err(|e| error_reply(&e))?;
+            }
+            replies.push(in_txn(node, protocol, &mut txn, cmd, args));
+        }
         if lone && matches!(replies[..], [Reply::Error(_)]) {
             return Ok(replies);
         }
-        node.watches().touch(db_name, &txn);
-        let committed = txn.commit_local().map_err(|e| write_error_reply(&e))?;
+        let committed = txn
+            .commit_local_observed(|w| node.watches().touch(&w))
+            .map_err(|e| write_error_reply(&e))?;
         (replies, committed.map(|c| c.lsn))
     };
     if let Some(lsn) = lsn {
@@ -330,34 +350,46 @@ async fn commit_run_checked(
 }
 
 /// Reads only (an `EXEC` whose commands all read): their replies, all from
-/// one consistent view of `database`, with no transaction; `None` if a
-/// key in `watch` was written since it was watched.
+/// one consistent view of `dbs` (every database a command reads or a
+/// watched key lives in), with no transaction; `None` if a key in `watch`
+/// was written since it was watched.
 pub(super) fn read_consistent(
     node: &Node,
     protocol: Protocol,
-    database: &hotblock_core::Database,
-    commands: &[(Data, Vec<Bytes>)],
+    dbs: &[&str],
+    commands: &[(&str, Data, &[Bytes])],
     watch: Option<&Watch>,
-) -> Option<Vec<Reply>> {
-    let view = database.read();
-    // After the view is taken: a write it holds raised the flag first.
-    if watch.is_some_and(Watch::touched) {
-        return None;
+) -> Result<Option<Vec<Reply>>, Reply> {
+    let engine = node
+        .read_engine()
+        .map_err(|r| Reply::Error(format!("EXECABORT {}", node.refusal(r))))?;
+    let databases = dbs
+        .iter()
+        .map(|name| engine.database(name))
+        .collect::<Result<Vec<_>, Error>>()
+        .map_err(|e| error_reply(&e))?;
+    let refs: Vec<&hotblock_core::Database> = databases.iter().map(|d| &**d).collect();
+    let views = hotblock_core::Database::read_across(&refs);
+    // After the views are taken: a write they hold raised the flag first.
+    let now = NodeNow {
+        lsn: engine.lsn(),
+        follower: engine.role() != hotblock_core::Role::Primary,
+    };
+    if watch.is_some_and(|w| w.touched(now)) {
+        return Ok(None);
     }
-    Some(
-        commands
-            .iter()
-            .map(|(cmd, args)| {
-                read(
-                    node,
-                    protocol,
-                    &View::Committed(&view, database.schema()),
-                    *cmd,
-                    args,
-                )
-            })
-            .collect(),
-    )
+    let replies = commands
+        .iter()
+        .map(|&(db_name, cmd, args)| {
+            let i = dbs
+                .iter()
+                .position(|d| *d == db_name)
+                .expect("every command's database is viewed");
+            let view = View::Committed(&views[i], databases[i].schema());
+            read(node, protocol, &view, cmd, args)
+        })
+        .collect();
+    Ok(Some(replies))
 }
 
 /// Where a read looks.
@@ -599,23 +631,10 @@ fn rec_put(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
     if let [head @ .., word, secs] = pairs {
         let ex_is_index = schema.indexes.iter().any(|i| i.eq_ignore_ascii_case("EX"));
         if word.eq_ignore_ascii_case(b"EX") && !ex_is_index {
-            match strings::parse_i64(secs) {
-                Ok(n) if n > 0 => {
-                    let Some(at) = n
-                        .checked_mul(1000)
-                        .and_then(|ms| ms.checked_add(hotblock_core::now_ms() as i64))
-                    else {
-                        return Ok(Reply::Error(
-                            "ERR invalid expire time in 'rec.put' command".into(),
-                        ));
-                    };
-                    expires_at = Some(at as u64);
-                }
-                _ => {
-                    return Ok(Reply::Error(
-                        "ERR invalid expire time in 'rec.put' command".into(),
-                    ))
-                }
+            let now = hotblock_core::now_ms();
+            match expiry::expire_time(expiry::When::InSecs, secs, now, "rec.put") {
+                Ok(at) => expires_at = Some(at),
+                Err(reply) => return Ok(reply),
             }
             pairs = head;
         }
@@ -748,9 +767,9 @@ pub(super) async fn db_create(node: &Node, session: &mut Session, args: &[Bytes]
     }
 }
 
-/// `FLUSHALL [ASYNC|SYNC]`: `FLUSHDB` on every database, one transaction
-/// each (a transaction acts on one database), replicated like any write.
-/// The databases themselves, and their non-unique keys, stay.
+/// `FLUSHALL [ASYNC|SYNC]`: `FLUSHDB` on every database, in one
+/// transaction across them all, replicated like any write. The databases
+/// themselves, and their non-unique keys, stay.
 pub(super) async fn flushall(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
     match &args[1..] {
         [] => {}
@@ -768,26 +787,22 @@ pub(super) async fn flushall(node: &Node, session: &mut Session, args: &[Bytes])
         .iter()
         .map(|d| d.name().to_string())
         .collect();
-    for name in names {
-        let flush: [Bytes; 1] = [Bytes::from_static(b"FLUSHDB")];
-        match commit_run(
-            node,
-            session,
-            &db,
-            &name,
-            &[(Data::FlushDb, &flush[..])],
-            true,
-        )
-        .await
-        {
-            Ok(replies) if matches!(replies[..], [Reply::Error(_)]) => {
-                return replies.into_iter().next().expect("one reply")
-            }
-            Ok(_) => {}
-            Err(e) => return e,
-        }
+    if names.is_empty() {
+        return Reply::ok();
     }
-    Reply::ok()
+    let flush: [Bytes; 1] = [Bytes::from_static(b"FLUSHDB")];
+    let dbs: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+    let commands: Vec<(&str, Data, &[Bytes])> = dbs
+        .iter()
+        .map(|&n| (n, Data::FlushDb, &flush[..]))
+        .collect();
+    match commit_run_checked(node, session, &db, &dbs, &commands, false, None).await {
+        Ok(replies) => replies
+            .into_iter()
+            .find(|r| matches!(r, Reply::Error(_)))
+            .unwrap_or_else(Reply::ok),
+        Err(e) => e,
+    }
 }
 
 /// `DB.LIST`: the databases' names.

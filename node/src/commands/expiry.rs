@@ -64,6 +64,18 @@ fn invalid_expire(command: &str) -> Reply {
     Reply::Error(format!("ERR invalid expire time in '{command}' command"))
 }
 
+/// The expiry time (ms since the Unix epoch) that `time` asks for, checked
+/// as Redis checks it: not an integer is `ERR value is not an integer`;
+/// zero, negative or overflowing is `ERR invalid expire time`.
+pub(super) fn expire_time(when: When, time: &[u8], now: u64, command: &str) -> Result<u64, Reply> {
+    let n = super::strings::parse_i64(time)
+        .map_err(|()| Reply::Error("ERR value is not an integer or out of range".into()))?;
+    match when.deadline(time, now) {
+        Some(at) if n > 0 => Ok(at.max(0) as u64),
+        _ => Err(invalid_expire(command)),
+    }
+}
+
 /// The expiry a `SET` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SetExpiry {
@@ -78,7 +90,9 @@ enum SetExpiry {
 /// `SET key value [NX|XX] [GET] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL]`.
 pub(super) fn set(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
     let (mut nx, mut xx, mut get) = (false, false, false);
-    let mut expiry = None;
+    // Every option is read before any time is checked: a syntax error
+    // anywhere wins, as in Redis.
+    let mut expiry: Option<Result<(When, &Bytes), ()>> = None;
     let now = now_ms();
     let mut rest = &args[3..];
     while let [option, tail @ ..] = rest {
@@ -87,15 +101,9 @@ pub(super) fn set(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
             (b"NX", _) if !xx => nx = true,
             (b"XX", _) if !nx => xx = true,
             (b"GET", _) => get = true,
-            (b"KEEPTTL", _) if expiry.is_none() => expiry = Some(SetExpiry::Keep),
+            (b"KEEPTTL", _) if expiry.is_none() => expiry = Some(Err(())),
             (_, [time, tail @ ..]) if expiry.is_none() && When::option(&word).is_some() => {
-                let when = When::option(&word).expect("checked");
-                match when.deadline(time, now) {
-                    Some(at) if super::strings::parse_i64(time).is_ok_and(|n| n > 0) => {
-                        expiry = Some(SetExpiry::At(at.max(0) as u64));
-                    }
-                    _ => return Ok(invalid_expire("set")),
-                }
+                expiry = Some(Ok((When::option(&word).expect("checked"), time)));
                 rest = tail;
                 continue;
             }
@@ -103,6 +111,14 @@ pub(super) fn set(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
         }
         rest = tail;
     }
+    let expiry = match expiry {
+        None => None,
+        Some(Err(())) => Some(SetExpiry::Keep),
+        Some(Ok((when, time))) => match expire_time(when, time, now, "set") {
+            Ok(at) => Some(SetExpiry::At(at)),
+            Err(reply) => return Ok(reply),
+        },
+    };
     let key = &args[1];
     let old = txn.get(key)?;
     let old_value = || Reply::Bulk(old.as_ref().map(|r| Bytes::copy_from_slice(&r.payload)));
@@ -137,13 +153,12 @@ pub(super) fn setex(txn: &mut Txn, args: &[Bytes], unit: Unit) -> Result<Reply, 
         Unit::Secs => ("setex", When::InSecs),
         Unit::Ms => ("psetex", When::InMs),
     };
-    let now = now_ms();
-    let positive = super::strings::parse_i64(&args[2]).is_ok_and(|n| n > 0);
-    let Some(at) = when.deadline(&args[2], now).filter(|_| positive) else {
-        return Ok(invalid_expire(name));
+    let at = match expire_time(when, &args[2], now_ms(), name) {
+        Ok(at) => at,
+        Err(reply) => return Ok(reply),
     };
     let none = vec![None; txn.database().schema().indexes.len()];
-    txn.put_expiring(&args[1], &none, &args[3], Some(at as u64))?;
+    txn.put_expiring(&args[1], &none, &args[3], Some(at))?;
     Ok(Reply::ok())
 }
 
@@ -156,10 +171,9 @@ pub(super) fn getex(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
         [word] if word.eq_ignore_ascii_case(b"PERSIST") => Some(None),
         [word, time] if When::option(word).is_some() => {
             let when = When::option(word).expect("checked");
-            let positive = super::strings::parse_i64(time).is_ok_and(|n| n > 0);
-            match when.deadline(time, now).filter(|_| positive) {
-                Some(at) => Some(Some(at as u64)),
-                None => return Ok(invalid_expire("getex")),
+            match expire_time(when, time, now, "getex") {
+                Ok(at) => Some(Some(at)),
+                Err(reply) => return Ok(reply),
             }
         }
         _ => return Ok(syntax_error()),
@@ -311,44 +325,74 @@ pub(crate) async fn run_cycle(node: std::sync::Weak<Node>) {
     }
 }
 
-/// One pass of the cycle: returns the keys deleted.
+/// How long one pass may keep deleting batches while keys are due (Redis
+/// gives its active cycle a quarter of each tick).
+const CYCLE_BUDGET: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// One pass of the cycle: returns the keys deleted. A database that fails
+/// (poisoned, say) is logged and passed over; the others still expire.
 async fn expire_due(node: &Node) -> Result<u64, String> {
     let Ok(db) = node.write_db() else {
         return Ok(0);
     };
+    let started = std::time::Instant::now();
     let mut deleted = 0;
     for database in db.engine().databases() {
-        let now = now_ms();
-        let due = database
-            .read()
-            .expired_keys(now, CYCLE_KEYS_MAX)
-            .map_err(|e| e.to_string())?;
-        if due.is_empty() {
-            continue;
-        }
-        let _ticket = node.handover().enter_write().await;
-        // The transaction (and the lock it holds) lives in this block
-        // only: no await may hold it.
-        let (n, lsn) = {
-            let mut txn = db
-                .begin_async(database.name())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut n = 0;
-            for key in &due {
-                n += txn.delete_expired(key, now).map_err(|e| e.to_string())? as u64;
+        loop {
+            match expire_batch(node, &db, &database).await {
+                Ok((due, n)) => {
+                    deleted += n;
+                    if due < CYCLE_KEYS_MAX || started.elapsed() > CYCLE_BUDGET {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(db = database.name(), error = %e, "expiring keys failed");
+                    break;
+                }
             }
-            node.watches().touch(database.name(), &txn);
-            let committed = txn.commit_local().map_err(|e| e.to_string())?;
-            (n, committed.map(|c| c.lsn))
-        };
-        if let Some(lsn) = lsn {
-            db.wait_committed(lsn).await.map_err(|e| e.to_string())?;
         }
-        node.stats()
-            .expired_keys
-            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        deleted += n;
     }
     Ok(deleted)
+}
+
+/// Deletes up to `CYCLE_KEYS_MAX` due keys of one database in one
+/// transaction; returns how many were due and how many it deleted.
+async fn expire_batch(
+    node: &Node,
+    db: &hotblock_primary::Db,
+    database: &hotblock_core::Database,
+) -> Result<(usize, u64), String> {
+    let now = now_ms();
+    let due = database
+        .read()
+        .expired_keys(now, CYCLE_KEYS_MAX)
+        .map_err(|e| e.to_string())?;
+    if due.is_empty() {
+        return Ok((0, 0));
+    }
+    let _ticket = node.handover().enter_write().await;
+    // The transaction (and the lock it holds) lives in this block only: no
+    // await may hold it.
+    let (n, lsn) = {
+        let mut txn = db
+            .begin_async(database.name())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut n = 0;
+        for key in &due {
+            n += txn.delete_expired(key, now).map_err(|e| e.to_string())? as u64;
+        }
+        let committed = txn
+            .commit_local_observed(|w| node.watches().touch(&w))
+            .map_err(|e| e.to_string())?;
+        (n, committed.map(|c| c.lsn))
+    };
+    if let Some(lsn) = lsn {
+        db.wait_committed(lsn).await.map_err(|e| e.to_string())?;
+    }
+    node.stats()
+        .expired_keys
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Ok((due.len(), n))
 }

@@ -138,7 +138,8 @@ pub(super) fn copy(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
             (b"DB", [db, tail @ ..]) => {
                 if db[..] != *txn.database().name().as_bytes() {
                     return Ok(Reply::Error(
-                        "ERR COPY to another database is not supported: a transaction acts on one database".into(),
+                        "ERR COPY to another database is not supported: use MULTI, GET, SELECT, SET"
+                            .into(),
                     ));
                 }
                 rest = tail;
@@ -171,8 +172,6 @@ pub(super) fn flush(txn: &mut Txn, args: &[Bytes]) -> Result<Reply, Error> {
         [mode] if mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC") => {}
         _ => return Ok(syntax_error()),
     }
-    for key in txn.keys()? {
-        txn.delete(&key)?;
-    }
+    txn.clear()?;
     Ok(Reply::ok())
 }

@@ -1,13 +1,12 @@
 //! RESP commands: Redis's names and reply shapes where Redis has the same
 //! thing, and the `DB.*`/`REC.*` commands for records with non-unique keys.
 //!
-//! Every write runs as one engine transaction on one database, committed
-//! locally without waiting, then awaited (disk, then the sync quorum)
-//! before its reply: the async wait keeps a worker thread free for other
-//! clients while this one's commit gathers acknowledgements.
-//! `MULTI`/`EXEC` queue commands and run them in one such transaction, so
-//! they take one LSN and replicate whole; a transaction writes one
-//! database, so queuing a command on a second one aborts it.
+//! Every write runs as one engine transaction, committed locally without
+//! waiting, then awaited (disk, then the sync quorum) before its reply:
+//! the async wait keeps a worker thread free for other clients while this
+//! one's commit gathers acknowledgements. `MULTI`/`EXEC` queue commands
+//! and run them in one such transaction across every database they name,
+//! so they take one LSN and replicate whole.
 //!
 //! **Where things are.** This file is the front door: [`execute`] checks
 //! authentication and `MULTI` queuing, then sends a command by name to its
@@ -64,13 +63,8 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
     if !session.authenticated && !matches!(&name[..], b"AUTH" | b"HELLO" | b"QUIT") {
         return Reply::Error("NOAUTH Authentication required.".into());
     }
-    if session.multi.is_some()
-        && !matches!(
-            &name[..],
-            b"EXEC" | b"DISCARD" | b"MULTI" | b"WATCH" | b"QUIT"
-        )
-    {
-        return transaction::queue(session, &name, args);
+    if session.multi.is_some() && !matches!(&name[..], b"EXEC" | b"DISCARD" | b"MULTI" | b"QUIT") {
+        return transaction::queue(node, session, &name, args);
     }
     let reply = match &name[..] {
         // The connection.
@@ -87,7 +81,7 @@ async fn execute(node: &Arc<Node>, session: &mut Session, args: Vec<Bytes>) -> R
         b"DISCARD" => transaction::discard(session),
         b"EXEC" => transaction::exec(node, session).await,
         b"WATCH" => transaction::watch(node, session, &args),
-        b"UNWATCH" => transaction::unwatch(session),
+        b"UNWATCH" => transaction::unwatch(session, &args),
         // The node.
         b"INFO" => info::info(node, &args[1..]),
         b"ROLE" => info::role(node),

@@ -96,7 +96,7 @@ fn groupable(session: &Session, args: &[Bytes]) -> Option<(Data, String)> {
     if !cmd.small_reply() {
         return None;
     }
-    Some((cmd, cmd.database(args, session).ok()?.to_string()))
+    Some((cmd, cmd.database(args, &session.db).ok()?.to_string()))
 }
 
 /// Commits a run of writes (and the reads among them) as one transaction.

@@ -1,27 +1,45 @@
 //! `MULTI`, `EXEC`, `DISCARD`, `WATCH` and `UNWATCH`: data commands queued
-//! after `MULTI` and run by `EXEC` as one engine transaction on one
-//! database (one LSN, replicated whole), or as reads on one consistent view
-//! when none writes; `EXEC` fails with a null reply, running nothing, when
-//! a key `WATCH`ed before it was written since (see [`crate::watch`]).
-//! Its own file because queuing changes how every other command is
-//! answered while a transaction is open.
+//! after `MULTI` and run by `EXEC` as one engine transaction (one LSN,
+//! replicated whole, all or nothing on every node), across every database
+//! they name — `SELECT` inside `MULTI` switches the database of the
+//! commands after it, as in Redis — or as reads on one consistent view of
+//! those databases when none writes. `EXEC` fails with a null reply,
+//! running nothing, when a key `WATCH`ed before it was written since (see
+//! [`crate::watch`]). Its own file because queuing changes how every other
+//! command is answered while a transaction is open.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
 use super::data::{self, Data};
-use super::errors::error_reply;
 use super::session::Session;
 use super::{arity_ok, unknown_or_unsupported, wrong_arity};
 use crate::resp::Reply;
-use crate::watch::Watch;
+use hotblock_core::Role;
+
+use crate::watch::{NodeNow, Watch};
 use crate::Node;
+
+/// One queued command.
+#[derive(Debug)]
+enum Queued {
+    /// A data command and the database it acts on.
+    Data { db: String, args: Vec<Bytes> },
+    /// `SELECT db`: replies `OK` and makes `db` the connection's database
+    /// once `EXEC` has run.
+    Select(String),
+    /// `UNWATCH`: replies `OK` (`EXEC` unwatches anyway).
+    Unwatch,
+}
 
 /// Commands queued by `MULTI`.
 #[derive(Debug, Default)]
 pub(super) struct Multi {
-    queued: Vec<Vec<Bytes>>,
-    /// The one database the transaction touches, once a command named it.
-    db: Option<String>,
+    queued: Vec<Queued>,
+    /// The database the next queued command acts on, once a `SELECT` was
+    /// queued.
+    selected: Option<String>,
     /// A command failed to queue: `EXEC` aborts.
     failed: bool,
 }
@@ -48,39 +66,90 @@ pub(super) fn discard(session: &mut Session) -> Reply {
     }
 }
 
-/// `WATCH key [key ...]`: on the selected database, as Redis.
+/// `WATCH key [key ...]`: on the selected database, as Redis. A key that
+/// exists with an expiry time counts as touched once the time passes.
 pub(super) fn watch(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply {
-    if session.multi.is_some() {
-        return Reply::Error("ERR WATCH inside MULTI is not allowed".into());
+    if args.len() < 2 {
+        return wrong_arity(b"watch");
     }
+    // Read where this node reads; a node that serves no reads has no
+    // expiry times to offer, and its watched keys still see every write.
+    let engine = node.read_engine().ok();
+    let database = engine
+        .as_ref()
+        .and_then(|engine| engine.database(&session.db).ok());
     let watch = session
         .watch
         .get_or_insert_with(|| Watch::new(node.watches().clone()));
+    match &engine {
+        Some(engine) if engine.role() != Role::Primary => watch.watching_on_follower(engine.lsn()),
+        // No engine to read: a follower that serves no reads.
+        None => watch.watching_on_follower(node.lsn()),
+        Some(_) => {}
+    }
     for key in &args[1..] {
-        watch.add(&session.db, key);
+        let expires_at = database
+            .as_ref()
+            .and_then(|d| d.get(key).ok().flatten())
+            .and_then(|r| r.expires_at_ms);
+        watch.add(&session.db, key, expires_at);
     }
     Reply::ok()
 }
 
 /// `UNWATCH`.
-pub(super) fn unwatch(session: &mut Session) -> Reply {
+pub(super) fn unwatch(session: &mut Session, args: &[Bytes]) -> Reply {
+    if args.len() != 1 {
+        return wrong_arity(b"unwatch");
+    }
     session.watch = None;
     Reply::ok()
 }
 
 /// Any command but `EXEC`, `DISCARD`, `MULTI` and `QUIT` while in `MULTI`:
-/// queued if it is a data command on the transaction's database, else
-/// refused, and `EXEC` will abort.
-pub(super) fn queue(session: &mut Session, name: &[u8], args: Vec<Bytes>) -> Reply {
+/// queued if it is a data command, `SELECT` or `UNWATCH`, else refused,
+/// and `EXEC` will abort.
+pub(super) fn queue(node: &Node, session: &mut Session, name: &[u8], args: Vec<Bytes>) -> Reply {
     let refuse = |session: &mut Session, reply: Reply| {
         if let Some(m) = session.multi.as_mut() {
             m.failed = true;
         }
         reply
     };
+    let queued = |session: &mut Session, entry: Queued| {
+        session.multi.as_mut().expect("in MULTI").queued.push(entry);
+        Reply::Simple("QUEUED".into())
+    };
+    match name {
+        b"SELECT" => {
+            if args.len() != 2 {
+                return refuse(session, wrong_arity(b"select"));
+            }
+            let Ok(db) = std::str::from_utf8(&args[1]) else {
+                return refuse(session, Reply::Error("ERR database names are UTF-8".into()));
+            };
+            let exists = node
+                .read_engine()
+                .is_ok_and(|engine| engine.database(db).is_ok());
+            if !exists {
+                let reply = Reply::Error(format!("ERR no database '{db}' (DB.LIST shows them)"));
+                return refuse(session, reply);
+            }
+            session.multi.as_mut().expect("in MULTI").selected = Some(db.to_string());
+            return queued(session, Queued::Select(db.to_string()));
+        }
+        b"UNWATCH" if args.len() == 1 => return queued(session, Queued::Unwatch),
+        b"UNWATCH" => return refuse(session, wrong_arity(b"unwatch")),
+        // Redis's reply to a command flagged no-multi.
+        b"WATCH" => {
+            let reply = Reply::Error("ERR Command not allowed inside a transaction".into());
+            return refuse(session, reply);
+        }
+        _ => {}
+    }
     let Some(cmd) = Data::parse(name) else {
         let reply = match name {
-            b"PING" | b"ECHO" | b"INFO" | b"SELECT" | b"WAIT" | b"DB.CREATE" | b"DB.LIST" => {
+            b"PING" | b"ECHO" | b"INFO" | b"WAIT" | b"DB.CREATE" | b"DB.LIST" => {
                 Reply::Error(format!(
                     "ERR {} is not allowed inside MULTI here",
                     String::from_utf8_lossy(name)
@@ -93,22 +162,16 @@ pub(super) fn queue(session: &mut Session, name: &[u8], args: Vec<Bytes>) -> Rep
     if !arity_ok(cmd.arity(), args.len()) {
         return refuse(session, wrong_arity(name));
     }
-    let db = match cmd.database(&args, session) {
+    let current = session
+        .multi
+        .as_ref()
+        .and_then(|m| m.selected.as_deref())
+        .unwrap_or(&session.db);
+    let db = match cmd.database(&args, current) {
         Ok(db) => db.to_string(),
         Err(reply) => return refuse(session, reply),
     };
-    let multi = session.multi.as_mut().expect("in MULTI");
-    match &multi.db {
-        Some(first) if *first != db => {
-            let reply = Reply::Error(format!(
-                "ERR a transaction acts on one database: this one already uses '{first}', not '{db}'"
-            ));
-            return refuse(session, reply);
-        }
-        _ => multi.db = Some(db),
-    }
-    multi.queued.push(args);
-    Reply::Simple("QUEUED".into())
+    queued(session, Queued::Data { db, args })
 }
 
 /// `EXEC`: runs the queued commands, all reads on one view or all in one
@@ -122,54 +185,68 @@ pub(super) async fn exec(node: &Node, session: &mut Session) -> Reply {
     if multi.failed {
         return Reply::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }
-    let touched = || watch.as_ref().is_some_and(Watch::touched);
-    let Some(db_name) = multi.db else {
-        return match touched() {
-            true => Reply::Array(None),
-            false => Reply::Array(Some(vec![])),
-        };
-    };
-    let commands: Vec<(Data, Vec<Bytes>)> = multi
+    // The data commands, parsed, with the databases they act on.
+    let commands: Vec<(&str, Data, &[Bytes])> = multi
         .queued
-        .into_iter()
-        .map(|args| {
-            (
+        .iter()
+        .filter_map(|q| match q {
+            Queued::Data { db, args } => Some((
+                db.as_str(),
                 Data::parse(&args[0].to_ascii_uppercase()).expect("checked when queued"),
-                args,
-            )
+                &args[..],
+            )),
+            Queued::Select(_) | Queued::Unwatch => None,
         })
         .collect();
-    if !commands.iter().any(|(c, _)| c.writes()) {
+    // Every database the commands name or the watched keys live in: the
+    // watched ones so that the flag is checked holding their writers.
+    let mut dbs: BTreeSet<&str> = commands.iter().map(|(db, ..)| *db).collect();
+    if let Some(w) = &watch {
+        dbs.extend(w.databases());
+    }
+    let dbs: Vec<&str> = dbs.into_iter().collect();
+    let replies = if commands.is_empty() {
+        let now = NodeNow {
+            lsn: node.lsn(),
+            follower: node.write_db().is_err(),
+        };
+        match watch.as_ref().is_some_and(|w| w.touched(now)) {
+            true => None,
+            false => Some(vec![]),
+        }
+    } else if !commands.iter().any(|(_, c, _)| c.writes()) {
         // Reads only: one consistent view, no transaction.
-        let engine = match node.read_engine() {
-            Ok(engine) => engine,
+        match data::read_consistent(node, session.protocol, &dbs, &commands, watch.as_ref()) {
+            Ok(replies) => replies,
+            Err(e) => return e,
+        }
+    } else {
+        // A planned switchover holds writes until it is over.
+        let _ticket = node.handover().enter_write().await;
+        let db = match node.write_db() {
+            Ok(db) => db,
             Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),
         };
-        let database = match engine.database(&db_name) {
-            Ok(d) => d,
-            Err(e) => return error_reply(&e),
-        };
-        return match data::read_consistent(
-            node,
-            session.protocol,
-            &database,
-            &commands,
-            watch.as_ref(),
-        ) {
-            Some(replies) => Reply::Array(Some(replies)),
-            None => Reply::Array(None),
-        };
-    }
-    // A planned switchover holds writes until it is over.
-    let _ticket = node.handover().enter_write().await;
-    let db = match node.write_db() {
-        Ok(db) => db,
-        Err(r) => return Reply::Error(format!("EXECABORT {}", node.refusal(r))),
+        let run = data::commit_run_watched(node, session, &db, &dbs, &commands, watch.as_ref());
+        match run.await {
+            Ok(replies) => replies,
+            Err(e) => return e,
+        }
     };
-    let commands: Vec<(Data, &[Bytes])> = commands.iter().map(|(c, a)| (*c, &a[..])).collect();
-    let run = data::commit_run_watched(node, session, &db, &db_name, &commands, watch.as_ref());
-    match run.await {
-        Ok(replies) => Reply::Array(Some(replies)),
-        Err(e) => e,
+    let Some(mut replies) = replies else {
+        return Reply::Array(None);
+    };
+    // Put the replies of SELECT and UNWATCH back in their places; the last
+    // SELECT stands once the transaction has run.
+    for (i, q) in multi.queued.iter().enumerate() {
+        match q {
+            Queued::Data { .. } => {}
+            Queued::Select(db) => {
+                session.db.clone_from(db);
+                replies.insert(i, Reply::ok());
+            }
+            Queued::Unwatch => replies.insert(i, Reply::ok()),
+        }
     }
+    Reply::Array(Some(replies))
 }

@@ -168,23 +168,16 @@ impl SnapshotCursor {
     /// The part of `delta` a snapshotting secondary needs; schema ops always.
     pub(super) fn filter(&mut self, delta: &Delta) -> Delta {
         let lsn = delta.lsn();
-        let mut ops = Vec::with_capacity(delta.ops().len());
-        for op in delta.ops() {
-            let keep = match op {
-                DeltaOp::BlockAlloc { db, block }
-                | DeltaOp::BlockWrite { db, block, .. }
-                | DeltaOp::BlockFree { db, block } => self.needs(*db, *block, lsn),
-                DeltaOp::DbCreate { db, .. } => {
-                    self.dbs_known = self.dbs_known.max(db.0 + 1);
-                    true
-                }
-                DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => true,
-            };
-            if keep {
-                ops.push(op.clone());
+        delta.retain(|op| match op {
+            DeltaOp::BlockAlloc { db, block }
+            | DeltaOp::BlockWrite { db, block, .. }
+            | DeltaOp::BlockFree { db, block } => self.needs(*db, *block, lsn),
+            DeltaOp::DbCreate { db, .. } => {
+                self.dbs_known = self.dbs_known.max(db.0 + 1);
+                true
             }
-        }
-        Delta::from_ops(ops)
+            DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => true,
+        })
     }
 
     /// The snapshot's next frame once no delta is due: the next block (or

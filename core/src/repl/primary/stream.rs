@@ -1,8 +1,8 @@
 //! Forwarding the backlog: a session is a cursor in it, sending the delta
 //! after the last one it sent, whole to a streaming session, filtered for
-//! one loading a snapshot, and empty (begin and commit only) for a
-//! database its secondary does not subscribe to, so that its LSNs still
-//! follow ours.
+//! one loading a snapshot, and without the databases its secondary does
+//! not subscribe to — empty (begin and commit only) if that is all of
+//! them, so that its LSNs still follow ours.
 //!
 //! Apart from `Primary` because it is the one path every live byte takes,
 //! and it reads only the backlog, the engine's catalog and one session.
@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
+use crate::ids::DbId;
 use crate::repl::backlog::Backlog;
 use crate::repl::frame::{Frame, Message};
 use crate::repl::history::Epoch;
@@ -31,13 +32,7 @@ impl Session {
             Phase::Streaming => entry.delta.clone(),
             Phase::Snapshot(cursor) => cursor.filter(&entry.delta),
         };
-        let delta = match wants(engine, &self.subscription, &delta) {
-            true => delta,
-            false => Delta::from_ops(vec![
-                DeltaOp::TxnBegin { db: delta.db() },
-                DeltaOp::TxnCommit { lsn: delta.lsn() },
-            ]),
-        };
+        let delta = share(engine, &self.subscription, delta);
         self.sent = delta.lsn();
         self.queue.extend(
             delta
@@ -50,17 +45,31 @@ impl Session {
     }
 }
 
-/// Whether a session with `subscription` gets `delta` whole (or empty).
-fn wants(engine: &Engine, subscription: &Option<BTreeSet<String>>, delta: &Delta) -> bool {
+/// The part of `delta` a session with `subscription` gets: the sections of
+/// the databases it subscribes to (all of it without a subscription).
+fn share(engine: &Engine, subscription: &Option<BTreeSet<String>>, delta: Delta) -> Delta {
     if subscription.is_none() {
-        return true;
+        return delta;
     }
-    let name = match &delta.ops()[1] {
-        DeltaOp::DbCreate { name, .. } => name.clone(),
-        _ => match engine.database_by_id(delta.db()) {
-            Some(db) => db.name().to_string(),
-            None => return false,
-        },
+    let mut names: Vec<(DbId, bool)> = Vec::new();
+    let mut wanted = |db: DbId, name: Option<&str>| -> bool {
+        if let Some(&(_, w)) = names.iter().find(|(d, _)| *d == db) {
+            return w;
+        }
+        let w = match name {
+            Some(name) => subscribed(subscription, name),
+            None => engine
+                .database_by_id(db)
+                .is_some_and(|d| subscribed(subscription, d.name())),
+        };
+        names.push((db, w));
+        w
     };
-    subscribed(subscription, &name)
+    delta.retain(|op| match op {
+        DeltaOp::DbCreate { db, name, .. } => wanted(*db, Some(name)),
+        DeltaOp::BlockAlloc { db, .. }
+        | DeltaOp::BlockWrite { db, .. }
+        | DeltaOp::BlockFree { db, .. } => wanted(*db, None),
+        DeltaOp::TxnBegin { .. } | DeltaOp::TxnCommit { .. } => true,
+    })
 }

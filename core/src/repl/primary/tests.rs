@@ -287,3 +287,49 @@ fn a_subscribed_sync_secondary_counts_toward_no_quorum() {
         );
     }
 }
+
+/// A secondary that replicates some databases gets, of a transaction
+/// across databases, the part of the ones it holds, whatever their order.
+#[test]
+fn a_subscriber_gets_its_share_of_a_transaction_across_databases() {
+    let t0 = Instant::now();
+    let engine = Engine::new(EngineConfig::default());
+    let mut p = Primary::new(
+        engine.clone(),
+        EpochHistory::default(),
+        PrimaryConfig::default(),
+    );
+    for name in ["a", "b", "c"] {
+        let created = engine
+            .create_database(name, DatabaseOptions::default())
+            .unwrap();
+        p.on_commit(t0, created.delta, false);
+    }
+    let mut sc = SecondaryConfig::new(NodeId(1), Mode::Async);
+    sc.databases = vec!["b".into()];
+    let follower = Engine::new(EngineConfig::follower(IndexMode::Maintained));
+    let mut s = Secondary::new(follower, EpochHistory::default(), sc, t0);
+    let session = p.connect(t0);
+    s.connect(t0).unwrap();
+    pump(&mut p, session, &mut s, t0);
+    assert!(s.is_streaming());
+    for dbs in [["a", "b"], ["c", "b"], ["a", "c"]] {
+        let mut txn = engine.begin_across(&dbs).unwrap();
+        for db in dbs {
+            txn.select(db).unwrap();
+            txn.put(dbs.join("+").as_bytes(), &[], db.as_bytes())
+                .unwrap();
+        }
+        let committed = txn.commit().unwrap().unwrap();
+        assert!(committed.delta.spans_databases());
+        p.on_commit(t0, committed.delta, false);
+        pump(&mut p, session, &mut s, t0);
+        assert_eq!(s.engine().lsn(), committed.lsn);
+    }
+    let b = s.engine().database("b").unwrap();
+    assert_eq!(b.count(), 2);
+    assert_eq!(b.get(b"a+b").unwrap().unwrap().payload, b"b");
+    assert_eq!(b.get(b"c+b").unwrap().unwrap().payload, b"b");
+    assert!(s.engine().database("a").is_err());
+    assert_eq!(s.engine().digests()[0], engine.digests()[1], "b alike");
+}
