@@ -209,6 +209,16 @@ async function records(r) {
   const got = await r.call("REC.MGET", "things", "a", "none");
   assert.equal(got.length, 2);
   assert.equal(got[1], null);
+  // One transaction across the selected database and a record database.
+  assert.deepEqual(
+    await r.multi().set("across", "1").call("REC.PUT", "things", "c", "z", "color", "blue").exec(),
+    [
+      [null, "OK"],
+      [null, "OK"],
+    ],
+  );
+  assert.equal(await r.call("REC.DEL", "things", "c"), 1);
+  assert.equal(await r.del("across"), 1);
   const [cursor, keys] = await r.call("REC.SCAN", "things", "0", "COUNT", "100");
   assert.equal(cursor, "0");
   assert.deepEqual(keys.sort(), ["a", "b"]);

@@ -264,8 +264,13 @@ def records():
         cursor, more = r.execute_command("REC.SCAN", "people", cursor)
         keys += more
     assert sorted(keys) == [b"ann", b"bob"], keys
-    assert r.execute_command("REC.DEL", "people", "ann") == 1
-    assert r.execute_command("REC.DEL", "people", "bob") == 1
+    # One transaction across the selected database and a record database.
+    with r.pipeline() as tx:
+        tx.set("moved", "1")
+        tx.execute_command("REC.DEL", "people", "ann")
+        tx.execute_command("REC.DEL", "people", "bob")
+        assert tx.execute() == [True, 1, 1]
+    assert r.get("moved") == b"1" and r.delete("moved") == 1
     db_line = r.info("keyspace").get("dbpeople")
     assert db_line is None or db_line["keys"] == 0, db_line
 
