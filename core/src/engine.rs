@@ -509,9 +509,11 @@ impl Engine {
         commit.begin(lsn);
         match change(&mut states, lsn) {
             Ok(delta) => {
+                // The LSN is published before readers may see the change:
+                // one that sees it also sees its LSN.
+                self.publish(&mut commit, lsn);
                 drop(states);
                 drop(guards);
-                self.publish(&mut commit, lsn);
                 self.run_hook(&delta);
                 Ok(Committed { lsn, delta })
             }
@@ -616,6 +618,11 @@ impl Engine {
                     return Err(e.into());
                 }
             }
+            // Before readers may see the change, as a commit does.
+            self.publish(&mut commit, lsn);
+            drop(states);
+            self.run_hook(delta);
+            return Ok(lsn);
         }
         self.publish(&mut commit, lsn);
         self.run_hook(delta);

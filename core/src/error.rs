@@ -10,6 +10,13 @@ pub enum Error {
     /// No database has this name. Create it first.
     #[error("unknown database '{0}'")]
     UnknownDatabase(String),
+    /// The transaction's delta could hold more than a delta may
+    /// (`DELTA_OPS_MAX` ops, `DELTA_SIZE_MAX` bytes), which secondaries and
+    /// the log would refuse. Nothing was changed: split it.
+    #[error(
+        "transaction too large to replicate: up to {ops} operations and {bytes} bytes; split it"
+    )]
+    TransactionTooLarge { ops: usize, bytes: usize },
     /// A transaction reads or writes only the databases it began on
     /// (`Engine::begin_across`).
     #[error("database '{0}' is not part of this transaction")]

@@ -19,7 +19,7 @@ use parking_lot::lock_api::ArcMutexGuard;
 use parking_lot::RawMutex;
 
 use crate::block::BlockHeader;
-use crate::constants::{BLOCKS_PER_DB_MAX, BLOCK_HEADER_SIZE};
+use crate::constants::{BLOCKS_PER_DB_MAX, BLOCK_HEADER_SIZE, DELTA_OPS_MAX, DELTA_SIZE_MAX};
 use crate::database::{Database, DbState};
 use crate::delta::{Delta, DeltaOp};
 use crate::engine::Engine;
@@ -385,15 +385,18 @@ impl Txn {
         self,
         mut observe: impl FnMut(Written<'_>),
     ) -> Result<Option<Committed>, Error> {
-        let Txn {
-            engine, mut parts, ..
-        } = self;
-        parts.retain(|p| !p.writes.is_empty());
-        if let [part] = &parts[..] {
+        // Every part, written or not, keeps its writer until the commit is
+        // over: a database this transaction only read or watched must not
+        // take another writer's commit before this one.
+        let Txn { engine, parts, .. } = self;
+        let written: Vec<&Part> = parts.iter().filter(|p| !p.writes.is_empty()).collect();
+        match written[..] {
+            [] => Ok(None),
             // The common case, one database: no per-database vectors.
-            return engine
+            [part] => engine
                 .commit_with(&part.db, |state, lsn| {
                     let plan = plan(state, &part.writes)?;
+                    check_size(&[&plan])?;
                     let delta = execute(state, plan, lsn)?;
                     observe(Written {
                         db: part.db.name(),
@@ -401,43 +404,43 @@ impl Txn {
                     });
                     Ok(delta)
                 })
-                .map(Some);
-        }
-        if parts.is_empty() {
-            return Ok(None);
-        }
-        let dbs: Vec<&Database> = parts.iter().map(|p| &*p.db).collect();
-        engine
-            .commit_across(&dbs, |states, lsn| {
-                // Plan every database first: memory is reserved everywhere
-                // before any block changes.
-                let mut plans = Vec::with_capacity(parts.len());
-                for (state, part) in states.iter_mut().zip(&parts) {
-                    plans.push(plan(state, &part.writes)?);
-                }
-                let mut deltas = Vec::with_capacity(parts.len());
-                for (state, plan) in states.iter_mut().zip(plans) {
-                    match execute(state, plan, lsn) {
-                        Ok(delta) => deltas.push(delta),
-                        Err(e) => {
-                            // Earlier databases hold part of a transaction
-                            // that will not complete.
-                            for state in states.iter_mut() {
-                                state.poisoned = true;
-                            }
-                            return Err(e);
+                .map(Some),
+            _ => {
+                let dbs: Vec<&Database> = written.iter().map(|p| &*p.db).collect();
+                engine
+                    .commit_across(&dbs, |states, lsn| {
+                        // Plan every database first: memory is reserved
+                        // everywhere before any block changes.
+                        let mut plans = Vec::with_capacity(written.len());
+                        for (state, part) in states.iter_mut().zip(&written) {
+                            plans.push(plan(state, &part.writes)?);
                         }
-                    }
-                }
-                for part in &parts {
-                    observe(Written {
-                        db: part.db.name(),
-                        writes: &part.writes,
-                    });
-                }
-                Ok(Delta::join(deltas))
-            })
-            .map(Some)
+                        check_size(&plans.iter().collect::<Vec<_>>())?;
+                        let mut deltas = Vec::with_capacity(written.len());
+                        for (state, plan) in states.iter_mut().zip(plans) {
+                            match execute(state, plan, lsn) {
+                                Ok(delta) => deltas.push(delta),
+                                Err(e) => {
+                                    // Earlier databases hold part of a
+                                    // transaction that will not complete.
+                                    for state in states.iter_mut() {
+                                        state.poisoned = true;
+                                    }
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        for part in &written {
+                            observe(Written {
+                                db: part.db.name(),
+                                writes: &part.writes,
+                            });
+                        }
+                        Ok(Delta::join(deltas))
+                    })
+                    .map(Some)
+            }
+        }
     }
 
     /// Drops the writes. Equivalent to dropping the transaction.
@@ -554,6 +557,61 @@ enum Step<'a> {
 /// A database's writes, planned: how each lands. Memory is reserved.
 struct Plan<'a> {
     steps: Vec<Step<'a>>,
+    new_blocks: usize,
+}
+
+/// Bytes one `BlockWrite` adds to an encoded delta besides its data: tag,
+/// database, block, offset, length.
+const WRITE_OP_OVERHEAD: usize = 17;
+
+/// Refuses, before anything changes, a transaction whose delta could pass
+/// what a delta may hold (`DELTA_OPS_MAX`, `DELTA_SIZE_MAX`): secondaries
+/// and the log would refuse it after it was applied here. The bound is
+/// counted generously first; only a big transaction counts exactly which
+/// blocks it touches.
+fn check_size(plans: &[&Plan<'_>]) -> Result<(), Error> {
+    let record_bytes = |step: &Step<'_>| match step {
+        Step::InPlace(_, rec) | Step::Append(rec) => rec.len(),
+        Step::Replace(_, rec) => rec.len() + 1,
+        Step::Delete(_) => 1,
+    };
+    let ranges = |step: &Step<'_>| 1 + matches!(step, Step::Replace(..)) as usize;
+    let (mut ops, mut bytes, mut steps) = (2usize, 16usize, 0usize);
+    for plan in plans {
+        steps += plan.steps.len();
+        ops += plan.new_blocks * 3;
+        bytes += plan.new_blocks * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD);
+        for step in &plan.steps {
+            ops += ranges(step);
+            bytes += record_bytes(step) + WRITE_OP_OVERHEAD * ranges(step);
+        }
+    }
+    // Each step may touch a block of its own: a header write and a free.
+    let generous = (
+        ops + 2 * steps,
+        bytes + steps * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD),
+    );
+    if generous.0 <= DELTA_OPS_MAX && generous.1 <= DELTA_SIZE_MAX {
+        return Ok(());
+    }
+    let mut blocks: Vec<(usize, BlockId)> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        for step in &plan.steps {
+            if let Step::InPlace(rid, _) | Step::Replace(rid, _) | Step::Delete(rid) = step {
+                blocks.push((i, rid.block));
+            }
+        }
+    }
+    blocks.sort_unstable();
+    blocks.dedup();
+    // The tail each database appends to, besides.
+    let touched = blocks.len() + plans.len();
+    let ops = ops + 2 * touched;
+    let bytes = bytes + touched * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD);
+    if ops > DELTA_OPS_MAX || bytes > DELTA_SIZE_MAX {
+        return Err(Error::TransactionTooLarge { ops, bytes });
+    }
+    Ok(())
 }
 
 /// Plans `writes` against `state` and reserves the memory for their new
@@ -585,7 +643,7 @@ fn plan<'a>(state: &mut DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error
         });
     }
     state.arena.reserve(new_blocks)?;
-    Ok(Plan { steps })
+    Ok(Plan { steps, new_blocks })
 }
 
 /// Applies a plan to the blocks and indexes; returns the database's delta.
@@ -721,8 +779,40 @@ fn open_block(state: &mut DbState, dirty: &mut Dirty) -> Result<BlockId, Error> 
 
 #[cfg(test)]
 mod tests {
-    use super::merge;
-    use crate::ids::BlockId;
+    use super::{check_size, merge, Plan, Step};
+    use crate::error::Error;
+    use crate::ids::{BlockId, RecordId};
+
+    #[test]
+    fn a_transaction_too_large_for_a_delta_is_refused_before_it_applies() {
+        let delete = |i: u32| {
+            Step::Delete(RecordId {
+                block: BlockId(i / 500),
+                offset: 48 + (i % 500) * 100,
+            })
+        };
+        let small = Plan {
+            steps: (0..1000).map(delete).collect(),
+            new_blocks: 0,
+        };
+        assert!(check_size(&[&small]).is_ok());
+        // 400,000 deletes from 800 blocks: over the quick bound, under the
+        // exact one (one write each, and a header per block).
+        let many = Plan {
+            steps: (0..400_000).map(delete).collect(),
+            new_blocks: 0,
+        };
+        assert!(check_size(&[&many]).is_ok());
+        // Spread over two databases, 1.1 million: too many operations.
+        let more = Plan {
+            steps: (0..700_000).map(delete).collect(),
+            new_blocks: 0,
+        };
+        assert!(matches!(
+            check_size(&[&many, &more]),
+            Err(Error::TransactionTooLarge { .. })
+        ));
+    }
 
     #[test]
     fn merge_joins_touching_ranges_within_a_block() {

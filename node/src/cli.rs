@@ -457,6 +457,18 @@ pub enum SizeError {
     UnknownUnit { size: String, unit: String },
     #[error("'{0}' is too large")]
     TooLarge(String),
+    #[error("'{0}' is below the least allowed, 1mb (as in Redis)")]
+    BelowOneMb(String),
+}
+
+/// A request limit (`--proto-max-bulk-len`, `--client-query-buffer-limit`):
+/// a size of at least 1 MiB, Redis's least for both, so that a whole block
+/// of records can always be sent.
+pub fn parse_request_limit(s: &str) -> Result<u64, SizeError> {
+    match parse_size(s)? {
+        n if n < 1 << 20 => Err(SizeError::BelowOneMb(s.to_string())),
+        n => Ok(n),
+    }
 }
 
 /// A password or secret: never empty. An empty one would pass the
@@ -600,6 +612,8 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999tb").is_err());
+        assert_eq!(parse_request_limit("1mb"), Ok(1 << 20));
+        assert!(parse_request_limit("1023kb").is_err());
     }
 
     #[test]

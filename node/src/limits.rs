@@ -14,6 +14,10 @@ pub const CLIENTS_MAX: usize = 10_000;
 /// bounds what the parser accepts before a command looks at it.
 pub const BULK_LEN_MAX: usize = 512 << 20;
 
+/// Most bytes held for requests not yet whole (Redis's
+/// `client-query-buffer-limit` and its default).
+pub const QUERY_BUFFER_BYTES_MAX: usize = 1 << 30;
+
 /// Most arguments in one request (Redis's inline limit is the same order).
 pub const ARGS_MAX: usize = 1024 * 1024;
 

@@ -8,6 +8,12 @@
 //! takes no nested arrays. Before a client authenticates, only a few small
 //! arguments are accepted (as Redis does). A `ProtocolError` means the
 //! stream can no longer be trusted: reply with it and close.
+//!
+//! A connection parses with a [`RequestParser`], which remembers how far it
+//! got into a request that has not all arrived: each argument's header is
+//! read once however many reads the request takes (linear, where starting
+//! over on every read was quadratic in the arguments), and the bytes held
+//! for one unfinished request are capped (`client-query-buffer-limit`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -25,6 +31,9 @@ pub struct RespLimits {
     /// Before authentication: most arguments, and longest argument.
     pub unauthenticated_args_max: usize,
     pub unauthenticated_bulk_len_max: usize,
+    /// Most bytes held for requests not yet whole (Redis's
+    /// `client-query-buffer-limit`): past it, the client is closed.
+    pub query_buffer_max: usize,
 }
 
 impl Default for RespLimits {
@@ -35,6 +44,7 @@ impl Default for RespLimits {
             inline_len_max: limits::INLINE_LEN_MAX,
             unauthenticated_args_max: limits::UNAUTHENTICATED_ARGS_MAX,
             unauthenticated_bulk_len_max: limits::UNAUTHENTICATED_BULK_LEN_MAX,
+            query_buffer_max: limits::QUERY_BUFFER_BYTES_MAX,
         }
     }
 }
@@ -51,19 +61,217 @@ fn err<T>(message: impl Into<String>) -> Result<T, ProtocolError> {
 
 /// Takes one whole request off the front of `buf`: `Ok(None)` if it is not
 /// all there yet (the bytes stay), the arguments otherwise. An empty inline
-/// line yields an empty request, which callers skip.
+/// line yields an empty request, which callers skip. Starts from scratch
+/// on every call: a connection uses a [`RequestParser`].
 pub fn parse_request(
     buf: &mut BytesMut,
     limits: &RespLimits,
     authenticated: bool,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    if buf.is_empty() {
-        return Ok(None);
+    RequestParser::default().parse(buf, limits, authenticated)
+}
+
+/// One connection's request parser: [`parse_request`] that resumes a
+/// request that had not all arrived where it stopped.
+#[derive(Debug, Default)]
+pub struct RequestParser {
+    partial: Option<Partial>,
+    /// Argument headers and inline bytes examined, for tests of linearity.
+    work: u64,
+}
+
+/// How far the parser got into a request not all there yet. Positions are
+/// offsets into the input buffer, which only grows at its end until the
+/// request is taken off its front.
+#[derive(Debug)]
+enum Partial {
+    Multibulk {
+        count: usize,
+        bulk_max: usize,
+        authenticated: bool,
+        /// Where the next argument's header starts.
+        at: usize,
+        spans: Vec<(usize, usize)>,
+    },
+    /// An inline line: bytes already searched for its newline.
+    Inline { searched: usize },
+}
+
+impl RequestParser {
+    /// Takes one whole request off the front of `buf`, as
+    /// [`parse_request`]; a request held past `limits.query_buffer_max`
+    /// bytes is an error.
+    pub fn parse(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &RespLimits,
+        authenticated: bool,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let result = if buf[0] == b'*' {
+            self.parse_multibulk(buf, limits, authenticated)
+        } else {
+            self.parse_inline(buf, limits)
+        };
+        match result {
+            Ok(None) if buf.len() > limits.query_buffer_max => {
+                self.partial = None;
+                err("query buffer limit reached (client-query-buffer-limit)")
+            }
+            Ok(None) => Ok(None),
+            done => {
+                self.partial = None;
+                done
+            }
+        }
     }
-    if buf[0] == b'*' {
-        parse_multibulk(buf, limits, authenticated)
-    } else {
-        parse_inline(buf, limits)
+
+    /// Argument headers and inline bytes examined so far.
+    pub fn work(&self) -> u64 {
+        self.work
+    }
+
+    fn parse_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &RespLimits,
+        authenticated: bool,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let (count, bulk_max, authenticated, mut at, mut spans) = match self.partial.take() {
+            // A request begun before `AUTH` ran keeps the limits it began
+            // under.
+            Some(Partial::Multibulk {
+                count,
+                bulk_max,
+                authenticated,
+                at,
+                spans,
+            }) => (count, bulk_max, authenticated, at, spans),
+            _ => {
+                self.work += 1;
+                // "*<n>\r\n": n has at most 18 digits, so the line is short.
+                let Some(eol) = find_crlf(buf, 1, 21) else {
+                    return match buf.len() > 21 {
+                        true => err("invalid multibulk length"),
+                        false => Ok(None),
+                    };
+                };
+                let count = match &buf[1..eol] {
+                    b"-1" => 0,
+                    digits => parse_len(digits)
+                        .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?,
+                };
+                if count > limits.args_max {
+                    return err("invalid multibulk length");
+                }
+                if !authenticated && count > limits.unauthenticated_args_max {
+                    return err("unauthenticated multibulk length");
+                }
+                let bulk_max = if authenticated {
+                    limits.bulk_len_max
+                } else {
+                    limits.unauthenticated_bulk_len_max
+                };
+                (
+                    count,
+                    bulk_max,
+                    authenticated,
+                    eol + 2,
+                    Vec::with_capacity(count.min(64)),
+                )
+            }
+        };
+        // Check the whole request is there before taking anything.
+        while spans.len() < count {
+            if at >= buf.len() {
+                return self.wait(count, bulk_max, authenticated, at, spans);
+            }
+            if buf[at] != b'$' {
+                return err(format!("expected '$', got '{}'", buf[at] as char));
+            }
+            self.work += 1;
+            let Some(eol) = find_crlf(buf, at + 1, 21) else {
+                return match buf.len() > at + 21 {
+                    true => err("invalid bulk length"),
+                    false => self.wait(count, bulk_max, authenticated, at, spans),
+                };
+            };
+            let len = parse_len(&buf[at + 1..eol])
+                .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
+            if len > bulk_max {
+                return err(if authenticated {
+                    "invalid bulk length"
+                } else {
+                    "unauthenticated bulk length"
+                });
+            }
+            let start = eol + 2;
+            let Some(end) = start.checked_add(len) else {
+                return err("invalid bulk length");
+            };
+            if buf.len() < end + 2 {
+                // The header is read: resume at it, cheaply, next time.
+                return self.wait(count, bulk_max, authenticated, at, spans);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return err("bulk string not terminated by CRLF");
+            }
+            spans.push((start, end));
+            at = end + 2;
+        }
+        let request = buf.split_to(at).freeze();
+        Ok(Some(
+            spans
+                .into_iter()
+                .map(|(s, e)| request.slice(s..e))
+                .collect(),
+        ))
+    }
+
+    /// Keeps a multibulk request's progress until more bytes come.
+    fn wait(
+        &mut self,
+        count: usize,
+        bulk_max: usize,
+        authenticated: bool,
+        at: usize,
+        spans: Vec<(usize, usize)>,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        self.partial = Some(Partial::Multibulk {
+            count,
+            bulk_max,
+            authenticated,
+            at,
+            spans,
+        });
+        Ok(None)
+    }
+
+    fn parse_inline(
+        &mut self,
+        buf: &mut BytesMut,
+        limits: &RespLimits,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let searched = match self.partial.take() {
+            Some(Partial::Inline { searched }) => searched,
+            _ => 0,
+        };
+        let window = buf.len().min(limits.inline_len_max + 1);
+        self.work += window.saturating_sub(searched) as u64;
+        let found = buf[searched.min(window)..window]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| searched + i);
+        let Some(eol) = found else {
+            if buf.len() > limits.inline_len_max {
+                return err("too big inline request");
+            }
+            self.partial = Some(Partial::Inline { searched: window });
+            return Ok(None);
+        };
+        parse_inline_line(buf, eol)
     }
 }
 
@@ -85,96 +293,8 @@ fn parse_len(digits: &[u8]) -> Option<usize> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-fn parse_multibulk(
-    buf: &mut BytesMut,
-    limits: &RespLimits,
-    authenticated: bool,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    // "*<n>\r\n": n has at most 18 digits, so the line is short.
-    let Some(eol) = find_crlf(buf, 1, 21) else {
-        return match buf.len() > 21 {
-            true => err("invalid multibulk length"),
-            false => Ok(None),
-        };
-    };
-    let count = match &buf[1..eol] {
-        b"-1" => 0,
-        digits => {
-            parse_len(digits).ok_or_else(|| ProtocolError("invalid multibulk length".into()))?
-        }
-    };
-    if count > limits.args_max {
-        return err("invalid multibulk length");
-    }
-    if !authenticated && count > limits.unauthenticated_args_max {
-        return err("unauthenticated multibulk length");
-    }
-    let bulk_max = if authenticated {
-        limits.bulk_len_max
-    } else {
-        limits.unauthenticated_bulk_len_max
-    };
-    // Check the whole request is there before taking anything.
-    let mut at = eol + 2;
-    let mut spans = Vec::with_capacity(count.min(64));
-    for _ in 0..count {
-        if at >= buf.len() {
-            return Ok(None);
-        }
-        if buf[at] != b'$' {
-            return err(format!("expected '$', got '{}'", buf[at] as char));
-        }
-        let Some(eol) = find_crlf(buf, at + 1, 21) else {
-            return match buf.len() > at + 21 {
-                true => err("invalid bulk length"),
-                false => Ok(None),
-            };
-        };
-        let len = parse_len(&buf[at + 1..eol])
-            .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
-        if len > bulk_max {
-            return err(if authenticated {
-                "invalid bulk length"
-            } else {
-                "unauthenticated bulk length"
-            });
-        }
-        let start = eol + 2;
-        let Some(end) = start.checked_add(len) else {
-            return err("invalid bulk length");
-        };
-        if buf.len() < end + 2 {
-            return Ok(None);
-        }
-        if &buf[end..end + 2] != b"\r\n" {
-            return err("bulk string not terminated by CRLF");
-        }
-        spans.push((start, end));
-        at = end + 2;
-    }
-    let request = buf.split_to(at).freeze();
-    Ok(Some(
-        spans
-            .into_iter()
-            .map(|(s, e)| request.slice(s..e))
-            .collect(),
-    ))
-}
-
-fn parse_inline(
-    buf: &mut BytesMut,
-    limits: &RespLimits,
-) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(eol) = buf
-        .iter()
-        .take(limits.inline_len_max + 1)
-        .position(|b| *b == b'\n')
-    else {
-        return match buf.len() > limits.inline_len_max {
-            true => err("too big inline request"),
-            false => Ok(None),
-        };
-    };
+/// Takes the inline request whose line ends at `eol` off `buf`.
+fn parse_inline_line(buf: &mut BytesMut, eol: usize) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     let line = buf.split_to(eol + 1).freeze();
     let text = line.slice(..eol).strip_suffix_cr();
     // Redis closes on what looks like HTTP or a cross-protocol attack.
@@ -362,6 +482,44 @@ pub fn fuzz_parse(data: &[u8]) {
                 }
                 Ok(None) | Err(_) => break,
             }
+        }
+        // The same bytes arriving in pieces parse to the same requests.
+        let whole = parse_all(data, &limits, authenticated);
+        let piece = 1 + data.first().map_or(0, |b| *b as usize % 7);
+        let mut parser = RequestParser::default();
+        let mut buf = BytesMut::new();
+        let mut pieces = Vec::new();
+        let mut failed = false;
+        for chunk in data.chunks(piece) {
+            buf.extend_from_slice(chunk);
+            loop {
+                match parser.parse(&mut buf, &limits, authenticated) {
+                    Ok(Some(args)) => pieces.push(args),
+                    Ok(None) => break,
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            if failed {
+                break;
+            }
+        }
+        assert_eq!(whole.0, pieces, "pieces parse as the whole");
+        assert_eq!(whole.1, failed, "pieces fail as the whole");
+    }
+}
+
+/// Every request in `data` parsed at once, and whether parsing failed.
+fn parse_all(data: &[u8], limits: &RespLimits, authenticated: bool) -> (Vec<Vec<Bytes>>, bool) {
+    let mut buf = BytesMut::from(data);
+    let mut out = Vec::new();
+    loop {
+        match parse_request(&mut buf, limits, authenticated) {
+            Ok(Some(args)) => out.push(args),
+            Ok(None) => return (out, false),
+            Err(_) => return (out, true),
         }
     }
 }

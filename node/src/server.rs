@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::resp::{parse_request, Reply};
+use crate::resp::{Reply, RequestParser};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -100,6 +100,7 @@ async fn client(
     let registration = node.clients().register(id, peer, local);
     let entry = &registration.entry;
     let mut input = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut parser = RequestParser::default();
     let mut output = BytesMut::new();
     let mut shutdown = Box::pin(node.shutdown_requested());
     // Requests parsed but not yet run (a batch stopped at the output
@@ -114,7 +115,7 @@ async fn client(
             let requests: Vec<_> = if pending.is_empty() && broken.is_none() {
                 let mut requests = Vec::new();
                 while requests.len() < PIPELINE_BATCH_MAX {
-                    match parse_request(&mut input, &limits.resp, session.authenticated) {
+                    match parser.parse(&mut input, &limits.resp, session.authenticated) {
                         Ok(Some(args)) if args.is_empty() => continue,
                         Ok(Some(args)) => {
                             // `AUTH` changes what the parser accepts next.

@@ -141,15 +141,19 @@ impl Watch {
         self.follower_lsn.get_or_insert(lsn);
     }
 
-    /// Watches `key` of `db` from now on (again is a no-op). `expires_at_ms`
-    /// is the key's expiry time if it exists now and has one.
-    pub(crate) fn add(&mut self, db: &str, key: &[u8], expires_at_ms: Option<u64>) {
+    /// Watches `key` of `db` from now on (again is a no-op).
+    pub(crate) fn add(&mut self, db: &str, key: &[u8]) {
         let watched: WatchedKey = (db.into(), key.into());
         if self.keys.contains(&watched) {
             return;
         }
         self.registry.register(watched.clone(), &self.touched);
         self.keys.insert(watched);
+    }
+
+    /// Notes the expiry time of a key just watched, if it exists and has
+    /// one: once it passes, the watch counts as touched.
+    pub(crate) fn expires_at(&mut self, expires_at_ms: Option<u64>) {
         if let Some(at) = expires_at_ms {
             self.deadline_ms = Some(self.deadline_ms.map_or(at, |d| d.min(at)));
         }
@@ -210,11 +214,11 @@ mod tests {
         let engine = engine();
         let watches = Arc::new(Watches::default());
         let mut on_k = Watch::new(watches.clone());
-        on_k.add("a", b"k", None);
-        on_k.add("a", b"k", None);
+        on_k.add("a", b"k");
+        on_k.add("a", b"k");
         let mut on_other = Watch::new(watches.clone());
-        on_other.add("a", b"other", None);
-        on_other.add("b", b"k", None);
+        on_other.add("a", b"other");
+        on_other.add("b", b"k");
         write(&engine, &watches, "a", &[b"x", b"y"]);
         write(&engine, &watches, "b", &[b"other"]);
         assert!(!on_k.touched(PRIMARY) && !on_other.touched(PRIMARY));
@@ -242,7 +246,7 @@ mod tests {
             follower: true,
         };
         let mut w = Watch::new(watches.clone());
-        w.add("a", b"k", None);
+        w.add("a", b"k");
         w.watching_on_follower(Lsn(7));
         assert!(!w.touched(follower(7)));
         assert!(w.touched(follower(8)));
@@ -253,7 +257,7 @@ mod tests {
         }));
         // Watched on a primary that then became a follower.
         let mut p = Watch::new(watches);
-        p.add("a", b"k", None);
+        p.add("a", b"k");
         assert!(!p.touched(PRIMARY));
         assert!(p.touched(follower(1)));
     }
@@ -270,7 +274,7 @@ mod tests {
         let mut txn = engine.begin("a").unwrap();
         txn.put(b"k", &[], b"new").unwrap();
         let mut w = Watch::new(watches.clone());
-        w.add("a", b"k", None);
+        w.add("a", b"k");
         let db = engine.database("a").unwrap();
         assert_eq!(db.get(b"k").unwrap().unwrap().payload, b"v");
         txn.commit_observed(|x| watches.touch(&x)).unwrap();
@@ -281,11 +285,13 @@ mod tests {
     fn a_watched_key_that_expires_counts_as_touched() {
         let watches = Arc::new(Watches::default());
         let mut w = Watch::new(watches.clone());
-        w.add("a", b"forever", None);
+        w.add("a", b"forever");
         assert!(!w.touched(PRIMARY));
-        w.add("a", b"later", Some(now_ms() + 60_000));
+        w.add("a", b"later");
+        w.expires_at(Some(now_ms() + 60_000));
         assert!(!w.touched(PRIMARY));
-        w.add("a", b"gone", Some(now_ms() - 1));
+        w.add("a", b"gone");
+        w.expires_at(Some(now_ms() - 1));
         assert!(w.touched(PRIMARY));
     }
 
@@ -294,9 +300,9 @@ mod tests {
         let watches = Arc::new(Watches::default());
         let mut one = Watch::new(watches.clone());
         let mut two = Watch::new(watches.clone());
-        one.add("a", b"k", None);
-        two.add("a", b"k", None);
-        two.add("a", b"j", None);
+        one.add("a", b"k");
+        two.add("a", b"k");
+        two.add("a", b"j");
         assert_eq!(watches.registered.load(Ordering::Relaxed), 3);
         drop(one);
         assert_eq!(watches.keys.lock().unwrap().len(), 2);

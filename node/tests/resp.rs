@@ -2,7 +2,9 @@
 //! (a fault of docs/reliability.md).
 
 use bytes::{BufMut, BytesMut};
-use hotblock_node::resp::{parse_request, Protocol, ProtocolError, Reply, RespLimits};
+use hotblock_node::resp::{
+    parse_request, Protocol, ProtocolError, Reply, RequestParser, RespLimits,
+};
 
 fn parse_all(input: &[u8], authenticated: bool) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
     let mut buf = BytesMut::from(input);
@@ -175,4 +177,77 @@ fn resp_request_corpus_replays() {
         let result = std::panic::catch_unwind(|| hotblock_node::resp::fuzz_parse(&data));
         assert!(result.is_ok(), "{} panicked", path.display());
     }
+}
+
+/// A request of many arguments arriving a few bytes per read: each
+/// argument's header is read once (before, every read re-walked every
+/// argument received so far: quadratic), and it parses as the whole does.
+#[test]
+fn a_request_in_pieces_is_parsed_in_linear_work() {
+    const ARGS: usize = 20_000;
+    const PIECE: usize = 7;
+    let mut input = format!("*{ARGS}\r\n").into_bytes();
+    for i in 0..ARGS {
+        let arg = format!("a{i}");
+        input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    let limits = RespLimits::default();
+    let mut parser = RequestParser::default();
+    let mut buf = BytesMut::new();
+    let mut got = None;
+    let pieces = input.chunks(PIECE).count();
+    for chunk in input.chunks(PIECE) {
+        assert!(got.is_none(), "parsed before the last piece");
+        buf.put_slice(chunk);
+        got = parser.parse(&mut buf, &limits, true).unwrap();
+    }
+    let args = got.expect("parsed once whole");
+    assert_eq!(args.len(), ARGS);
+    assert_eq!(&args[ARGS - 1][..], format!("a{}", ARGS - 1).as_bytes());
+    assert!(buf.is_empty());
+    let work = parser.work() as usize;
+    assert!(
+        work <= ARGS + pieces + 1,
+        "{work} headers read for {ARGS} arguments"
+    );
+
+    // An inline line a byte at a time: each byte searched once.
+    let mut parser = RequestParser::default();
+    let mut buf = BytesMut::new();
+    let line = vec![b'a'; 60_000];
+    for b in &line {
+        buf.put_u8(*b);
+        assert_eq!(parser.parse(&mut buf, &limits, true).unwrap(), None);
+    }
+    assert!(parser.work() as usize <= line.len(), "{}", parser.work());
+}
+
+/// A request that keeps growing past `client-query-buffer-limit` closes
+/// the client, whatever its arguments' own limits allow.
+#[test]
+fn a_request_past_the_query_buffer_limit_is_refused() {
+    let limits = RespLimits {
+        query_buffer_max: 64 * 1024,
+        ..RespLimits::default()
+    };
+    let mut parser = RequestParser::default();
+    let mut buf = BytesMut::new();
+    buf.put_slice(b"*1000\r\n");
+    let mut refused = None;
+    for _ in 0..1000 {
+        buf.put_slice(b"$1000\r\n");
+        buf.put_slice(&[b'x'; 1000]);
+        buf.put_slice(b"\r\n");
+        match parser.parse(&mut buf, &limits, true) {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("a request past the limit was taken"),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("refused");
+    assert!(e.0.contains("query buffer limit"), "{e}");
+    assert!(buf.len() <= limits.query_buffer_max + 1010, "{}", buf.len());
 }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::error::StartupError;
+use crate::resp::RespLimits;
 use crate::{cli, serve_until_shutdown, FollowSettings, Node, NodeOptions, ServerLimits};
 use clap::Parser;
 use hotblock_core::repl::{Epoch, EpochHistory, NodeId, PrimaryConfig};
@@ -91,6 +92,14 @@ pub struct Args {
     client_output_buffer_limit: u64,
     #[arg(long, default_value_t = 30_000)]
     client_output_stall_ms: u64,
+    /// Bytes held for one client's requests not yet whole (`1gb`, Redis's
+    /// default); a client past it is closed.
+    #[arg(long, value_parser = cli::parse_request_limit, default_value = "1gb")]
+    client_query_buffer_limit: u64,
+    /// Longest bulk string in a request (`512mb`, Redis's default); a
+    /// longer one closes the client with a protocol error.
+    #[arg(long, value_parser = cli::parse_request_limit, default_value = "512mb")]
+    proto_max_bulk_len: u64,
     /// Check a secondary's blocks against this node's digests this often (0: never).
     #[arg(long, default_value_t = 0)]
     verify_interval_ms: u64,
@@ -445,7 +454,12 @@ fn node_options(args: &Args, db_config: DbConfig, persister: Option<Persister>) 
                 limit => limit as usize,
             },
             output_stall: Duration::from_millis(args.client_output_stall_ms),
-            ..ServerLimits::default()
+            resp: RespLimits {
+                query_buffer_max: usize::try_from(args.client_query_buffer_limit)
+                    .unwrap_or(usize::MAX),
+                bulk_len_max: usize::try_from(args.proto_max_bulk_len).unwrap_or(usize::MAX),
+                ..RespLimits::default()
+            },
         },
         serve_reads: true,
         promote_replication: None,

@@ -348,6 +348,10 @@ fn config_params(node: &Node) -> Vec<(&'static str, String)> {
         ("maxmemory-policy", "noeviction".to_string()),
         ("maxclients", node.max_clients().to_string()),
         ("proto-max-bulk-len", limits.resp.bulk_len_max.to_string()),
+        (
+            "client-query-buffer-limit",
+            limits.resp.query_buffer_max.to_string(),
+        ),
         ("save", String::new()),
         ("appendonly", "no".to_string()),
         ("databases", "1".to_string()),

@@ -88,11 +88,14 @@ pub(super) fn watch(node: &Node, session: &mut Session, args: &[Bytes]) -> Reply
         Some(_) => {}
     }
     for key in &args[1..] {
+        // Registered first, then read: an expiry time set in between
+        // raises the flag or is read.
+        watch.add(&session.db, key);
         let expires_at = database
             .as_ref()
             .and_then(|d| d.get(key).ok().flatten())
             .and_then(|r| r.expires_at_ms);
-        watch.add(&session.db, key, expires_at);
+        watch.expires_at(expires_at);
     }
     Reply::ok()
 }
@@ -140,11 +143,8 @@ pub(super) fn queue(node: &Node, session: &mut Session, name: &[u8], args: Vec<B
         }
         b"UNWATCH" if args.len() == 1 => return queued(session, Queued::Unwatch),
         b"UNWATCH" => return refuse(session, wrong_arity(b"unwatch")),
-        // Redis's reply to a command flagged no-multi.
-        b"WATCH" => {
-            let reply = Reply::Error("ERR Command not allowed inside a transaction".into());
-            return refuse(session, reply);
-        }
+        // As Redis: refused, and the transaction goes on.
+        b"WATCH" => return Reply::Error("ERR WATCH inside MULTI is not allowed".into()),
         _ => {}
     }
     let Some(cmd) = Data::parse(name) else {
