@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::auth::{prove_as_primary, prove_as_secondary, Secret};
+use crate::auth::{prove_as_primary, prove_as_secondary, Secret, BINDING_LEN, EXPORTER_LABEL};
 use crate::quic;
 use crate::tcp::HANDSHAKE_TIMEOUT;
 use crate::tls::{self, TlsIdentity, Trust};
@@ -209,7 +209,7 @@ impl Incoming {
     pub async fn finish(self, secret: &Secret) -> Result<Link, TransportError> {
         match self {
             Incoming::Tcp(mut stream, peer) => {
-                handshake(prove_as_primary(&mut stream, secret)).await?;
+                handshake(prove_as_primary(&mut stream, secret, b"")).await?;
                 let (read, write) = stream.into_split();
                 Ok(Link::new(read, write, peer.to_string()))
             }
@@ -218,7 +218,8 @@ impl Incoming {
                 let mut stream =
                     handshake(async { acceptor.accept(stream).await.map_err(tls::tls_error) })
                         .await?;
-                handshake(prove_as_primary(&mut stream, secret)).await?;
+                let binding = tls_binding(stream.get_ref().1)?;
+                handshake(prove_as_primary(&mut stream, secret, &binding)).await?;
                 let (read, write) = tokio::io::split(stream);
                 Ok(Link::new(read, write, peer.to_string()))
             }
@@ -240,9 +241,11 @@ impl Incoming {
                 })
                 .await?;
                 let peer = connection.remote_address().to_string();
+                let binding = quic_binding(&connection)?;
                 handshake(prove_as_primary(
                     &mut tokio::io::join(&mut recv, &mut send),
                     secret,
+                    &binding,
                 ))
                 .await?;
                 let mut link = Link::new(recv, send, peer);
@@ -250,7 +253,7 @@ impl Incoming {
                 Ok(link)
             }
             Incoming::Memory(mut pipe) => {
-                handshake(prove_as_primary(&mut pipe, secret)).await?;
+                handshake(prove_as_primary(&mut pipe, secret, b"")).await?;
                 let (read, write) = tokio::io::split(pipe);
                 Ok(Link::new(read, write, "memory".into()))
             }
@@ -280,7 +283,8 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
                     .map_err(tls::tls_error)
             })
             .await?;
-            handshake(prove_as_secondary(&mut stream, secret)).await?;
+            let binding = tls_binding(stream.get_ref().1)?;
+            handshake(prove_as_secondary(&mut stream, secret, &binding)).await?;
             let (read, write) = tokio::io::split(stream);
             Ok(Link::new(read, write, addr.to_string()))
         }
@@ -293,9 +297,11 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
             send.write_all(&[1])
                 .await
                 .map_err(|e| TransportError::Tls(e.to_string()))?;
+            let binding = quic_binding(&connection)?;
             handshake(prove_as_secondary(
                 &mut tokio::io::join(&mut recv, &mut send),
                 secret,
+                &binding,
             ))
             .await?;
             let mut link = Link::new(recv, send, addr.to_string());
@@ -307,11 +313,29 @@ pub async fn connect(to: &ConnectTo, secret: &Secret) -> Result<Link, TransportE
             hub.tx
                 .send(theirs)
                 .map_err(|_| TransportError::Auth("no primary listens on this memory hub"))?;
-            handshake(prove_as_secondary(&mut ours, secret)).await?;
+            handshake(prove_as_secondary(&mut ours, secret, b"")).await?;
             let (read, write) = tokio::io::split(ours);
             Ok(Link::new(read, write, "memory".into()))
         }
     }
+}
+
+/// The proof's channel binding for a TLS session (see `auth`).
+fn tls_binding<D>(
+    connection: &rustls::ConnectionCommon<D>,
+) -> Result<[u8; BINDING_LEN], TransportError> {
+    connection
+        .export_keying_material([0u8; BINDING_LEN], EXPORTER_LABEL, None)
+        .map_err(tls::tls_error)
+}
+
+/// The proof's channel binding for a QUIC connection (see `auth`).
+fn quic_binding(connection: &quinn::Connection) -> Result<[u8; BINDING_LEN], TransportError> {
+    let mut out = [0u8; BINDING_LEN];
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .map_err(|e| TransportError::Tls(format!("{e:?}")))?;
+    Ok(out)
 }
 
 async fn handshake<T>(
@@ -320,4 +344,72 @@ async fn handshake<T>(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, proof)
         .await
         .map_err(|_| TransportError::Timeout)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The relay attack a review found: whoever can point a secondary at
+    /// itself (`REPLICAOF host port fingerprint`) sits between two TLS
+    /// sessions, the secondary's and its own to the primary, and passes
+    /// the proof's bytes along. Bound to each TLS session, the proof made
+    /// for one does not pass on the other.
+    #[tokio::test]
+    async fn a_proof_relayed_between_two_tls_sessions_is_refused() {
+        let secret = Secret::new("hunter2");
+        let primary_id = TlsIdentity::self_signed().unwrap();
+        let relay_id = TlsIdentity::self_signed().unwrap();
+        let mut primary = Listener::bind(&ListenOn::Tls(
+            "127.0.0.1:0".parse().unwrap(),
+            primary_id.clone(),
+        ))
+        .await
+        .unwrap();
+        let primary_addr: SocketAddr = primary.local_addr().unwrap().parse().unwrap();
+        let mut relay = Listener::bind(&ListenOn::Tls(
+            "127.0.0.1:0".parse().unwrap(),
+            relay_id.clone(),
+        ))
+        .await
+        .unwrap();
+        let relay_addr: SocketAddr = relay.local_addr().unwrap().parse().unwrap();
+        let primary_side = tokio::spawn(async move {
+            let secret = Secret::new("hunter2");
+            primary.accept().await.unwrap().finish(&secret).await
+        });
+        // The relay: TLS with the secondary under its own certificate, TLS
+        // with the primary as a client, and the bytes in between passed on.
+        let relay_side = tokio::spawn(async move {
+            let Incoming::Tls(tcp, _, config) = relay.accept().await.unwrap() else {
+                unreachable!("a TLS listener")
+            };
+            let mut from_secondary = tokio_rustls::TlsAcceptor::from(config)
+                .accept(tcp)
+                .await
+                .unwrap();
+            let (config, name) =
+                tls::client_config(&Trust::Pinned(primary_id.fingerprint())).unwrap();
+            let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+            let tcp = tokio::net::TcpStream::connect(primary_addr).await.unwrap();
+            let mut to_primary = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            let _ = tokio::io::copy_bidirectional(&mut from_secondary, &mut to_primary).await;
+        });
+        let secondary = connect(
+            &ConnectTo::Tls(relay_addr, Trust::Pinned(relay_id.fingerprint())),
+            &secret,
+        )
+        .await;
+        let primary_result = primary_side.await.unwrap();
+        assert!(
+            matches!(primary_result, Err(TransportError::Auth(_))),
+            "the primary took a relayed proof: {:?}",
+            primary_result.map(|_| ())
+        );
+        assert!(secondary.is_err(), "the secondary thinks it is in");
+        relay_side.abort();
+    }
 }

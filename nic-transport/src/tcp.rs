@@ -23,9 +23,12 @@ pub async fn connect(addr: SocketAddr, secret: &Secret) -> Result<TcpStream, Tra
         .await
         .map_err(|_| TransportError::Timeout)??;
     stream.set_nodelay(true)?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_secondary(&mut stream, secret))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        prove_as_secondary(&mut stream, secret, b""),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout)??;
     Ok(stream)
 }
 
@@ -37,9 +40,12 @@ pub async fn accept(
 ) -> Result<(TcpStream, SocketAddr), TransportError> {
     let (mut stream, peer) = listener.accept().await?;
     stream.set_nodelay(true)?;
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, prove_as_primary(&mut stream, secret))
-        .await
-        .map_err(|_| TransportError::Timeout)??;
+    tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        prove_as_primary(&mut stream, secret, b""),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout)??;
     Ok((stream, peer))
 }
 

@@ -633,6 +633,12 @@ fn pipelines_run_in_order_and_a_protocol_error_stops_them() {
         );
         s
     };
+    // REPLICAOF (which points this node at a primary, and so its secret's
+    // proof at whoever listens there) only after AUTH.
+    exchange(
+        b"REPLICAOF 127.0.0.1 1\r\n",
+        b"-NOAUTH Authentication required.\r\n",
+    );
     exchange(
         b"AUTH pw\r\nSET x 1\r\nGET x\r\nSET x 2\r\nGET x\r\nDEL x\r\nGET x\r\nEXISTS x\r\n",
         b"+OK\r\n+OK\r\n$1\r\n1\r\n+OK\r\n$1\r\n2\r\n:1\r\n$-1\r\n:0\r\n",
