@@ -396,7 +396,8 @@ impl Txn {
             [part] => engine
                 .commit_with(&part.db, |state, lsn| {
                     let plan = plan(state, &part.writes)?;
-                    check_size(&[&plan])?;
+                    check_size(&[(&*state, &plan)])?;
+                    reserve(state, &plan)?;
                     let delta = execute(state, plan, lsn)?;
                     observe(Written {
                         db: part.db.name(),
@@ -412,10 +413,15 @@ impl Txn {
                         // Plan every database first: memory is reserved
                         // everywhere before any block changes.
                         let mut plans = Vec::with_capacity(written.len());
-                        for (state, part) in states.iter_mut().zip(&written) {
+                        for (state, part) in states.iter().zip(&written) {
                             plans.push(plan(state, &part.writes)?);
                         }
-                        check_size(&plans.iter().collect::<Vec<_>>())?;
+                        let parts: Vec<(&DbState, &Plan<'_>)> =
+                            states.iter().map(|s| &**s).zip(&plans).collect();
+                        check_size(&parts)?;
+                        for (state, plan) in states.iter_mut().zip(&plans) {
+                            reserve(state, plan)?;
+                        }
                         let mut deltas = Vec::with_capacity(written.len());
                         for (state, plan) in states.iter_mut().zip(plans) {
                             match execute(state, plan, lsn) {
@@ -548,75 +554,46 @@ fn merge(ranges: &mut Vec<(BlockId, u32, u32)>) {
 
 /// How one write of the write set lands.
 enum Step<'a> {
-    InPlace(RecordId, &'a EncodedRecord),
+    /// Over the record's slot, of this many bytes (all of it rewritten).
+    InPlace(RecordId, &'a EncodedRecord, usize),
     Replace(RecordId, &'a EncodedRecord),
     Append(&'a EncodedRecord),
     Delete(RecordId),
 }
 
-/// A database's writes, planned: how each lands. Memory is reserved.
+/// A database's writes, planned: how each lands, and at most how large
+/// their delta is.
 struct Plan<'a> {
     steps: Vec<Step<'a>>,
     new_blocks: usize,
+    size: DeltaSize,
 }
 
-/// Bytes one `BlockWrite` adds to an encoded delta besides its data: tag,
-/// database, block, offset, length.
-const WRITE_OP_OVERHEAD: usize = 17;
-
-/// Refuses, before anything changes, a transaction whose delta could pass
-/// what a delta may hold (`DELTA_OPS_MAX`, `DELTA_SIZE_MAX`): secondaries
-/// and the log would refuse it after it was applied here. The bound is
-/// counted generously first; only a big transaction counts exactly which
-/// blocks it touches.
-fn check_size(plans: &[&Plan<'_>]) -> Result<(), Error> {
-    let record_bytes = |step: &Step<'_>| match step {
-        Step::InPlace(_, rec) | Step::Append(rec) => rec.len(),
-        Step::Replace(_, rec) => rec.len() + 1,
-        Step::Delete(_) => 1,
-    };
-    let ranges = |step: &Step<'_>| 1 + matches!(step, Step::Replace(..)) as usize;
-    let (mut ops, mut bytes, mut steps) = (2usize, 16usize, 0usize);
-    for plan in plans {
-        steps += plan.steps.len();
-        ops += plan.new_blocks * 3;
-        bytes += plan.new_blocks * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD);
-        for step in &plan.steps {
-            ops += ranges(step);
-            bytes += record_bytes(step) + WRITE_OP_OVERHEAD * ranges(step);
-        }
-    }
-    // Each step may touch a block of its own: a header write and a free.
-    let generous = (
-        ops + 2 * steps,
-        bytes + steps * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD),
-    );
-    if generous.0 <= DELTA_OPS_MAX && generous.1 <= DELTA_SIZE_MAX {
-        return Ok(());
-    }
-    let mut blocks: Vec<(usize, BlockId)> = Vec::new();
-    for (i, plan) in plans.iter().enumerate() {
-        for step in &plan.steps {
-            if let Step::InPlace(rid, _) | Step::Replace(rid, _) | Step::Delete(rid) = step {
-                blocks.push((i, rid.block));
-            }
-        }
-    }
-    blocks.sort_unstable();
-    blocks.dedup();
-    // The tail each database appends to, besides.
-    let touched = blocks.len() + plans.len();
-    let ops = ops + 2 * touched;
-    let bytes = bytes + touched * (BLOCK_HEADER_SIZE + 2 * WRITE_OP_OVERHEAD);
-    if ops > DELTA_OPS_MAX || bytes > DELTA_SIZE_MAX {
-        return Err(Error::TransactionTooLarge { ops, bytes });
-    }
-    Ok(())
+/// At most how many ops and bytes a delta (or a database's part of one)
+/// holds.
+#[derive(Clone, Copy, Debug, Default)]
+struct DeltaSize {
+    ops: usize,
+    bytes: usize,
 }
 
-/// Plans `writes` against `state` and reserves the memory for their new
-/// blocks. Changes nothing readers can see.
-fn plan<'a>(state: &mut DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error> {
+impl DeltaSize {
+    fn add(&mut self, ops: usize, bytes: usize) {
+        self.ops += ops;
+        self.bytes += bytes;
+    }
+
+    fn fits(self) -> bool {
+        self.ops <= DELTA_OPS_MAX && self.bytes <= DELTA_SIZE_MAX
+    }
+}
+
+/// Bytes one op adds to an encoded delta besides a write's data: a
+/// `BlockWrite`'s tag, database, block, offset and length (the largest).
+const OP_OVERHEAD: usize = 17;
+
+/// Plans `writes` against `state`. Changes nothing.
+fn plan<'a>(state: &DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error> {
     let mut steps = Vec::with_capacity(writes.len());
     let mut appends = Vec::new();
     for pending in writes.iter() {
@@ -624,7 +601,9 @@ fn plan<'a>(state: &mut DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error
             .lookup(pending.key())?
             .map(|(rid, rec)| (rid, rec.slot_len()));
         let step = match (existing, pending.record()) {
-            (Some((rid, slot_len)), Some(rec)) if rec.len() <= slot_len => Step::InPlace(rid, rec),
+            (Some((rid, slot_len)), Some(rec)) if rec.len() <= slot_len => {
+                Step::InPlace(rid, rec, slot_len)
+            }
             (Some((rid, _)), Some(rec)) => Step::Replace(rid, rec),
             (None, Some(rec)) => Step::Append(rec),
             (Some((rid, _)), None) => Step::Delete(rid),
@@ -642,8 +621,125 @@ fn plan<'a>(state: &mut DbState, writes: &'a WriteSet) -> Result<Plan<'a>, Error
             max: BLOCKS_PER_DB_MAX,
         });
     }
-    state.arena.reserve(new_blocks)?;
-    Ok(Plan { steps, new_blocks })
+    let size = quick_size(&steps, new_blocks);
+    Ok(Plan {
+        steps,
+        new_blocks,
+        size,
+    })
+}
+
+/// A quick upper bound of a plan's delta: every step in a block of its
+/// own (a header write each, and a free).
+fn quick_size(steps: &[Step<'_>], new_blocks: usize) -> DeltaSize {
+    let mut size = DeltaSize::default();
+    // The tail's header; each new block's alloc and header.
+    size.add(
+        1 + 2 * new_blocks,
+        (1 + new_blocks) * (BLOCK_HEADER_SIZE + OP_OVERHEAD) + new_blocks * OP_OVERHEAD,
+    );
+    for step in steps {
+        let header = BLOCK_HEADER_SIZE + 2 * OP_OVERHEAD;
+        match step {
+            Step::InPlace(_, _, slot_len) => size.add(3, slot_len + OP_OVERHEAD + header),
+            Step::Replace(_, rec) => size.add(4, rec.len() + 1 + 2 * OP_OVERHEAD + header),
+            Step::Append(rec) => size.add(1, rec.len() + OP_OVERHEAD),
+            Step::Delete(_) => size.add(3, 1 + OP_OVERHEAD + header),
+        }
+    }
+    size
+}
+
+/// An upper bound of a plan's delta, block by block, as `Dirty::finish`
+/// builds it: a block whose every record this transaction deletes (and
+/// that is not the tail) becomes one `BlockFree`, its writes dropped; any
+/// other touched block, its ranges and one header write.
+fn exact_size(state: &DbState, plan: &Plan<'_>) -> DeltaSize {
+    #[derive(Default)]
+    struct Touch {
+        deletes: u32,
+        ranges: usize,
+        bytes: usize,
+        rewritten: bool,
+    }
+    let mut blocks: std::collections::HashMap<BlockId, Touch> = std::collections::HashMap::new();
+    let mut size = DeltaSize::default();
+    size.add(
+        1 + 2 * plan.new_blocks,
+        (1 + plan.new_blocks) * (BLOCK_HEADER_SIZE + OP_OVERHEAD) + plan.new_blocks * OP_OVERHEAD,
+    );
+    for step in &plan.steps {
+        match step {
+            Step::InPlace(rid, _, slot_len) => {
+                let t = blocks.entry(rid.block).or_default();
+                t.ranges += 1;
+                t.bytes += slot_len;
+                t.rewritten = true;
+            }
+            Step::Replace(rid, rec) => {
+                let t = blocks.entry(rid.block).or_default();
+                t.deletes += 1;
+                t.ranges += 1;
+                t.bytes += 1;
+                size.add(1, rec.len() + OP_OVERHEAD);
+            }
+            Step::Append(rec) => size.add(1, rec.len() + OP_OVERHEAD),
+            Step::Delete(rid) => {
+                let t = blocks.entry(rid.block).or_default();
+                t.deletes += 1;
+                t.ranges += 1;
+                t.bytes += 1;
+            }
+        }
+    }
+    for (block, t) in blocks {
+        let emptied = !t.rewritten
+            && state.tail != Some(block)
+            && state
+                .header(block)
+                .is_some_and(|h| h.record_count == t.deletes);
+        match emptied {
+            true => size.add(1, OP_OVERHEAD),
+            false => size.add(
+                t.ranges + 1,
+                t.bytes + (t.ranges + 1) * OP_OVERHEAD + BLOCK_HEADER_SIZE,
+            ),
+        }
+    }
+    size
+}
+
+/// Refuses, before anything changes, a transaction whose delta could pass
+/// what a delta may hold (`DELTA_OPS_MAX`, `DELTA_SIZE_MAX`): secondaries
+/// and the log would refuse it after it was applied here. The quick bound
+/// settles ordinary transactions; a big one is counted block by block.
+fn check_size(parts: &[(&DbState, &Plan<'_>)]) -> Result<(), Error> {
+    let mut quick = DeltaSize::default();
+    quick.add(2, 2 * OP_OVERHEAD);
+    for (_, plan) in parts {
+        quick.add(plan.size.ops, plan.size.bytes);
+    }
+    if quick.fits() {
+        return Ok(());
+    }
+    let mut exact = DeltaSize::default();
+    exact.add(2, 2 * OP_OVERHEAD);
+    for (state, plan) in parts {
+        let s = exact_size(state, plan);
+        exact.add(s.ops, s.bytes);
+    }
+    match exact.fits() {
+        true => Ok(()),
+        false => Err(Error::TransactionTooLarge {
+            ops: exact.ops,
+            bytes: exact.bytes,
+        }),
+    }
+}
+
+/// Reserves the memory a checked plan's new blocks take.
+fn reserve(state: &mut DbState, plan: &Plan<'_>) -> Result<(), Error> {
+    state.arena.reserve(plan.new_blocks)
 }
 
 /// Applies a plan to the blocks and indexes; returns the database's delta.
@@ -653,7 +749,7 @@ fn execute(state: &mut DbState, plan: Plan<'_>, lsn: Lsn) -> Result<Delta, Error
     let result = (|| {
         for step in plan.steps {
             match step {
-                Step::InPlace(rid, rec) => update_in_place(state, rid, rec, &mut dirty)?,
+                Step::InPlace(rid, rec, _) => update_in_place(state, rid, rec, &mut dirty)?,
                 Step::Replace(rid, rec) => {
                     tombstone(state, rid, &mut dirty)?;
                     append(state, rec, &mut dirty)?;
@@ -779,39 +875,98 @@ fn open_block(state: &mut DbState, dirty: &mut Dirty) -> Result<BlockId, Error> 
 
 #[cfg(test)]
 mod tests {
-    use super::{check_size, merge, Plan, Step};
+    use super::{check_size, exact_size, merge, plan, quick_size, DeltaSize, Plan, Step};
+    use crate::engine::{DatabaseOptions, Engine, EngineConfig};
     use crate::error::Error;
     use crate::ids::{BlockId, RecordId};
+    use crate::record::EncodedRecord;
+    use crate::write_set::{Pending, WriteSet};
 
+    fn engine_with_records(n: u32) -> Engine {
+        let engine = Engine::new(EngineConfig::default());
+        engine
+            .create_database("t", DatabaseOptions::default().block_size(4096))
+            .unwrap();
+        let mut txn = engine.begin("t").unwrap();
+        for i in 0..n {
+            txn.put(format!("k{i:05}").as_bytes(), &[], &[7; 80])
+                .unwrap();
+        }
+        txn.commit().unwrap();
+        engine
+    }
+
+    /// Deleting every record of full blocks frees them: a delta of about
+    /// one op per block, however many records, as `Dirty::finish` builds
+    /// it. The bound follows it, so a big `FLUSHDB` is not refused.
+    #[test]
+    fn deleting_whole_blocks_is_counted_as_their_frees() {
+        let engine = engine_with_records(2000);
+        let db = engine.database("t").unwrap();
+        let blocks = db.stats().blocks;
+        let mut writes = WriteSet::default();
+        for i in 0..2000 {
+            writes.set(Pending::Delete(format!("k{i:05}").into_bytes().into()));
+        }
+        let state = db.state.read();
+        let plan = plan(&state, &writes).unwrap();
+        let exact = exact_size(&state, &plan);
+        assert!(plan.size.ops >= 3 * 2000, "{:?}", plan.size);
+        assert!(
+            exact.ops <= blocks as usize + 200,
+            "{exact:?} for {blocks} blocks"
+        );
+        drop(state);
+        // And the real delta is that small.
+        let mut txn = engine.begin("t").unwrap();
+        txn.clear().unwrap();
+        let delta = txn.commit().unwrap().unwrap().delta;
+        assert!(
+            delta.ops().len() <= exact.ops,
+            "{} > {exact:?}",
+            delta.ops().len()
+        );
+        assert!(delta.encoded_len() <= exact.bytes + 16);
+    }
+
+    /// Rewriting big slots in place writes every slot whole: 4,200 slots
+    /// of 65,000 bytes pass `DELTA_SIZE_MAX`, and are refused before they
+    /// apply.
     #[test]
     fn a_transaction_too_large_for_a_delta_is_refused_before_it_applies() {
-        let delete = |i: u32| {
-            Step::Delete(RecordId {
-                block: BlockId(i / 500),
-                offset: 48 + (i % 500) * 100,
-            })
+        let engine = engine_with_records(10);
+        let db = engine.database("t").unwrap();
+        let state = db.state.read();
+        let rec = EncodedRecord::encode(b"k", &[], b"x", 4000).unwrap();
+        let rid = |i: u32| RecordId {
+            block: BlockId(i),
+            offset: 48,
         };
-        let small = Plan {
-            steps: (0..1000).map(delete).collect(),
+        let plan = |n: u32| Plan {
+            steps: (0..n)
+                .map(|i| Step::InPlace(rid(i), &rec, 65_000))
+                .collect(),
             new_blocks: 0,
+            size: DeltaSize::default(),
         };
-        assert!(check_size(&[&small]).is_ok());
-        // 400,000 deletes from 800 blocks: over the quick bound, under the
-        // exact one (one write each, and a header per block).
-        let many = Plan {
-            steps: (0..400_000).map(delete).collect(),
-            new_blocks: 0,
-        };
-        assert!(check_size(&[&many]).is_ok());
-        // Spread over two databases, 1.1 million: too many operations.
-        let more = Plan {
-            steps: (0..700_000).map(delete).collect(),
-            new_blocks: 0,
-        };
+        let mut big = plan(4200);
+        big.size = quick_size(&big.steps, 0);
         assert!(matches!(
-            check_size(&[&many, &more]),
+            check_size(&[(&state, &big)]),
             Err(Error::TransactionTooLarge { .. })
         ));
+        let mut fine = plan(1000);
+        fine.size = quick_size(&fine.steps, 0);
+        assert!(check_size(&[(&state, &fine)]).is_ok());
+        // Two databases' parts count together.
+        assert!(check_size(&[
+            (&state, &fine),
+            (&state, &fine),
+            (&state, &fine),
+            (&state, &fine),
+            (&state, &fine)
+        ])
+        .is_err());
     }
 
     #[test]

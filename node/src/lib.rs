@@ -28,6 +28,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fence;
 mod follower;
+pub mod history;
 pub use follower::Follower;
 mod glob;
 mod info;

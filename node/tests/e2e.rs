@@ -1855,6 +1855,25 @@ fn request_limits_close_a_client_that_passes_them() {
     let value = vec![b'v'; (1 << 20) - 64];
     let echoed: Vec<u8> = redis::cmd("ECHO").arg(&value[..]).query(&mut c).unwrap();
     assert_eq!(echoed.len(), value.len());
+    // Queued MULTI commands count against the same limit.
+    let () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let chunk = vec![b'q'; 900_000];
+    for _ in 0..2 {
+        let queued: String = redis::cmd("SET")
+            .arg("q")
+            .arg(&chunk[..])
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(queued, "QUEUED");
+    }
+    let e = redis::cmd("SET")
+        .arg("q")
+        .arg(&chunk[..])
+        .query::<Value>(&mut c)
+        .unwrap_err();
+    assert!(err_text(&e).contains("client-query-buffer-limit"), "{e}");
+    let e = redis::cmd("EXEC").query::<Value>(&mut c).unwrap_err();
+    assert!(err_text(&e).contains("EXECABORT"), "{e}");
     let out = std::process::Command::new(cluster::binary("hotblock-node"))
         .args(["--proto-max-bulk-len", "100kb"])
         .output()

@@ -42,6 +42,9 @@ pub(super) struct Multi {
     selected: Option<String>,
     /// A command failed to queue: `EXEC` aborts.
     failed: bool,
+    /// Bytes of the queued arguments: bounded by the query buffer limit,
+    /// as the requests were before they were queued.
+    bytes: usize,
 }
 
 /// `MULTI`.
@@ -119,6 +122,18 @@ pub(super) fn queue(node: &Node, session: &mut Session, name: &[u8], args: Vec<B
         }
         reply
     };
+    let limit = node.options().limits.resp.query_buffer_max;
+    let size: usize = args.iter().map(|a| a.len()).sum();
+    let multi = session.multi.as_mut().expect("in MULTI");
+    if multi.bytes.saturating_add(size) > limit {
+        // The queue is dropped now, not at EXEC: its memory goes at once.
+        multi.queued = Vec::new();
+        let reply = Reply::Error(
+            "ERR the queued commands exceed client-query-buffer-limit; EXEC will abort".into(),
+        );
+        return refuse(session, reply);
+    }
+    multi.bytes += size;
     let queued = |session: &mut Session, entry: Queued| {
         session.multi.as_mut().expect("in MULTI").queued.push(entry);
         Reply::Simple("QUEUED".into())

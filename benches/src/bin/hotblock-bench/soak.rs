@@ -1,18 +1,27 @@
 //! `hotblock-bench soak`: minutes of sync-mode writes against a primary and
 //! a sync secondary, both with data directories, under random faults
-//! (`kill -9` and restart of either, a `SIGSTOP`ped secondary), then a
-//! checker: every write that got `OK` is on the primary, and the secondary
-//! converges to the same blocks. Opt-in (not in CI); a seed replays the
+//! (`kill -9` and restart of either, a `SIGSTOP`ped secondary), then the
+//! checkers: every write that got `OK` is on the primary; the secondary
+//! converges to the same blocks; and the history of writes and reads of a
+//! few shared keys (registers), through the primary, is linearizable, while
+//! reads of them from the hot secondary return only values written
+//! ([`hotblock_node::history`]). Opt-in (not in CI); a seed replays the
 //! fault schedule.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hotblock_node::history::{History, Kind};
+
 use crate::procs::Server;
 
 /// Writer connections.
 const WRITERS: usize = 4;
+/// Reader connections to the primary, and to the secondary.
+const READERS: usize = 2;
+/// Keys every writer and reader shares: the registers the history checks.
+const REGISTERS: u64 = 16;
 /// Seconds between faults, at most (a random fraction of it each time).
 const FAULT_GAP_MAX_MS: u64 = 3000;
 
@@ -36,11 +45,29 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let unknown = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(History::default());
+    let stale = Arc::new(History::default());
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
-            let (acked, unknown, stop, port) =
-                (acked.clone(), unknown.clone(), stop.clone(), node.port);
-            std::thread::spawn(move || writer(w, port, &acked, &unknown, &stop))
+            let (acked, unknown, stop, port, history) = (
+                acked.clone(),
+                unknown.clone(),
+                stop.clone(),
+                node.port,
+                history.clone(),
+            );
+            std::thread::spawn(move || writer(w, port, &acked, &unknown, &stop, &history))
+        })
+        .collect();
+    let readers: Vec<_> = (0..2 * READERS)
+        .map(|r| {
+            // Half read the primary (linearizable), half the secondary.
+            let (port, into) = match r % 2 {
+                0 => (node.port, history.clone()),
+                _ => (secondary.port, stale.clone()),
+            };
+            let stop = stop.clone();
+            std::thread::spawn(move || reader(r, port, &stop, &into))
         })
         .collect();
 
@@ -60,10 +87,12 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
     };
     let counts = inject_faults(&mut node, &mut secondary, seed, deadline, show)?;
     stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let _ = w.join();
+    for t in writers.into_iter().chain(readers) {
+        let _ = t.join();
     }
     bar.finish_and_clear();
+    let linearizable = history.check();
+    let stale_reads = history.check_stale_reads(&stale);
 
     // The checker.
     let acked = acked.lock().map_err(|_| "a writer panicked")?.clone();
@@ -79,7 +108,18 @@ pub fn run(minutes: f64, seed: u64) -> Result<(), String> {
         counts.secondary_kills,
         counts.secondary_stops
     );
-    verdict(seed, &lost, lsn, &digests)
+    match (&linearizable, &stale_reads) {
+        (Ok(c), Ok(n)) => println!(
+            "history: linearizable over {} registers: {} writes ({} of unknown outcome seen, {} not), {} reads on the primary; {n} reads on the secondary, every one of a written value",
+            c.keys, c.writes, c.unknown_seen, c.unknown_unseen, c.reads
+        ),
+        (Err(e), _) | (_, Err(e)) => println!("history: NOT LINEARIZABLE: {e}"),
+    }
+    verdict(seed, &lost, lsn, &digests)?;
+    linearizable
+        .and(stale_reads)
+        .map(|_| ())
+        .map_err(|e| format!("soak failed (seed {seed}): {e}"))
 }
 
 /// Prints what the checker found; `Err` when a write was lost or the copies
@@ -127,7 +167,11 @@ fn start_servers(work: &std::path::Path) -> Result<(Server, Server), String> {
         &node,
         "tcp",
         "sync",
-        &[arg("--data-dir"), sec_dir.display().to_string()],
+        &[
+            arg("--data-dir"),
+            sec_dir.display().to_string(),
+            arg("--serve-reads"),
+        ],
     )?;
     Ok((node, secondary))
 }
@@ -201,27 +245,83 @@ fn wait_converged(node: &Server, secondary: &Server) -> Result<u64, String> {
     Ok(lsn)
 }
 
-fn writer(w: usize, port: u16, acked: &Mutex<Vec<String>>, unknown: &AtomicU64, stop: &AtomicBool) {
+/// Connects when not connected; `None` (after a short pause) while the
+/// server is down.
+fn connected<'a>(
+    conn: &'a mut Option<redis::Connection>,
+    url: &str,
+) -> Option<&'a mut redis::Connection> {
+    if conn.is_none() {
+        match redis::Client::open(url).and_then(|c| c.get_connection()) {
+            Ok(c) => *conn = Some(c),
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                return None;
+            }
+        }
+    }
+    conn.as_mut()
+}
+
+/// Writes, alternately, a key of its own (checked for loss) and a register
+/// shared with every writer and reader, with a value no other write has
+/// (recorded in `history`).
+fn writer(
+    w: usize,
+    port: u16,
+    acked: &Mutex<Vec<String>>,
+    unknown: &AtomicU64,
+    stop: &AtomicBool,
+    history: &History,
+) {
     let url = format!("redis://127.0.0.1:{port}/");
     let mut conn: Option<redis::Connection> = None;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let c = match &mut conn {
-            Some(c) => c,
-            None => match redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                }
-            },
+        let Some(c) = connected(&mut conn, &url) else {
+            continue;
         };
-        let key = format!("w{w}-{i}");
         i += 1;
-        match redis::cmd("SET").arg(&key).arg(i).query::<()>(c) {
-            Ok(()) => acked.lock().expect("acked lock").push(key),
+        let result = if i % 2 == 0 {
+            let key = format!("w{w}-{i}");
+            let result = redis::cmd("SET").arg(&key).arg(i).query::<()>(c);
+            if result.is_ok() {
+                acked.lock().expect("acked lock").push(key);
+            }
+            result
+        } else {
+            let key = format!("reg{}", (i / 2 + w as u64) % REGISTERS);
+            let value = format!("w{w}-{i}");
+            let invoked = history.now();
+            let result = redis::cmd("SET").arg(&key).arg(&value).query::<()>(c);
+            let kind = Kind::Write(value.into_bytes());
+            history.record(key.as_bytes(), kind, invoked, result.is_ok());
+            result
+        };
+        if let Err(e) = result {
+            unknown.fetch_add(1, Ordering::Relaxed);
+            if e.is_io_error() || e.is_connection_dropped() {
+                conn = None;
+            }
+        }
+    }
+}
+
+/// Reads the registers in turn, recording each read in `history`.
+fn reader(r: usize, port: u16, stop: &AtomicBool, history: &History) {
+    let url = format!("redis://127.0.0.1:{port}/");
+    let mut conn: Option<redis::Connection> = None;
+    let mut i = r as u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(c) = connected(&mut conn, &url) else {
+            continue;
+        };
+        i += 1;
+        let key = format!("reg{}", i % REGISTERS);
+        let invoked = history.now();
+        match redis::cmd("GET").arg(&key).query::<Option<Vec<u8>>>(c) {
+            Ok(value) => history.record(key.as_bytes(), Kind::Read(value), invoked, true),
             Err(e) => {
-                unknown.fetch_add(1, Ordering::Relaxed);
                 if e.is_io_error() || e.is_connection_dropped() {
                     conn = None;
                 }
