@@ -397,8 +397,10 @@ impl Engine {
         }
         catalog.by_name.insert(schema.name.clone(), db.clone());
         catalog.by_id.push(db);
-        drop(catalog);
+        // Published before the database can be found: whoever sees it
+        // sees its LSN.
         self.publish(&mut commit, lsn);
+        drop(catalog);
         let delta = Delta::from_ops(vec![
             DeltaOp::TxnBegin { db: schema.id },
             DeltaOp::DbCreate {
@@ -585,6 +587,7 @@ impl Engine {
             }
             catalog.by_name.insert(name.clone(), database.clone());
             catalog.by_id.push(database);
+            self.publish(&mut commit, lsn);
         } else {
             // One section per database, in ascending id: the order every
             // writer and multi-database reader takes state locks in.
@@ -624,7 +627,6 @@ impl Engine {
             self.run_hook(delta);
             return Ok(lsn);
         }
-        self.publish(&mut commit, lsn);
         self.run_hook(delta);
         Ok(lsn)
     }
