@@ -160,6 +160,7 @@ impl Txn {
         key: &[u8],
         values: &[Option<&[u8]>],
         payload: &[u8],
+        expires_at_ms: Option<u64>,
     ) -> Result<EncodedRecord, Error> {
         let schema = &self.part().db.schema;
         if values.len() != schema.indexes.len() {
@@ -169,7 +170,7 @@ impl Txn {
                 got: values.len(),
             });
         }
-        EncodedRecord::encode(key, values, payload, schema.capacity())
+        EncodedRecord::encode_expiring(key, values, payload, expires_at_ms, schema.capacity())
     }
 
     /// Inserts or replaces the record with unique key `key`. `values` holds
@@ -180,9 +181,7 @@ impl Txn {
         values: &[Option<&[u8]>],
         payload: &[u8],
     ) -> Result<(), Error> {
-        let record = self.encode(key, values, payload)?;
-        self.part_mut().writes.set(Pending::Put(record));
-        Ok(())
+        self.put_expiring(key, values, payload, None)
     }
 
     /// Inserts or replaces the record with unique key `key`, to expire at
@@ -194,16 +193,7 @@ impl Txn {
         payload: &[u8],
         expires_at_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let schema = &self.part().db.schema;
-        if values.len() != schema.indexes.len() {
-            return Err(Error::ValueCount {
-                db: schema.name.clone(),
-                expected: schema.indexes.len(),
-                got: values.len(),
-            });
-        }
-        let record =
-            EncodedRecord::encode_expiring(key, values, payload, expires_at_ms, schema.capacity())?;
+        let record = self.encode(key, values, payload, expires_at_ms)?;
         self.part_mut().writes.set(Pending::Put(record));
         Ok(())
     }
@@ -234,7 +224,7 @@ impl Txn {
         values: &[Option<&[u8]>],
         payload: &[u8],
     ) -> Result<(), Error> {
-        let record = self.encode(key, values, payload)?;
+        let record = self.encode(key, values, payload, None)?;
         if self.contains(key)? {
             return Err(Error::DuplicateKey);
         }
@@ -389,11 +379,11 @@ impl Txn {
         // over: a database this transaction only read or watched must not
         // take another writer's commit before this one.
         let Txn { engine, parts, .. } = self;
-        let written: Vec<&Part> = parts.iter().filter(|p| !p.writes.is_empty()).collect();
-        match written[..] {
-            [] => Ok(None),
+        let mut written = parts.iter().filter(|p| !p.writes.is_empty());
+        match (written.next(), written.next()) {
+            (None, _) => Ok(None),
             // The common case, one database: no per-database vectors.
-            [part] => engine
+            (Some(part), None) => engine
                 .commit_with(&part.db, |state, lsn| {
                     let plan = plan(state, &part.writes)?;
                     check_size(&[(&*state, &plan)])?;
@@ -406,7 +396,8 @@ impl Txn {
                     Ok(delta)
                 })
                 .map(Some),
-            _ => {
+            (Some(first), Some(second)) => {
+                let written: Vec<&Part> = [first, second].into_iter().chain(written).collect();
                 let dbs: Vec<&Database> = written.iter().map(|p| &*p.db).collect();
                 engine
                     .commit_across(&dbs, |states, lsn| {
